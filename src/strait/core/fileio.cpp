@@ -1,0 +1,113 @@
+#include "strait/core/fileio.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <unistd.h>
+
+#include "strait/core/error.h"
+
+namespace strait {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string system_error_text() { return std::strerror(errno); }
+
+std::string unique_suffix() {
+  static thread_local std::mt19937_64 generator{std::random_device{}()};
+  return std::to_string(::getpid()) + "-" + std::to_string(generator() % 1000000000ULL);
+}
+
+void fsync_path(const fs::path& path, int open_flags) {
+  int fd = ::open(path.c_str(), open_flags);
+  if (fd < 0) throw Error("cannot open " + path.string() + " to sync it: " + system_error_text());
+  int rc = ::fsync(fd);
+  int saved_errno = errno;
+  ::close(fd);
+  if (rc != 0) {
+    errno = saved_errno;
+    throw Error("fsync failed for " + path.string() + ": " + system_error_text());
+  }
+}
+
+void write_all(int fd, const fs::path& path, const char* bytes, size_t size) {
+  while (size > 0) {
+    ssize_t written = ::write(fd, bytes, size);
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      throw Error("cannot write " + path.string() + ": " + system_error_text());
+    }
+    bytes += written;
+    size -= static_cast<size_t>(written);
+  }
+}
+
+}  // namespace
+
+void fsync_directory(const fs::path& dir) { fsync_path(dir.empty() ? fs::path(".") : dir, O_RDONLY | O_DIRECTORY); }
+
+void atomic_write_file(const fs::path& path, const void* data, size_t size) {
+  fs::path directory = path.parent_path();
+  fs::path temporary = path;
+  temporary += ".tmp-" + unique_suffix();
+  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error("cannot create " + temporary.string() + ": " + system_error_text());
+  try {
+    write_all(fd, temporary, static_cast<const char*>(data), size);
+    if (::fsync(fd) != 0) throw Error("fsync failed for " + temporary.string() + ": " + system_error_text());
+  } catch (...) {
+    ::close(fd);
+    ::unlink(temporary.c_str());
+    throw;
+  }
+  ::close(fd);
+  if (::rename(temporary.c_str(), path.c_str()) != 0) {
+    std::string reason = system_error_text();
+    ::unlink(temporary.c_str());
+    throw Error("cannot rename " + temporary.string() + " to " + path.string() + ": " + reason);
+  }
+  fsync_directory(directory);
+}
+
+void atomic_write_file(const fs::path& path, const std::string& contents) {
+  atomic_write_file(path, contents.data(), contents.size());
+}
+
+std::string read_whole_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read " + path.string() + ": " + (fs::exists(path) ? "permission denied" : "no such file"));
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  if (in.bad()) throw Error("cannot read " + path.string() + ": I/O error");
+  return contents.str();
+}
+
+StagedDirectory::StagedDirectory(fs::path final_path) : final_path_(std::move(final_path)) {
+  staging_path_ = final_path_.parent_path() / ("." + final_path_.filename().string() + ".staging-" + unique_suffix());
+  std::error_code error;
+  fs::create_directories(staging_path_, error);
+  if (error) throw Error("cannot create " + staging_path_.string() + ": " + error.message());
+}
+
+StagedDirectory::~StagedDirectory() {
+  if (committed_) return;
+  std::error_code ignored;
+  fs::remove_all(staging_path_, ignored);
+}
+
+void StagedDirectory::commit() {
+  if (fs::exists(final_path_)) throw Error("cannot publish " + final_path_.string() + ": it already exists");
+  fsync_directory(staging_path_);
+  if (::rename(staging_path_.c_str(), final_path_.c_str()) != 0) {
+    throw Error("cannot rename " + staging_path_.string() + " to " + final_path_.string() + ": " + system_error_text());
+  }
+  committed_ = true;
+  fsync_directory(final_path_.parent_path());
+}
+
+}  // namespace strait

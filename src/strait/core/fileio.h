@@ -1,0 +1,46 @@
+// Durable file writes. Nothing strait writes may leave a half-written file where a valid one
+// was: every file goes to a temporary name in the same directory, is fsync'ed, then renamed
+// over the target, and the directory is fsync'ed so the rename itself survives a crash.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <string>
+
+namespace strait {
+
+// Writes `size` bytes to `path` atomically (temp file + fsync + rename + fsync of the directory).
+// Throws strait::Error naming the path and the system error on failure; the old file, if any,
+// is untouched in that case.
+void atomic_write_file(const std::filesystem::path& path, const void* data, size_t size);
+void atomic_write_file(const std::filesystem::path& path, const std::string& contents);
+
+// Reads a whole file; throws strait::Error("cannot read <path>: <reason>") if it is missing.
+std::string read_whole_file(const std::filesystem::path& path);
+
+// fsync on a directory, so that entries created or renamed in it are durable.
+void fsync_directory(const std::filesystem::path& dir);
+
+// A directory built under a temporary name next to its final place and renamed into place by
+// commit(). If the object is destroyed without commit() (an exception, a crash), the temporary
+// directory is removed and nothing at the final path changes.
+class StagedDirectory {
+ public:
+  explicit StagedDirectory(std::filesystem::path final_path);
+  ~StagedDirectory();
+  StagedDirectory(const StagedDirectory&) = delete;
+  StagedDirectory& operator=(const StagedDirectory&) = delete;
+
+  // Where to write the contents before commit().
+  const std::filesystem::path& staging_path() const { return staging_path_; }
+  // fsyncs the staged directory, renames it to the final path (which must not exist) and
+  // fsyncs the parent.
+  void commit();
+
+ private:
+  std::filesystem::path final_path_;
+  std::filesystem::path staging_path_;
+  bool committed_ = false;
+};
+
+}  // namespace strait

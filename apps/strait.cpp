@@ -1,0 +1,183 @@
+// strait's command line: prepare, train, eval, export, generate.
+// Every failure a user can cause ends as "strait: error: <what and where>" and exit status 1;
+// usage mistakes are reported by CLI11 with exit status 2 (its convention is 106+, mapped to 2).
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "strait/core/config.h"
+#include "strait/core/error.h"
+#include "strait/data/prepare.h"
+#include "strait/data/tokenizer.h"
+#include "strait/model/generate.h"
+#include "strait/train/checkpoint.h"
+#include "strait/train/evaluate.h"
+#include "strait/train/export.h"
+#include "strait/train/trainer.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Command {
+  CLI::App* app;
+  std::function<void()> run;
+};
+
+Command add_prepare(CLI::App& cli, bool& quiet) {
+  auto options = std::make_shared<strait::data::PrepareOptions>();
+  auto* app = cli.add_subcommand("prepare", "turn text files into token shards and a tokenizer");
+  app->add_option("inputs,--input", options->inputs, "text files or directories")->required();
+  app->add_option("--out", options->out_dir, "output data directory")->required();
+  app->add_option("--tokenizer", options->tokenizer, "byte or bpe (SentencePiece)")->capture_default_str();
+  app->add_option("--vocab-size", options->vocab_size, "vocabulary size for bpe")->capture_default_str();
+  app->add_option("--format", options->format, "auto, text or brown (word/TAG corpus)")->capture_default_str();
+  app->add_option("--val-fraction", options->val_fraction, "fraction of documents held out")->capture_default_str();
+  app->add_option("--shard-tokens", options->shard_tokens, "tokens per shard file")->capture_default_str();
+  app->add_flag("--overwrite", options->overwrite, "replace an existing data directory");
+  return {app, [options, &quiet] {
+            auto progress = [&quiet](const std::string& line) {
+              if (!quiet) std::cerr << "prepare: " << line << "\n";
+            };
+            const auto summary = strait::data::prepare_corpus(*options, progress);
+            std::cout << nlohmann::json{{"out", options->out_dir.string()},
+                                        {"documents_train", summary.documents_train},
+                                        {"documents_val", summary.documents_val},
+                                        {"tokens_train", summary.tokens_train},
+                                        {"tokens_val", summary.tokens_val},
+                                        {"vocab_size", summary.vocab_size}}
+                             .dump()
+                      << "\n";
+          }};
+}
+
+std::string flag_of(const std::string& key) {
+  std::string flag = "--" + key;
+  for (char& c : flag) c = (c == '_') ? '-' : c;
+  return flag;
+}
+
+Command add_train(CLI::App& cli, bool& quiet) {
+  auto* app = cli.add_subcommand("train", "train a model (options also come from --config run.toml/.json)");
+  auto config_file = std::make_shared<std::string>();
+  app->add_option("--config", *config_file, "TOML or JSON file of options; flags override it");
+  // One flag per entry of the option table; values are kept as text and applied after the
+  // config file, so the command line wins.
+  auto texts = std::make_shared<std::map<std::string, std::string>>();
+  auto flags = std::make_shared<std::map<std::string, bool>>();
+  for (const auto& option : strait::train_options()) {
+    if (std::holds_alternative<bool strait::TrainConfig::*>(option.field)) {
+      app->add_flag(flag_of(option.key), (*flags)[option.key], option.help);
+    } else {
+      app->add_option(flag_of(option.key), (*texts)[option.key], option.help);
+    }
+  }
+  return {app, [app, config_file, texts, flags, &quiet] {
+            strait::TrainConfig config;
+            if (!config_file->empty()) strait::load_config_file(*config_file, config);
+            for (const auto& option : strait::train_options()) {
+              if (app->count(flag_of(option.key)) == 0) continue;
+              const bool is_flag = std::holds_alternative<bool strait::TrainConfig::*>(option.field);
+              strait::set_option_from_text(config, option,
+                                           is_flag ? ((*flags)[option.key] ? "true" : "false") : (*texts)[option.key]);
+            }
+            const auto summary = strait::train(config, {!quiet});
+            std::cerr << "strait: run finished: " << config.out << " (metrics.jsonl, summary.json, checkpoints/)\n";
+            std::cout << summary.dump() << "\n";
+          }};
+}
+
+Command add_eval(CLI::App& cli) {
+  struct Args {
+    std::string checkpoint, shard;
+    int64_t max_windows = 0, batch_size = 8, threads = 0;
+  };
+  auto args = std::make_shared<Args>();
+  auto* app = cli.add_subcommand("eval", "mean next-token loss of a checkpoint on a token shard");
+  app->add_option("--checkpoint", args->checkpoint, "checkpoint directory (RUN/checkpoints/step-N)")->required();
+  app->add_option("--data", args->shard, "token shard (.bin)")->required();
+  app->add_option("--max-windows", args->max_windows, "evaluate at most this many windows (0: all)");
+  app->add_option("--batch-size", args->batch_size, "windows per forward pass")->capture_default_str();
+  app->add_option("--threads", args->threads, "LibTorch threads (0: all cores)");
+  return {app, [args] {
+            torch::set_num_threads(strait::resolve_threads(args->threads));
+            const auto model = strait::load_model(args->checkpoint);
+            const auto result = strait::evaluate_shard(model, args->shard, args->max_windows, args->batch_size);
+            std::cout << nlohmann::json{{"checkpoint", args->checkpoint}, {"data", args->shard},
+                                        {"context_length", model.config().context_length},
+                                        {"windows", result.windows}, {"tokens", result.tokens},
+                                        {"loss", result.loss}}
+                             .dump()
+                      << "\n";
+          }};
+}
+
+Command add_export(CLI::App& cli) {
+  auto checkpoint = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
+  auto options = std::make_shared<strait::ExportOptions>();
+  auto* app = cli.add_subcommand("export", "write a checkpoint as a Hugging Face Llama directory");
+  app->add_option("--checkpoint", *checkpoint, "checkpoint directory")->required();
+  app->add_option("--out", *out, "output directory (config.json + model.safetensors)")->required();
+  app->add_option("--dtype", options->dtype, "float32 or bfloat16")->capture_default_str();
+  app->add_flag("--overwrite", options->overwrite, "replace an existing output directory");
+  return {app, [checkpoint, out, options] {
+            strait::export_hf(*checkpoint, *out, *options);
+            std::cerr << "strait: exported " << *checkpoint << " to " << *out << "\n";
+          }};
+}
+
+Command add_generate(CLI::App& cli) {
+  struct Args {
+    std::string checkpoint, prompt;
+    int64_t threads = 0;
+  };
+  auto args = std::make_shared<Args>();
+  auto sampling = std::make_shared<strait::SamplingOptions>();
+  auto* app = cli.add_subcommand("generate", "sample text from a checkpoint");
+  app->add_option("--checkpoint", args->checkpoint, "checkpoint directory")->required();
+  app->add_option("--prompt", args->prompt, "text to continue")->required();
+  app->add_option("--max-tokens", sampling->max_new_tokens, "tokens to generate")->capture_default_str();
+  app->add_option("--temperature", sampling->temperature, "0 = greedy")->capture_default_str();
+  app->add_option("--top-k", sampling->top_k, "sample among the k likeliest (0: all)")->capture_default_str();
+  app->add_option("--seed", sampling->seed, "sampling seed")->capture_default_str();
+  app->add_option("--threads", args->threads, "LibTorch threads (0: all cores)");
+  return {app, [args, sampling] {
+            torch::set_num_threads(strait::resolve_threads(args->threads));
+            const auto model = strait::load_model(args->checkpoint);
+            const auto tokenizer = strait::data::load_tokenizer(args->checkpoint);
+            const std::vector<int> encoded = tokenizer->encode(args->prompt);
+            const auto generated =
+                strait::generate(model, std::vector<int64_t>(encoded.begin(), encoded.end()), *sampling);
+            std::cout << args->prompt << tokenizer->decode(std::vector<int>(generated.begin(), generated.end()))
+                      << "\n";
+          }};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App cli{"strait: LLM training for slow networks"};
+  cli.require_subcommand(1);
+  bool quiet = false;
+  cli.add_flag("-q,--quiet", quiet, "no progress output");
+  std::vector<Command> commands = {add_prepare(cli, quiet), add_train(cli, quiet), add_eval(cli), add_export(cli),
+                                   add_generate(cli)};
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    const int code = cli.exit(error);
+    return code == 0 ? 0 : 2;
+  }
+  try {
+    for (const auto& command : commands) {
+      if (command.app->parsed()) command.run();
+    }
+  } catch (const strait::Error& error) {
+    std::cerr << "strait: error: " << error.what() << "\n";
+    return 1;
+  } catch (const std::exception& error) {
+    std::cerr << "strait: internal error: " << error.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,251 @@
+#include "strait/core/config.h"
+
+#include <cmath>
+#include <limits>
+#include <toml++/toml.h>
+
+#include "strait/core/error.h"
+#include "strait/core/fileio.h"
+
+namespace strait {
+
+namespace {
+
+template <typename T>
+using Field = T TrainConfig::*;
+
+const std::vector<OptionSpec> kOptions = {
+    {"data", "prepared data directory (from `strait prepare`)", &TrainConfig::data},
+    {"out", "run directory for metrics, checkpoints and the model config", &TrainConfig::out},
+    {"preset", "model preset: nano, micro, small or base", &TrainConfig::preset},
+    {"hidden_size", "model width (overrides the preset)", &TrainConfig::hidden_size},
+    {"intermediate_size", "SwiGLU hidden width (overrides the preset)", &TrainConfig::intermediate_size},
+    {"num_layers", "decoder layers (overrides the preset)", &TrainConfig::num_layers},
+    {"num_heads", "attention heads (overrides the preset)", &TrainConfig::num_heads},
+    {"context_length", "maximum sequence length (overrides the preset)", &TrainConfig::context_length},
+    {"tie_embeddings", "share the token embedding with the LM head", &TrainConfig::tie_embeddings},
+    {"batch_size", "sequences per micro-step", &TrainConfig::batch_size},
+    {"seq_len", "tokens per sequence (0 = the model's context length)", &TrainConfig::seq_len},
+    {"grad_accum", "micro-steps accumulated per optimizer step", &TrainConfig::grad_accum},
+    {"steps", "optimizer steps to train for", &TrainConfig::steps},
+    {"lr", "peak learning rate", &TrainConfig::lr},
+    {"min_lr_ratio", "final learning rate as a fraction of the peak", &TrainConfig::min_lr_ratio},
+    {"warmup_steps", "linear warmup steps", &TrainConfig::warmup_steps},
+    {"weight_decay", "AdamW weight decay (matrices only)", &TrainConfig::weight_decay},
+    {"beta1", "AdamW beta1", &TrainConfig::beta1},
+    {"beta2", "AdamW beta2", &TrainConfig::beta2},
+    {"adam_eps", "AdamW epsilon", &TrainConfig::adam_eps},
+    {"grad_clip", "global gradient-norm clip (0 disables)", &TrainConfig::grad_clip},
+    {"eval_every", "validate every N steps (0 disables)", &TrainConfig::eval_every},
+    {"eval_batches", "validation batches per evaluation", &TrainConfig::eval_batches},
+    {"checkpoint_every", "checkpoint every N steps (0: final only)", &TrainConfig::checkpoint_every},
+    {"keep_checkpoints", "checkpoints kept on disk (0 keeps all)", &TrainConfig::keep_checkpoints},
+    {"log_every", "progress line every N steps", &TrainConfig::log_every},
+    {"seed", "random seed for weight initialisation", &TrainConfig::seed},
+    {"threads", "LibTorch threads (0 = all cores of this process's share)", &TrainConfig::threads},
+    {"resume", "continue from the newest checkpoint in the run directory", &TrainConfig::resume},
+    {"overwrite", "replace an existing run directory", &TrainConfig::overwrite},
+};
+
+const OptionSpec* find_option(const std::string& key) {
+  for (const auto& option : kOptions) {
+    if (option.key == key) return &option;
+  }
+  return nullptr;
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> previous(b.size() + 1), current(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) previous[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    current[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+      current[j] = std::min({previous[j] + 1, current[j - 1] + 1, substitution});
+    }
+    std::swap(previous, current);
+  }
+  return previous[b.size()];
+}
+
+std::string unknown_key_message(const std::string& key, const std::string& source) {
+  std::string message = source + ": unknown key '" + key + "'";
+  const OptionSpec* closest = nullptr;
+  size_t best = 4;  // suggest only near misses
+  for (const auto& option : kOptions) {
+    size_t distance = edit_distance(key, option.key);
+    if (distance < best) best = distance, closest = &option;
+  }
+  if (closest != nullptr) message += " (did you mean '" + closest->key + "'?)";
+  return message;
+}
+
+std::string type_name(const OptionSpec& option) {
+  switch (option.field.index()) {
+    case 0: return "a string";
+    case 1: return "an integer";
+    case 2: return "a number";
+    default: return "a boolean";
+  }
+}
+
+// Stores a JSON value into the option's field, rejecting anything of another type
+// (e.g. "steps": "200" or "lr": true).
+void set_from_json(TrainConfig& config, const OptionSpec& option, const nlohmann::json& value,
+                   const std::string& source) {
+  auto mismatch = [&]() {
+    return Error(source + ": key '" + option.key + "' must be " + type_name(option) + ", got " +
+                 value.dump());
+  };
+  std::visit(
+      [&](auto field) {
+        using T = std::decay_t<decltype(config.*field)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          if (!value.is_string()) throw mismatch();
+          config.*field = value.get<std::string>();
+        } else if constexpr (std::is_same_v<T, int64_t>) {
+          if (!value.is_number_integer()) throw mismatch();
+          config.*field = value.get<int64_t>();
+        } else if constexpr (std::is_same_v<T, double>) {
+          if (!value.is_number() || value.is_boolean()) throw mismatch();
+          config.*field = value.get<double>();
+        } else {
+          if (!value.is_boolean()) throw mismatch();
+          config.*field = value.get<bool>();
+        }
+      },
+      option.field);
+}
+
+nlohmann::json toml_to_json(const toml::node& node, const std::string& key, const std::string& source) {
+  if (auto v = node.as_string()) return v->get();
+  if (auto v = node.as_integer()) return v->get();
+  if (auto v = node.as_floating_point()) return v->get();
+  if (auto v = node.as_boolean()) return v->get();
+  throw Error(source + ": key '" + key + "' has a table, array or date value; strait options are plain values");
+}
+
+}  // namespace
+
+const std::vector<OptionSpec>& train_options() { return kOptions; }
+
+void load_config_file(const std::filesystem::path& path, TrainConfig& config) {
+  const std::string source = path.string();
+  const std::string text = read_whole_file(path);
+  nlohmann::json entries = nlohmann::json::object();
+  const std::string extension = path.extension().string();
+  if (extension == ".toml") {
+    toml::table table;
+    try {
+      table = toml::parse(text, source);
+    } catch (const toml::parse_error& error) {
+      const auto& where = error.source().begin;
+      throw Error(source + ":" + std::to_string(where.line) + ":" + std::to_string(where.column) +
+                  ": invalid TOML: " + std::string(error.description()));
+    }
+    for (const auto& [key, node] : table) {
+      entries[std::string(key.str())] = toml_to_json(node, std::string(key.str()), source);
+    }
+  } else if (extension == ".json") {
+    try {
+      entries = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error& error) {
+      throw Error(source + ": invalid JSON: " + error.what());
+    }
+    if (!entries.is_object()) throw Error(source + ": the config must be a JSON object of option keys");
+  } else {
+    throw Error(source + ": unknown config format '" + extension + "' (expected .toml or .json)");
+  }
+  // Check every key before applying any, so a bad file changes nothing.
+  TrainConfig updated = config;
+  for (const auto& [key, value] : entries.items()) {
+    const OptionSpec* option = find_option(key);
+    if (option == nullptr) throw Error(unknown_key_message(key, source));
+    set_from_json(updated, *option, value, source);
+  }
+  config = updated;
+}
+
+void set_option_from_text(TrainConfig& config, const OptionSpec& option, const std::string& text) {
+  std::string flag = "--" + option.key;
+  for (char& c : flag) c = (c == '_') ? '-' : c;
+  auto mismatch = [&]() { return Error(flag + " must be " + type_name(option) + ", got '" + text + "'"); };
+  std::visit(
+      [&](auto field) {
+        using T = std::decay_t<decltype(config.*field)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          config.*field = text;
+        } else if constexpr (std::is_same_v<T, int64_t>) {
+          size_t used = 0;
+          try {
+            config.*field = std::stoll(text, &used);
+          } catch (const std::exception&) {
+            throw mismatch();
+          }
+          if (used != text.size()) throw mismatch();
+        } else if constexpr (std::is_same_v<T, double>) {
+          size_t used = 0;
+          try {
+            config.*field = std::stod(text, &used);
+          } catch (const std::exception&) {
+            throw mismatch();
+          }
+          if (used != text.size()) throw mismatch();
+        } else {
+          if (text == "true" || text == "1") config.*field = true;
+          else if (text == "false" || text == "0") config.*field = false;
+          else throw mismatch();
+        }
+      },
+      option.field);
+}
+
+void validate(const TrainConfig& config) {
+  auto require = [](bool ok, const std::string& message) {
+    if (!ok) throw Error("invalid configuration: " + message);
+  };
+  require(!config.data.empty(), "data is not set (pass --data DIR, a directory made by `strait prepare`)");
+  require(!config.out.empty(), "out is not set (pass --out RUN_DIR)");
+  for (auto [name, value] : {std::pair{"hidden_size", config.hidden_size}, {"intermediate_size", config.intermediate_size},
+                             {"num_layers", config.num_layers}, {"num_heads", config.num_heads},
+                             {"context_length", config.context_length}, {"seq_len", config.seq_len},
+                             {"threads", config.threads}, {"keep_checkpoints", config.keep_checkpoints},
+                             {"eval_every", config.eval_every}, {"checkpoint_every", config.checkpoint_every},
+                             {"warmup_steps", config.warmup_steps}}) {
+    require(value >= 0, std::string(name) + " must be >= 0, got " + std::to_string(value));
+  }
+  for (auto [name, value] : {std::pair{"batch_size", config.batch_size}, {"grad_accum", config.grad_accum},
+                             {"steps", config.steps}, {"eval_batches", config.eval_batches},
+                             {"log_every", config.log_every}}) {
+    require(value >= 1, std::string(name) + " must be >= 1, got " + std::to_string(value));
+  }
+  require(std::isfinite(config.lr) && config.lr > 0, "lr must be a positive number");
+  require(config.min_lr_ratio >= 0 && config.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]");
+  require(config.weight_decay >= 0, "weight_decay must be >= 0");
+  require(config.beta1 >= 0 && config.beta1 < 1, "beta1 must be in [0, 1)");
+  require(config.beta2 >= 0 && config.beta2 < 1, "beta2 must be in [0, 1)");
+  require(config.adam_eps > 0, "adam_eps must be > 0");
+  require(config.grad_clip >= 0, "grad_clip must be >= 0 (0 disables clipping)");
+  require(!(config.resume && config.overwrite), "resume and overwrite exclude each other");
+}
+
+nlohmann::json to_json(const TrainConfig& config) {
+  nlohmann::json json = nlohmann::json::object();
+  for (const auto& option : kOptions) {
+    std::visit([&](auto field) { json[option.key] = config.*field; }, option.field);
+  }
+  return json;
+}
+
+TrainConfig train_config_from_json(const nlohmann::json& json, const std::string& source) {
+  if (!json.is_object()) throw Error(source + ": the training config must be a JSON object");
+  TrainConfig config;
+  for (const auto& [key, value] : json.items()) {
+    const OptionSpec* option = find_option(key);
+    if (option == nullptr) throw Error(unknown_key_message(key, source));
+    set_from_json(config, *option, value, source);
+  }
+  return config;
+}
+
+}  // namespace strait

@@ -1,0 +1,82 @@
+// strait's run configuration: one typed table of options that drives the config file reader
+// (TOML or JSON), the command-line overrides and the resolved-config printout, so an option is
+// declared exactly once.
+//
+// Precedence, lowest to highest: built-in defaults < config file (--config) < command-line flags.
+// Every key is checked: an unknown key or a value of the wrong type is an error that names the
+// key, the file and what was expected, before anything is written.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace strait {
+
+struct TrainConfig {
+  // Where things are.
+  std::string data;              // prepared data directory (strait prepare)
+  std::string out = "runs/default";  // run directory: metrics.jsonl, checkpoints/, config.json
+  // Model: a preset, optionally with explicit dimensions overriding it (0 = keep the preset's).
+  std::string preset = "micro";
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t context_length = 0;
+  bool tie_embeddings = false;
+  // Batch: batch_size sequences of seq_len tokens per micro-step, grad_accum micro-steps per step.
+  int64_t batch_size = 8;
+  int64_t seq_len = 0;  // 0 = the model's context length
+  int64_t grad_accum = 1;
+  // Optimisation: AdamW, linear warmup then cosine decay to min_lr_ratio * lr, global-norm clipping.
+  int64_t steps = 1000;
+  double lr = 3e-4;
+  double min_lr_ratio = 0.1;
+  int64_t warmup_steps = 100;
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double adam_eps = 1e-8;
+  double grad_clip = 1.0;  // 0 disables clipping
+  // Bookkeeping.
+  int64_t eval_every = 100;  // 0 disables periodic validation
+  int64_t eval_batches = 20;
+  int64_t checkpoint_every = 500;  // 0: only the final checkpoint
+  int64_t keep_checkpoints = 3;    // older step-N directories are removed; 0 keeps all
+  int64_t log_every = 10;
+  int64_t seed = 1337;
+  int64_t threads = 0;  // 0 = all cores of this process's share
+  bool resume = false;     // continue from the newest valid checkpoint in `out`
+  bool overwrite = false;  // replace an existing run directory
+};
+
+// One entry of the option table.
+struct OptionSpec {
+  std::string key;   // snake_case, as in config files; the flag is --key-with-dashes
+  std::string help;
+  std::variant<std::string TrainConfig::*, int64_t TrainConfig::*, double TrainConfig::*, bool TrainConfig::*> field;
+};
+
+const std::vector<OptionSpec>& train_options();
+
+// Reads a .toml or .json file into `config`, on top of what it already holds.
+void load_config_file(const std::filesystem::path& path, TrainConfig& config);
+
+// Sets one option from its command-line text (e.g. key "steps", text "200"); the error names
+// the flag and the expected type.
+void set_option_from_text(TrainConfig& config, const OptionSpec& option, const std::string& text);
+
+// Checks ranges and combinations that do not depend on the data or the model.
+void validate(const TrainConfig& config);
+
+nlohmann::json to_json(const TrainConfig& config);
+// Strict inverse of to_json (used for checkpoints): unknown keys and wrong types are errors.
+TrainConfig train_config_from_json(const nlohmann::json& json, const std::string& source);
+
+}  // namespace strait

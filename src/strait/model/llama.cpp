@@ -1,0 +1,163 @@
+#include "strait/model/llama.h"
+
+#include <cmath>
+
+#include "strait/core/error.h"
+
+namespace strait {
+
+LlamaModel::LlamaModel(const ModelConfig& config) : config_(config) {
+  config_.validate();
+  const int64_t C = config_.hidden_size, F = config_.intermediate_size, V = config_.vocab_size;
+  embed_tokens_ = add_parameter("model.embed_tokens.weight", {V, C});
+  for (int64_t i = 0; i < config_.num_layers; ++i) {
+    const std::string prefix = "model.layers." + std::to_string(i) + ".";
+    Layer layer;
+    layer.input_norm = add_parameter(prefix + "input_layernorm.weight", {C});
+    layer.q_proj = add_parameter(prefix + "self_attn.q_proj.weight", {C, C});
+    layer.k_proj = add_parameter(prefix + "self_attn.k_proj.weight", {C, C});
+    layer.v_proj = add_parameter(prefix + "self_attn.v_proj.weight", {C, C});
+    layer.o_proj = add_parameter(prefix + "self_attn.o_proj.weight", {C, C});
+    layer.post_norm = add_parameter(prefix + "post_attention_layernorm.weight", {C});
+    layer.gate_proj = add_parameter(prefix + "mlp.gate_proj.weight", {F, C});
+    layer.up_proj = add_parameter(prefix + "mlp.up_proj.weight", {F, C});
+    layer.down_proj = add_parameter(prefix + "mlp.down_proj.weight", {C, F});
+    layers_.push_back(layer);
+  }
+  final_norm_ = add_parameter("model.norm.weight", {C});
+  lm_head_ = config_.tie_embeddings ? embed_tokens_ : add_parameter("lm_head.weight", {V, C});
+
+  // Rotary tables in Hugging Face's convention: frequency i applies to dimensions i and i + D/2
+  // (rotate-half), not to adjacent pairs as in the original RoPE paper.
+  const int64_t D = config_.head_dim();
+  auto inv_freq = 1.0 / torch::pow(config_.rope_theta, torch::arange(0, D, 2, torch::kFloat64) / D);
+  auto positions = torch::arange(config_.context_length, torch::kFloat64);
+  auto freqs = torch::outer(positions, inv_freq);
+  auto angles = torch::cat({freqs, freqs}, -1);
+  rope_cos_ = angles.cos().to(torch::kFloat32);
+  rope_sin_ = angles.sin().to(torch::kFloat32);
+  init_weights(0);
+}
+
+torch::Tensor LlamaModel::add_parameter(const std::string& name, std::vector<int64_t> shape) {
+  auto tensor = torch::empty(shape, torch::kFloat32).requires_grad_(true);
+  parameters_.push_back({name, tensor});
+  return tensor;
+}
+
+torch::Tensor LlamaModel::parameter(const std::string& name) const {
+  for (const auto& parameter : parameters_) {
+    if (parameter.name == name) return parameter.tensor;
+  }
+  throw Error("model has no parameter named '" + name + "'");
+}
+
+void LlamaModel::init_weights(uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (auto& parameter : parameters_) {
+    if (parameter.tensor.dim() == 1) {
+      parameter.tensor.fill_(1.0);
+    } else {
+      parameter.tensor.normal_(0.0, 0.02, generator);
+    }
+  }
+}
+
+void LlamaModel::check_tokens(const torch::Tensor& tokens, int64_t start_position) const {
+  if (tokens.dim() != 2 || tokens.scalar_type() != torch::kInt64) {
+    throw Error("model input must be a (batch, time) int64 tensor");
+  }
+  const int64_t end = start_position + tokens.size(1);
+  if (end > config_.context_length) {
+    throw Error("sequence of " + std::to_string(end) + " tokens exceeds the model's context length " +
+                std::to_string(config_.context_length));
+  }
+  if (tokens.numel() > 0) {
+    const int64_t low = tokens.min().item<int64_t>(), high = tokens.max().item<int64_t>();
+    if (low < 0 || high >= config_.vocab_size) {
+      throw Error("token id " + std::to_string(low < 0 ? low : high) + " is outside the vocabulary [0, " +
+                  std::to_string(config_.vocab_size) + ")");
+    }
+  }
+}
+
+torch::Tensor LlamaModel::rms_norm(const torch::Tensor& x, const torch::Tensor& weight) const {
+  auto variance = x.pow(2).mean(-1, /*keepdim=*/true);
+  return weight * (x * torch::rsqrt(variance + config_.rms_norm_eps));
+}
+
+torch::Tensor LlamaModel::apply_rotary(const torch::Tensor& x, int64_t start_position) const {
+  // x: (B, H, T, D)
+  const int64_t T = x.size(2), half = x.size(3) / 2;
+  auto cos = rope_cos_.narrow(0, start_position, T);
+  auto sin = rope_sin_.narrow(0, start_position, T);
+  auto rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos + rotated * sin;
+}
+
+torch::Tensor LlamaModel::attention(const Layer& layer, const torch::Tensor& x, int64_t start_position,
+                                    torch::Tensor* cached_keys, torch::Tensor* cached_values) const {
+  const int64_t B = x.size(0), T = x.size(1), H = config_.num_heads, D = config_.head_dim();
+  auto heads = [&](const torch::Tensor& projected) { return projected.view({B, T, H, D}).transpose(1, 2); };
+  auto q = apply_rotary(heads(torch::linear(x, layer.q_proj)), start_position);  // (B, H, T, D)
+  auto k = apply_rotary(heads(torch::linear(x, layer.k_proj)), start_position);
+  auto v = heads(torch::linear(x, layer.v_proj));
+  if (cached_keys != nullptr) {
+    cached_keys->narrow(2, start_position, T).copy_(k);
+    cached_values->narrow(2, start_position, T).copy_(v);
+    k = cached_keys->narrow(2, 0, start_position + T);
+    v = cached_values->narrow(2, 0, start_position + T);
+  }
+  const int64_t S = k.size(2);  // key positions 0 .. start_position + T - 1
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(D)));
+  // Query at position start+i may attend to keys 0 .. start+i.
+  auto future = torch::ones({T, S}, torch::kBool).triu(start_position + 1);
+  scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
+  auto context = torch::matmul(torch::softmax(scores, -1), v);  // (B, H, T, D)
+  return torch::linear(context.transpose(1, 2).reshape({B, T, H * D}), layer.o_proj);
+}
+
+torch::Tensor LlamaModel::mlp(const Layer& layer, const torch::Tensor& x) const {
+  return torch::linear(torch::silu(torch::linear(x, layer.gate_proj)) * torch::linear(x, layer.up_proj),
+                       layer.down_proj);
+}
+
+torch::Tensor LlamaModel::decode(const torch::Tensor& tokens, KVCache* cache) const {
+  const int64_t start = cache != nullptr ? cache->length : 0;
+  check_tokens(tokens, start);
+  auto x = torch::embedding(embed_tokens_, tokens);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& layer = layers_[i];
+    torch::Tensor* keys = cache != nullptr ? &cache->keys[i] : nullptr;
+    torch::Tensor* values = cache != nullptr ? &cache->values[i] : nullptr;
+    x = x + attention(layer, rms_norm(x, layer.input_norm), start, keys, values);
+    x = x + mlp(layer, rms_norm(x, layer.post_norm));
+  }
+  if (cache != nullptr) cache->length += tokens.size(1);
+  return torch::linear(rms_norm(x, final_norm_), lm_head_);
+}
+
+torch::Tensor LlamaModel::forward(const torch::Tensor& tokens) const { return decode(tokens, nullptr); }
+
+torch::Tensor LlamaModel::loss(const torch::Tensor& inputs, const torch::Tensor& targets) const {
+  auto logits = forward(inputs);
+  return torch::cross_entropy_loss(logits.view({-1, config_.vocab_size}), targets.reshape({-1}));
+}
+
+KVCache LlamaModel::make_cache(int64_t batch_size) const {
+  KVCache cache;
+  for (int64_t i = 0; i < config_.num_layers; ++i) {
+    auto shape = std::vector<int64_t>{batch_size, config_.num_heads, config_.context_length, config_.head_dim()};
+    cache.keys.push_back(torch::zeros(shape));
+    cache.values.push_back(torch::zeros(shape));
+  }
+  return cache;
+}
+
+torch::Tensor LlamaModel::forward_cached(const torch::Tensor& tokens, KVCache& cache) const {
+  torch::NoGradGuard no_grad;
+  return decode(tokens, &cache);
+}
+
+}  // namespace strait

@@ -1,0 +1,191 @@
+#include "strait/train/checkpoint.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <regex>
+
+#include "strait/core/checksum.h"
+#include "strait/core/error.h"
+#include "strait/core/fileio.h"
+#include "strait/model/tensor_io.h"
+
+namespace strait {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kFormat = "strait-checkpoint";
+constexpr int kVersion = 1;
+const char* const kTokenizerFiles[] = {"tokenizer.json", "tokenizer.model"};
+
+NamedTensors model_tensors(const LlamaModel& model) {
+  NamedTensors tensors;
+  for (const auto& parameter : model.parameters()) tensors.emplace_back(parameter.name, parameter.tensor);
+  return tensors;
+}
+
+NamedTensors optimizer_tensors(const AdamW& optimizer) {
+  NamedTensors tensors;
+  const auto& parameters = optimizer.parameters();
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    tensors.emplace_back("exp_avg." + parameters[i].name, optimizer.exp_avg()[i]);
+    tensors.emplace_back("exp_avg_sq." + parameters[i].name, optimizer.exp_avg_sq()[i]);
+  }
+  return tensors;
+}
+
+std::optional<int64_t> step_of(const fs::path& dir) {
+  static const std::regex pattern(R"(step-(\d+))");
+  std::smatch match;
+  const std::string name = dir.filename().string();
+  if (!std::regex_match(name, match, pattern)) return std::nullopt;
+  return std::stoll(match[1]);
+}
+
+std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path& run_dir) {
+  std::vector<std::pair<int64_t, fs::path>> found;
+  const fs::path root = run_dir / "checkpoints";
+  if (!fs::is_directory(root)) return found;
+  for (const auto& entry : fs::directory_iterator(root)) {
+    if (auto step = step_of(entry.path()); step && entry.is_directory()) found.emplace_back(*step, entry.path());
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
+template <typename T>
+T required(const nlohmann::json& json, const char* key, const fs::path& source) {
+  if (!json.contains(key)) throw Error(source.string() + ": missing '" + key + "'");
+  try {
+    return json.at(key).get<T>();
+  } catch (const nlohmann::json::exception&) {
+    throw Error(source.string() + ": '" + key + "' has the wrong type");
+  }
+}
+
+}  // namespace
+
+fs::path checkpoint_dir(const fs::path& run_dir, int64_t step) {
+  char name[32];
+  std::snprintf(name, sizeof(name), "step-%06lld", static_cast<long long>(step));
+  return run_dir / "checkpoints" / name;
+}
+
+void save_checkpoint(const fs::path& run_dir, const CheckpointState& state, const LlamaModel& model,
+                     const AdamW& optimizer, const fs::path& data_dir) {
+  const fs::path final_dir = checkpoint_dir(run_dir, state.step);
+  fs::create_directories(final_dir.parent_path());
+  StagedDirectory staged(final_dir);
+  const fs::path& dir = staged.staging_path();
+
+  save_tensors(dir / "model.safetensors", model_tensors(model), {{"format", "pt"}});
+  NamedTensors optimizer_state = optimizer_tensors(optimizer);
+  optimizer_state.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+  save_tensors(dir / "optimizer.safetensors", optimizer_state);
+  for (const char* name : kTokenizerFiles) {
+    if (fs::exists(data_dir / name)) {
+      atomic_write_file(dir / name, read_whole_file(data_dir / name));
+    }
+  }
+
+  nlohmann::json files = nlohmann::json::object();
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    files[entry.path().filename().string()] = xxh64_file_hex(entry.path());
+  }
+  nlohmann::json json = {
+      {"format", kFormat},
+      {"version", kVersion},
+      {"step", state.step},
+      {"optimizer_steps", state.optimizer_steps},
+      {"cursor", data::cursor_to_json(state.cursor)},
+      {"train_config", to_json(state.train_config)},
+      {"model_config", to_hf_config(state.model_config)},
+      {"files", files},
+  };
+  atomic_write_file(dir / "state.json", json.dump(2) + "\n");
+  // If a previous attempt at this step was interrupted after publishing (impossible to tell
+  // apart from a finished one), the existing directory is valid and must not be clobbered.
+  if (fs::exists(final_dir)) throw Error("checkpoint " + final_dir.string() + " already exists");
+  staged.commit();
+}
+
+CheckpointState read_checkpoint_state(const fs::path& dir) {
+  if (!fs::is_directory(dir)) throw Error("checkpoint " + dir.string() + " does not exist or is not a directory");
+  const fs::path state_path = dir / "state.json";
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(read_whole_file(state_path));
+  } catch (const nlohmann::json::parse_error& error) {
+    throw Error(state_path.string() + ": corrupt checkpoint state (invalid JSON: " + error.what() + ")");
+  }
+  if (!json.is_object() || json.value("format", "") != kFormat) {
+    throw Error(state_path.string() + ": not a strait checkpoint (missing \"format\": \"" + kFormat + "\")");
+  }
+  if (required<int>(json, "version", state_path) != kVersion) {
+    throw Error(state_path.string() + ": checkpoint version " + json["version"].dump() + " is not supported (expected " +
+                std::to_string(kVersion) + ")");
+  }
+  const auto files = required<nlohmann::json>(json, "files", state_path);
+  for (const char* needed : {"model.safetensors", "optimizer.safetensors"}) {
+    if (!files.contains(needed)) throw Error(state_path.string() + ": lists no checksum for " + needed);
+  }
+  for (const auto& [name, expected] : files.items()) {
+    const fs::path file = dir / name;
+    if (!fs::exists(file)) throw Error("checkpoint " + dir.string() + " is incomplete: " + name + " is missing");
+    const std::string actual = xxh64_file_hex(file);
+    if (!expected.is_string() || actual != expected.get<std::string>()) {
+      throw Error("checkpoint file " + file.string() + " is corrupt: checksum " + actual + " does not match " +
+                  expected.dump() + " recorded in state.json");
+    }
+  }
+  CheckpointState state;
+  state.step = required<int64_t>(json, "step", state_path);
+  state.optimizer_steps = required<int64_t>(json, "optimizer_steps", state_path);
+  state.cursor = data::cursor_from_json(required<nlohmann::json>(json, "cursor", state_path));
+  state.train_config = train_config_from_json(required<nlohmann::json>(json, "train_config", state_path),
+                                              state_path.string() + " train_config");
+  state.model_config = from_hf_config(required<nlohmann::json>(json, "model_config", state_path),
+                                      state_path.string() + " model_config");
+  return state;
+}
+
+void load_checkpoint(const fs::path& dir, LlamaModel& model, AdamW* optimizer) {
+  const CheckpointState state = read_checkpoint_state(dir);
+  const auto weights = SafetensorsFile::load(dir / "model.safetensors");
+  if (optimizer == nullptr) {
+    load_into(weights, model_tensors(model));
+    return;
+  }
+  // Validate both files completely before changing any state.
+  const auto optimizer_file = SafetensorsFile::load(dir / "optimizer.safetensors");
+  NamedTensors moments = optimizer_tensors(*optimizer);
+  auto rng_state = tensor_from_file(optimizer_file, "rng.cpu");
+  for (const auto& [name, tensor] : moments) optimizer_file.info(name);
+  load_into(weights, model_tensors(model));
+  load_into(optimizer_file, moments);
+  optimizer->set_step_count(state.optimizer_steps);
+  at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global generator
+  generator.set_state(rng_state);
+}
+
+LlamaModel load_model(const fs::path& dir) {
+  const CheckpointState state = read_checkpoint_state(dir);
+  LlamaModel model(state.model_config);
+  load_into(SafetensorsFile::load(dir / "model.safetensors"), model_tensors(model));
+  return model;
+}
+
+std::optional<fs::path> latest_checkpoint(const fs::path& run_dir) {
+  auto found = list_checkpoints(run_dir);
+  if (found.empty()) return std::nullopt;
+  return found.back().second;
+}
+
+void prune_checkpoints(const fs::path& run_dir, int64_t keep) {
+  if (keep <= 0) return;
+  auto found = list_checkpoints(run_dir);
+  for (size_t i = 0; i + static_cast<size_t>(keep) < found.size(); ++i) fs::remove_all(found[i].second);
+}
+
+}  // namespace strait

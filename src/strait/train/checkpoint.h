@@ -1,0 +1,58 @@
+// Checkpoints: everything needed to continue a run exactly, in one directory per step.
+//
+//   RUN/checkpoints/step-000200/
+//     model.safetensors     fp32 weights under Hugging Face names
+//     optimizer.safetensors AdamW moments ("exp_avg.<name>", "exp_avg_sq.<name>") and the
+//                           LibTorch CPU generator state ("rng.cpu")
+//     tokenizer.json (+ tokenizer.model)   copied from the data directory, so the checkpoint
+//                           alone is enough for eval, generate and export
+//     state.json            step, optimizer step count, data cursor, training and model config,
+//                           and the xxh64 checksum of every other file
+//
+// A checkpoint is written in a staging directory, fsync'ed and renamed into place, so a crash
+// never leaves a partial step-N directory; loading verifies every checksum first.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "strait/core/config.h"
+#include "strait/data/loader.h"
+#include "strait/model/llama.h"
+#include "strait/train/optimizer.h"
+
+namespace strait {
+
+struct CheckpointState {
+  int64_t step = 0;  // training steps completed
+  int64_t optimizer_steps = 0;  // AdamW updates applied (its bias correction depends on it)
+  data::Cursor cursor;  // where the next training batch is read
+  TrainConfig train_config;
+  ModelConfig model_config;
+};
+
+std::filesystem::path checkpoint_dir(const std::filesystem::path& run_dir, int64_t step);
+
+// Writes RUN/checkpoints/step-N atomically. `data_dir` is where the tokenizer files come from.
+void save_checkpoint(const std::filesystem::path& run_dir, const CheckpointState& state, const LlamaModel& model,
+                     const AdamW& optimizer, const std::filesystem::path& data_dir);
+
+// Reads state.json and verifies the checksums of all files it lists; Error names the file that
+// is missing or corrupt.
+CheckpointState read_checkpoint_state(const std::filesystem::path& dir);
+
+// Loads weights (and optimizer state and RNG) into objects built from state.model_config.
+void load_checkpoint(const std::filesystem::path& dir, LlamaModel& model, AdamW* optimizer);
+
+// A model built from a checkpoint directory, for eval, generate and export.
+LlamaModel load_model(const std::filesystem::path& dir);
+
+// The newest step-N directory under RUN/checkpoints (by N), if any.
+std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& run_dir);
+
+// Removes all but the newest `keep` step-N directories (keep <= 0: keep all).
+void prune_checkpoints(const std::filesystem::path& run_dir, int64_t keep);
+
+}  // namespace strait

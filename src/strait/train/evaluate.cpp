@@ -1,0 +1,56 @@
+#include "strait/train/evaluate.h"
+
+#include "strait/core/error.h"
+#include "strait/data/shard.h"
+
+namespace strait {
+
+double mean_loss(const LlamaModel& model, data::TokenLoader& loader, int64_t batches) {
+  torch::NoGradGuard no_grad;
+  std::vector<int64_t> inputs, targets;
+  double total = 0.0;
+  for (int64_t i = 0; i < batches; ++i) {
+    loader.next_batch(inputs, targets);
+    const int64_t rows = static_cast<int64_t>(inputs.size() / loader.seq_len());
+    auto shape = std::vector<int64_t>{rows, static_cast<int64_t>(loader.seq_len())};
+    total += model.loss(torch::from_blob(inputs.data(), shape, torch::kInt64),
+                        torch::from_blob(targets.data(), shape, torch::kInt64))
+                 .item<double>();
+  }
+  return total / static_cast<double>(batches);
+}
+
+ShardEvaluation evaluate_shard(const LlamaModel& model, const std::filesystem::path& shard, int64_t max_windows,
+                               int64_t batch_size) {
+  if (batch_size < 1) throw Error("eval batch size must be >= 1");
+  const std::vector<uint16_t> tokens = data::read_shard(shard);
+  const int64_t vocab = model.config().vocab_size;
+  data::check_token_range(tokens, static_cast<int>(vocab), shard.string());
+  const int64_t T = model.config().context_length;
+  const int64_t available = (static_cast<int64_t>(tokens.size()) - 1) / T;
+  if (available < 1) {
+    throw Error("shard " + shard.string() + " has " + std::to_string(tokens.size()) +
+                " tokens; evaluating needs at least context_length + 1 = " + std::to_string(T + 1));
+  }
+  ShardEvaluation result;
+  result.windows = max_windows > 0 ? std::min(available, max_windows) : available;
+  result.tokens = result.windows * T;
+
+  torch::NoGradGuard no_grad;
+  auto all = torch::from_blob(const_cast<uint16_t*>(tokens.data()), {static_cast<int64_t>(tokens.size())},
+                              torch::kInt16)
+                 .to(torch::kInt32)
+                 .bitwise_and(0xFFFF)  // uint16 read through int16: undo the sign
+                 .to(torch::kInt64);
+  double loss_sum = 0.0;  // sum over predicted tokens
+  for (int64_t first = 0; first < result.windows; first += batch_size) {
+    const int64_t rows = std::min(batch_size, result.windows - first);
+    auto inputs = all.narrow(0, first * T, rows * T).view({rows, T});
+    auto targets = all.narrow(0, first * T + 1, rows * T).view({rows, T});
+    loss_sum += model.loss(inputs, targets).item<double>() * static_cast<double>(rows * T);
+  }
+  result.loss = loss_sum / static_cast<double>(result.tokens);
+  return result;
+}
+
+}  // namespace strait

@@ -1,0 +1,29 @@
+// Loss evaluation: validation during training and `strait eval` on a shard.
+#pragma once
+
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "strait/data/loader.h"
+#include "strait/model/llama.h"
+
+namespace strait {
+
+// Mean next-token loss over the next `batches` batches of the loader (no gradients).
+double mean_loss(const LlamaModel& model, data::TokenLoader& loader, int64_t batches);
+
+struct ShardEvaluation {
+  int64_t windows = 0;  // windows of context_length tokens evaluated
+  int64_t tokens = 0;   // predicted tokens = windows * context_length
+  double loss = 0.0;    // mean next-token cross-entropy (nats)
+};
+
+// Window j (j = 0, 1, ...) predicts tokens j*T+1 .. j*T+T of the shard from tokens j*T .. j*T+T-1,
+// T = the model's context length; as many windows as fit (at most max_windows if > 0), evaluated
+// `batch_size` windows at a time. Errors: unreadable or corrupt shard, token ids outside the
+// model's vocabulary, a shard shorter than T + 1 tokens.
+ShardEvaluation evaluate_shard(const LlamaModel& model, const std::filesystem::path& shard, int64_t max_windows,
+                               int64_t batch_size);
+
+}  // namespace strait

@@ -1,0 +1,68 @@
+#include "strait/train/optimizer.h"
+
+#include <cmath>
+
+namespace strait {
+
+AdamW::AdamW(std::vector<NamedParameter> parameters, AdamWOptions options)
+    : parameters_(std::move(parameters)), options_(options) {
+  for (const auto& parameter : parameters_) {
+    exp_avg_.push_back(torch::zeros_like(parameter.tensor, torch::MemoryFormat::Contiguous).detach());
+    exp_avg_sq_.push_back(torch::zeros_like(parameter.tensor, torch::MemoryFormat::Contiguous).detach());
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& parameter : parameters_) {
+    if (parameter.tensor.grad().defined()) parameter.tensor.mutable_grad().zero_();
+  }
+}
+
+void AdamW::step(double lr) {
+  torch::NoGradGuard no_grad;
+  ++step_count_;
+  const double bias_correction1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_count_));
+  const double bias_correction2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step_count_));
+  const double step_size = lr / bias_correction1;
+  const double bias_correction2_sqrt = std::sqrt(bias_correction2);
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    auto& param = parameters_[i].tensor;
+    const auto& grad = param.grad();
+    if (!grad.defined()) continue;
+    if (param.dim() >= 2 && options_.weight_decay != 0.0) param.mul_(1.0 - lr * options_.weight_decay);
+    exp_avg_[i].mul_(options_.beta1).add_(grad, 1.0 - options_.beta1);
+    exp_avg_sq_[i].mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
+    auto denom = (exp_avg_sq_[i].sqrt() / bias_correction2_sqrt).add_(options_.eps);
+    param.addcdiv_(exp_avg_[i], denom, -step_size);
+  }
+}
+
+double learning_rate(int64_t step, int64_t total_steps, int64_t warmup_steps, double lr, double min_lr_ratio) {
+  if (step < warmup_steps) return lr * static_cast<double>(step + 1) / static_cast<double>(warmup_steps);
+  const double min_lr = lr * min_lr_ratio;
+  const double decay_steps = static_cast<double>(std::max<int64_t>(1, total_steps - warmup_steps));
+  const double progress = std::min(1.0, static_cast<double>(step - warmup_steps) / decay_steps);
+  return min_lr + 0.5 * (lr - min_lr) * (1.0 + std::cos(M_PI * progress));
+}
+
+double clip_grad_norm(const std::vector<NamedParameter>& parameters, double max_norm) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> norms;
+  for (const auto& parameter : parameters) {
+    if (parameter.tensor.grad().defined()) norms.push_back(parameter.tensor.grad().norm());
+  }
+  if (norms.empty()) return 0.0;
+  const double total_norm = torch::stack(norms).norm().item<double>();
+  if (max_norm > 0.0) {
+    // Same coefficient as torch.nn.utils.clip_grad_norm_ (including its 1e-6 guard).
+    const double coefficient = max_norm / (total_norm + 1e-6);
+    if (coefficient < 1.0) {
+      for (const auto& parameter : parameters) {
+        if (parameter.tensor.grad().defined()) parameter.tensor.mutable_grad().mul_(coefficient);
+      }
+    }
+  }
+  return total_norm;
+}
+
+}  // namespace strait

@@ -1,0 +1,55 @@
+// AdamW with decoupled weight decay (matrices only), the learning-rate schedule and global-norm
+// gradient clipping: the numerics of torch.optim.AdamW, torch.nn.utils.clip_grad_norm_ and a
+// linear-warmup + cosine schedule, written out so that state is ours to checkpoint and (later)
+// to shard.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "strait/model/llama.h"
+
+namespace strait {
+
+struct AdamWOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;  // applied to tensors with dim() >= 2 (matrices, embeddings), not to norms
+};
+
+class AdamW {
+ public:
+  AdamW(std::vector<NamedParameter> parameters, AdamWOptions options);
+
+  // One update with the gradients currently in the parameters' .grad().
+  void step(double lr);
+  void zero_grad();
+
+  int64_t step_count() const { return step_count_; }
+  const std::vector<NamedParameter>& parameters() const { return parameters_; }
+  // First and second moments, in parameter order: (same shape as the parameter) each.
+  const std::vector<torch::Tensor>& exp_avg() const { return exp_avg_; }
+  const std::vector<torch::Tensor>& exp_avg_sq() const { return exp_avg_sq_; }
+  // Restores state read from a checkpoint; shapes are checked by the caller.
+  void set_step_count(int64_t steps) { step_count_ = steps; }
+
+ private:
+  std::vector<NamedParameter> parameters_;
+  AdamWOptions options_;
+  std::vector<torch::Tensor> exp_avg_;     // m
+  std::vector<torch::Tensor> exp_avg_sq_;  // v
+  int64_t step_count_ = 0;
+};
+
+// Linear warmup from lr/warmup to lr over `warmup_steps`, then cosine decay to min_lr_ratio * lr
+// at `total_steps`. `step` counts from 0 (the first update).
+double learning_rate(int64_t step, int64_t total_steps, int64_t warmup_steps, double lr, double min_lr_ratio);
+
+// Scales gradients so their global L2 norm is at most max_norm (max_norm <= 0: no clipping)
+// and returns the norm before clipping.
+double clip_grad_norm(const std::vector<NamedParameter>& parameters, double max_norm);
+
+}  // namespace strait

@@ -1,0 +1,285 @@
+#include "strait/train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+
+#include "strait/core/error.h"
+#include "strait/core/fileio.h"
+#include "strait/core/metrics.h"
+#include "strait/core/threads.h"
+#include "strait/data/loader.h"
+#include "strait/data/tokenizer.h"
+#include "strait/train/checkpoint.h"
+#include "strait/train/evaluate.h"
+
+namespace strait {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::string format_duration(double seconds) {
+  const auto total = static_cast<long long>(std::max(0.0, seconds));
+  char text[32];
+  if (total >= 3600) std::snprintf(text, sizeof(text), "%lldh%02lldm", total / 3600, total / 60 % 60);
+  else std::snprintf(text, sizeof(text), "%lldm%02llds", total / 60, total % 60);
+  return text;
+}
+
+// Files a run writes; --overwrite removes exactly these, nothing else the user put there.
+const char* const kRunFiles[] = {"metrics.jsonl", "summary.json", "config.json", "train_config.json", "checkpoints"};
+
+bool holds_a_run(const fs::path& run_dir) {
+  for (const char* name : kRunFiles) {
+    if (fs::exists(run_dir / name)) return true;
+  }
+  return false;
+}
+
+void prepare_run_dir(const TrainConfig& config) {
+  const fs::path run_dir = config.out;
+  if (fs::exists(run_dir) && !fs::is_directory(run_dir)) {
+    throw Error("run directory " + run_dir.string() + " exists and is not a directory");
+  }
+  if (holds_a_run(run_dir) && !config.resume) {
+    if (!config.overwrite) {
+      throw Error("run directory " + run_dir.string() +
+                  " already holds a run; pass --resume to continue it or --overwrite to replace it");
+    }
+    for (const char* name : kRunFiles) fs::remove_all(run_dir / name);
+  }
+  fs::create_directories(run_dir);
+}
+
+// The model configuration of a resumed run must be the one its checkpoint was trained with.
+void check_resume_compatible(const CheckpointState& state, const ModelConfig& model, const fs::path& dir) {
+  if (to_hf_config(state.model_config) != to_hf_config(model)) {
+    throw Error("cannot resume from " + dir.string() + ": it holds a different model (" +
+                to_hf_config(state.model_config).dump() + ") than the one configured (" + to_hf_config(model).dump() +
+                ")");
+  }
+}
+
+struct StepResult {
+  double loss = 0.0;       // mean over the step's micro-batches
+  double lr = 0.0;
+  double grad_norm = 0.0;  // before clipping
+};
+
+class Trainer {
+ public:
+  Trainer(const TrainConfig& config, const TrainOptions& options)
+      : config_(config),
+        options_(options),
+        run_dir_(config.out),
+        tokenizer_(data::load_tokenizer(config.data)),
+        model_(model_config_for(config, tokenizer_->vocab_size())),
+        optimizer_(model_.parameters(), {config.beta1, config.beta2, config.adam_eps, config.weight_decay}),
+        seq_len_(config.seq_len > 0 ? config.seq_len : model_.config().context_length),
+        train_loader_(make_loader("train")),
+        val_loader_(make_loader("val")) {
+    model_.init_weights(static_cast<uint64_t>(config.seed));
+  }
+
+  nlohmann::json run();
+
+ private:
+  data::TokenLoader make_loader(const std::string& split) const;
+  int64_t restore();
+  StepResult train_step(int64_t step);
+  double validation_loss();
+  void save(int64_t step);
+  void log_progress(int64_t step, const StepResult& result, double tokens_per_s, double elapsed);
+  void print_configuration(int64_t first_step) const;
+
+  TrainConfig config_;
+  TrainOptions options_;
+  fs::path run_dir_;
+  std::unique_ptr<data::Tokenizer> tokenizer_;
+  LlamaModel model_;
+  AdamW optimizer_;
+  int64_t seq_len_;
+  data::TokenLoader train_loader_;
+  data::TokenLoader val_loader_;
+  std::vector<int64_t> inputs_, targets_;  // batch buffers, reused every micro-step
+  int64_t first_step_ = 1;
+};
+
+data::TokenLoader Trainer::make_loader(const std::string& split) const {
+  // Checked here, before any loader reads a shard, so the message is about the configuration.
+  if (seq_len_ > model_.config().context_length) {
+    throw Error("seq_len " + std::to_string(seq_len_) + " exceeds the model's context length " +
+                std::to_string(model_.config().context_length));
+  }
+  return data::TokenLoader(data::list_shards(config_.data, split), static_cast<int>(tokenizer_->vocab_size()),
+                           static_cast<size_t>(config_.batch_size), static_cast<size_t>(seq_len_));
+}
+
+int64_t Trainer::restore() {
+  if (!config_.resume) return 0;
+  auto latest = latest_checkpoint(run_dir_);
+  if (!latest) {
+    std::cerr << "strait: no checkpoint in " << run_dir_.string() << "; starting from step 0\n";
+    return 0;
+  }
+  const CheckpointState state = read_checkpoint_state(*latest);
+  check_resume_compatible(state, model_.config(), *latest);
+  load_checkpoint(*latest, model_, &optimizer_);
+  train_loader_.seek(state.cursor);
+  std::cerr << "strait: resumed from " << latest->string() << " (step " << state.step << ")\n";
+  return state.step;
+}
+
+StepResult Trainer::train_step(int64_t step) {
+  StepResult result;
+  result.lr = learning_rate(step - 1, config_.steps, config_.warmup_steps, config_.lr, config_.min_lr_ratio);
+  optimizer_.zero_grad();
+  for (int64_t micro = 0; micro < config_.grad_accum; ++micro) {
+    train_loader_.next_batch(inputs_, targets_);
+    auto inputs = torch::from_blob(inputs_.data(), {config_.batch_size, seq_len_}, torch::kInt64);
+    auto targets = torch::from_blob(targets_.data(), {config_.batch_size, seq_len_}, torch::kInt64);
+    // Dividing each micro-batch's mean loss makes the accumulated gradient that of the mean
+    // over the whole step's batch.
+    auto loss = model_.loss(inputs, targets) / static_cast<double>(config_.grad_accum);
+    loss.backward();
+    result.loss += loss.item<double>();
+  }
+  result.grad_norm = clip_grad_norm(model_.parameters(), config_.grad_clip);
+  optimizer_.step(result.lr);
+  return result;
+}
+
+double Trainer::validation_loss() {
+  val_loader_.reset();
+  return mean_loss(model_, val_loader_, config_.eval_batches);
+}
+
+void Trainer::save(int64_t step) {
+  CheckpointState state;
+  state.step = step;
+  state.optimizer_steps = optimizer_.step_count();
+  state.cursor = train_loader_.cursor();
+  state.train_config = config_;
+  state.model_config = model_.config();
+  save_checkpoint(run_dir_, state, model_, optimizer_, config_.data);
+  prune_checkpoints(run_dir_, config_.keep_checkpoints);
+}
+
+void Trainer::print_configuration(int64_t first_step) const {
+  if (!options_.progress) return;
+  const ModelConfig& m = model_.config();
+  std::fprintf(stderr,
+               "strait: model %s: %lld parameters (C=%lld F=%lld L=%lld H=%lld T=%lld V=%lld%s)\n"
+               "strait: batch %lld x %lld tokens x %lld accum, %lld steps from step %lld, lr %.3g, %d threads\n"
+               "strait: data %s (%s tokenizer), run %s\n",
+               config_.preset.c_str(), static_cast<long long>(m.num_parameters()),
+               static_cast<long long>(m.hidden_size), static_cast<long long>(m.intermediate_size),
+               static_cast<long long>(m.num_layers), static_cast<long long>(m.num_heads),
+               static_cast<long long>(m.context_length), static_cast<long long>(m.vocab_size),
+               m.tie_embeddings ? ", tied" : "", static_cast<long long>(config_.batch_size),
+               static_cast<long long>(seq_len_), static_cast<long long>(config_.grad_accum),
+               static_cast<long long>(config_.steps), static_cast<long long>(first_step), config_.lr,
+               torch::get_num_threads(), config_.data.c_str(), tokenizer_->kind().c_str(), run_dir_.c_str());
+}
+
+void Trainer::log_progress(int64_t step, const StepResult& result, double tokens_per_s, double elapsed) {
+  if (!options_.progress) return;
+  const double seconds_per_step = elapsed / static_cast<double>(step - first_step_ + 1);
+  const double eta = seconds_per_step * static_cast<double>(config_.steps - step);
+  std::fprintf(stderr, "step %lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | %s elapsed | ETA %s\n",
+               static_cast<long long>(step), static_cast<long long>(config_.steps), result.loss, result.lr,
+               result.grad_norm, tokens_per_s, format_duration(elapsed).c_str(), format_duration(eta).c_str());
+}
+
+nlohmann::json Trainer::run() {
+  const int64_t start_step = restore();
+  first_step_ = start_step + 1;
+  atomic_write_file(run_dir_ / "config.json", to_hf_config(model_.config()).dump(2) + "\n");
+  atomic_write_file(run_dir_ / "train_config.json", to_json(config_).dump(2) + "\n");
+  // A resumed run regenerates every line after its checkpoint, so later lines are dropped.
+  MetricsWriter metrics(run_dir_ / "metrics.jsonl", start_step);
+  print_configuration(first_step_);
+
+  const int64_t tokens_per_step = config_.batch_size * seq_len_ * config_.grad_accum;
+  const auto run_start = Clock::now();
+  double timed_seconds = 0.0;  // step time after the first step of this process (warm-up)
+  int64_t timed_tokens = 0;
+  nlohmann::json last_line;
+  double last_val_loss = std::nan("");
+  for (int64_t step = first_step_; step <= config_.steps; ++step) {
+    const auto step_start = Clock::now();
+    const StepResult result = train_step(step);
+    const double step_seconds = seconds_since(step_start);
+    if (!std::isfinite(result.loss)) {
+      throw Error("loss became " + std::to_string(result.loss) + " at step " + std::to_string(step) +
+                  "; try a lower --lr or more --warmup-steps");
+    }
+    if (step > first_step_) timed_seconds += step_seconds, timed_tokens += tokens_per_step;
+    nlohmann::json line = {
+        {"step", step},
+        {"loss", result.loss},
+        {"lr", result.lr},
+        {"grad_norm", result.grad_norm},
+        {"tokens", tokens_per_step},
+        {"step_ms", step_seconds * 1000.0},
+        {"tokens_per_s", static_cast<double>(tokens_per_step) / step_seconds},
+        {"elapsed_s", seconds_since(run_start)},
+    };
+    const bool last = step == config_.steps;
+    if ((config_.eval_every > 0 && step % config_.eval_every == 0) || last) {
+      last_val_loss = validation_loss();
+      line["val_loss"] = last_val_loss;
+    }
+    metrics.write(line);
+    last_line = line;
+    if (step % config_.log_every == 0 || last || step == first_step_) {
+      log_progress(step, result, line["tokens_per_s"].get<double>(), seconds_since(run_start));
+      if (line.contains("val_loss") && options_.progress) {
+        std::fprintf(stderr, "step %lld | val_loss %.4f\n", static_cast<long long>(step), last_val_loss);
+      }
+    }
+    if ((config_.checkpoint_every > 0 && step % config_.checkpoint_every == 0) || last) save(step);
+  }
+
+  nlohmann::json summary = {
+      {"steps", config_.steps},
+      {"steps_this_process", config_.steps - start_step},
+      {"parameters", model_.config().num_parameters()},
+      {"tokens_per_step", tokens_per_step},
+      {"tokens_per_s", timed_seconds > 0 ? static_cast<double>(timed_tokens) / timed_seconds : 0.0},
+      {"wall_time_s", seconds_since(run_start)},
+      {"final_loss", last_line.value("loss", std::nan(""))},
+      {"final_val_loss", last_val_loss},
+      {"run_dir", run_dir_.string()},
+  };
+  if (auto latest = latest_checkpoint(run_dir_)) summary["checkpoint"] = latest->string();
+  atomic_write_file(run_dir_ / "summary.json", summary.dump(2) + "\n");
+  return summary;
+}
+
+}  // namespace
+
+int resolve_threads(int64_t requested) {
+  return requested > 0 ? static_cast<int>(requested) : available_cores();
+}
+
+nlohmann::json train(const TrainConfig& config, const TrainOptions& options) {
+  validate(config);
+  const int threads = resolve_threads(config.threads);
+  torch::set_num_threads(threads);
+  // Build everything that reads input (tokenizer, shards, checkpoint) before touching the run
+  // directory, so a bad input leaves an existing run exactly as it was.
+  Trainer trainer(config, options);
+  prepare_run_dir(config);
+  return trainer.run();
+}
+
+}  // namespace strait

@@ -1,0 +1,28 @@
+// The training loop: one loop for every run, from a fresh start or a checkpoint.
+//
+// A run directory holds:
+//   config.json         the model in Hugging Face LlamaConfig form
+//   train_config.json   the resolved training configuration
+//   metrics.jsonl       one JSON line per step (loss, lr, grad_norm, tokens, step_ms, tokens_per_s;
+//                       val_loss on evaluation steps)
+//   summary.json        totals, written when the run ends
+//   checkpoints/step-N/ see checkpoint.h
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "strait/core/config.h"
+
+namespace strait {
+
+struct TrainOptions {
+  bool progress = true;  // print a progress line every log_every steps to stderr
+};
+
+// Trains as configured and returns the run summary (also written to summary.json).
+nlohmann::json train(const TrainConfig& config, const TrainOptions& options = {});
+
+// --threads 0 means every core this process may use.
+int resolve_threads(int64_t requested);
+
+}  // namespace strait

@@ -43,6 +43,8 @@ const std::vector<OptionSpec> kOptions = {
     {"log_every", "progress line every N steps", &TrainConfig::log_every},
     {"seed", "random seed for weight initialisation", &TrainConfig::seed},
     {"threads", "LibTorch threads (0 = all cores of this process's share)", &TrainConfig::threads},
+    {"stop_after", "end this process after step N with a checkpoint (e.g. a scheduler's time slot)",
+     &TrainConfig::stop_after},
     {"resume", "continue from the newest checkpoint in the run directory", &TrainConfig::resume},
     {"overwrite", "replace an existing run directory", &TrainConfig::overwrite},
 };
@@ -211,7 +213,7 @@ void validate(const TrainConfig& config) {
                              {"context_length", config.context_length}, {"seq_len", config.seq_len},
                              {"threads", config.threads}, {"keep_checkpoints", config.keep_checkpoints},
                              {"eval_every", config.eval_every}, {"checkpoint_every", config.checkpoint_every},
-                             {"warmup_steps", config.warmup_steps}}) {
+                             {"warmup_steps", config.warmup_steps}, {"stop_after", config.stop_after}}) {
     require(value >= 0, std::string(name) + " must be >= 0, got " + std::to_string(value));
   }
   for (auto [name, value] : {std::pair{"batch_size", config.batch_size}, {"grad_accum", config.grad_accum},

@@ -52,6 +52,7 @@ struct TrainConfig {
   int64_t log_every = 10;
   int64_t seed = 1337;
   int64_t threads = 0;  // 0 = all cores of this process's share
+  int64_t stop_after = 0;  // end this process after this step, with a checkpoint (0: run to `steps`)
   bool resume = false;     // continue from the newest valid checkpoint in `out`
   bool overwrite = false;  // replace an existing run directory
 };

@@ -10,6 +10,7 @@
 #include "strait/core/metrics.h"
 #include "strait/core/threads.h"
 #include "strait/data/loader.h"
+#include "strait/data/shard.h"
 #include "strait/data/tokenizer.h"
 #include "strait/train/checkpoint.h"
 #include "strait/train/evaluate.h"
@@ -86,6 +87,7 @@ class Trainer {
         seq_len_(config.seq_len > 0 ? config.seq_len : model_.config().context_length),
         train_loader_(make_loader("train")),
         val_loader_(make_loader("val")) {
+    check_all_tokens();
     model_.init_weights(static_cast<uint64_t>(config.seed));
   }
 
@@ -93,6 +95,7 @@ class Trainer {
 
  private:
   data::TokenLoader make_loader(const std::string& split) const;
+  void check_all_tokens() const;
   int64_t restore();
   StepResult train_step(int64_t step);
   double validation_loss();
@@ -121,6 +124,16 @@ data::TokenLoader Trainer::make_loader(const std::string& split) const {
   }
   return data::TokenLoader(data::list_shards(config_.data, split), static_cast<int>(tokenizer_->vocab_size()),
                            static_cast<size_t>(config_.batch_size), static_cast<size_t>(seq_len_));
+}
+
+// The loaders check each shard's tokens when they first read it; checking every shard now means
+// a bad token id is reported before the run directory is touched, not hours into a run.
+void Trainer::check_all_tokens() const {
+  for (const char* split : {"train", "val"}) {
+    for (const auto& shard : data::list_shards(config_.data, split)) {
+      data::check_token_range(data::read_shard(shard), tokenizer_->vocab_size(), shard.string());
+    }
+  }
 }
 
 int64_t Trainer::restore() {
@@ -234,6 +247,7 @@ nlohmann::json Trainer::run() {
         {"elapsed_s", seconds_since(run_start)},
     };
     const bool last = step == config_.steps;
+    const bool stopping = step == config_.stop_after;
     if ((config_.eval_every > 0 && step % config_.eval_every == 0) || last) {
       last_val_loss = validation_loss();
       line["val_loss"] = last_val_loss;
@@ -246,12 +260,17 @@ nlohmann::json Trainer::run() {
         std::fprintf(stderr, "step %lld | val_loss %.4f\n", static_cast<long long>(step), last_val_loss);
       }
     }
-    if ((config_.checkpoint_every > 0 && step % config_.checkpoint_every == 0) || last) save(step);
+    if ((config_.checkpoint_every > 0 && step % config_.checkpoint_every == 0) || last || stopping) save(step);
+    if (stopping) {
+      if (options_.progress) std::fprintf(stderr, "strait: stopping after step %lld as asked; --resume continues\n",
+                                          static_cast<long long>(step));
+      break;
+    }
   }
 
   nlohmann::json summary = {
       {"steps", config_.steps},
-      {"steps_this_process", config_.steps - start_step},
+      {"last_step", last_line.value("step", start_step)},
       {"parameters", model_.config().num_parameters()},
       {"tokens_per_step", tokens_per_step},
       {"tokens_per_s", timed_seconds > 0 ? static_cast<double>(timed_tokens) / timed_seconds : 0.0},

@@ -3,6 +3,7 @@
 // usage mistakes are reported by CLI11 with exit status 2 (its convention is 106+, mapped to 2).
 #include <CLI/CLI.hpp>
 #include <iostream>
+#include <malloc.h>
 
 #include "strait/core/config.h"
 #include "strait/core/error.h"
@@ -156,6 +157,12 @@ Command add_generate(CLI::App& cli) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Training allocates and frees the same large activation buffers every step. By default glibc
+  // serves each from a fresh mmap and unmaps it on free, so every step page-faults them back in,
+  // zero-filled by the kernel; keeping them in the heap (up to glibc's 32 MiB mmap ceiling) and
+  // never trimming it removes that cost.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   CLI::App cli{"strait: LLM training for slow networks"};
   cli.require_subcommand(1);
   bool quiet = false;

@@ -52,6 +52,7 @@ inline TrainConfig tiny_train_config(const std::filesystem::path& data, const st
   config.checkpoint_every = 10;
   config.log_every = 10;
   config.threads = 1;
+  config.precision = "fp32";  // equivalence tests compare fp32 runs exactly; bf16 has its own tests
   return config;
 }
 

@@ -36,6 +36,8 @@ const std::vector<OptionSpec> kOptions = {
     {"beta2", "AdamW beta2", &TrainConfig::beta2},
     {"adam_eps", "AdamW epsilon", &TrainConfig::adam_eps},
     {"grad_clip", "global gradient-norm clip (0 disables)", &TrainConfig::grad_clip},
+    {"precision", "auto, fp32 or bf16-mixed (bf16 matrix products, fp32 weights and optimizer)",
+     &TrainConfig::precision},
     {"eval_every", "validate every N steps (0 disables)", &TrainConfig::eval_every},
     {"eval_batches", "validation batches per evaluation", &TrainConfig::eval_batches},
     {"checkpoint_every", "checkpoint every N steps (0: final only)", &TrainConfig::checkpoint_every},
@@ -227,6 +229,8 @@ void validate(const TrainConfig& config) {
   require(config.beta1 >= 0 && config.beta1 < 1, "beta1 must be in [0, 1)");
   require(config.beta2 >= 0 && config.beta2 < 1, "beta2 must be in [0, 1)");
   require(config.adam_eps > 0, "adam_eps must be > 0");
+  require(config.precision == "auto" || config.precision == "fp32" || config.precision == "bf16-mixed",
+          "precision must be auto, fp32 or bf16-mixed, got '" + config.precision + "'");
   require(config.grad_clip >= 0, "grad_clip must be >= 0 (0 disables clipping)");
   require(!(config.resume && config.overwrite), "resume and overwrite exclude each other");
 }

@@ -44,6 +44,8 @@ struct TrainConfig {
   double beta2 = 0.95;
   double adam_eps = 1e-8;
   double grad_clip = 1.0;  // 0 disables clipping
+  // Numerics: "auto" = bf16-mixed where the CPU has native bf16 dot products, else fp32.
+  std::string precision = "auto";
   // Bookkeeping.
   int64_t eval_every = 100;  // 0 disables periodic validation
   int64_t eval_batches = 20;

@@ -90,8 +90,8 @@ torch::Tensor LlamaModel::rms_norm(const torch::Tensor& x, const torch::Tensor& 
 torch::Tensor LlamaModel::apply_rotary(const torch::Tensor& x, int64_t start_position) const {
   // x: (B, H, T, D)
   const int64_t T = x.size(2), half = x.size(3) / 2;
-  auto cos = rope_cos_.narrow(0, start_position, T);
-  auto sin = rope_sin_.narrow(0, start_position, T);
+  auto cos = rope_cos_.narrow(0, start_position, T).to(x.scalar_type());
+  auto sin = rope_sin_.narrow(0, start_position, T).to(x.scalar_type());
   auto rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * cos + rotated * sin;
 }
@@ -102,7 +102,7 @@ torch::Tensor LlamaModel::attention(const Layer& layer, const torch::Tensor& x, 
   const int64_t B = x.size(0), T = x.size(1), H = config_.num_heads, D = config_.head_dim();
   // One (3C x C) product instead of three (C x C) ones: fewer, larger matrix products run
   // closer to the machine's peak; concatenating the weights costs a copy of 3C^2 floats.
-  auto qkv = torch::linear(x, torch::cat({layer.q_proj, layer.k_proj, layer.v_proj})).chunk(3, -1);
+  auto qkv = torch::linear(compute(x), compute(torch::cat({layer.q_proj, layer.k_proj, layer.v_proj}))).chunk(3, -1);
   auto heads = [&](const torch::Tensor& projected) { return projected.view({B, T, H, D}).transpose(1, 2); };
   auto q = apply_rotary(heads(qkv[0]), start_position);  // (B, H, T, D)
   auto k = apply_rotary(heads(qkv[1]), start_position);
@@ -118,24 +118,35 @@ torch::Tensor LlamaModel::attention(const Layer& layer, const torch::Tensor& x, 
   // instead of once by the product, again by the scaling and again by the masking.
   auto scores = torch::baddbmm(future, q.reshape({B * H, T, D}), k.reshape({B * H, S, D}).transpose(1, 2),
                                /*beta=*/1.0, /*alpha=*/1.0 / std::sqrt(static_cast<double>(D)));
-  auto context = torch::matmul(torch::softmax(scores, -1).view({B, H, T, S}), v);  // (B, H, T, D)
-  return torch::linear(context.transpose(1, 2).reshape({B, T, H * D}), layer.o_proj);
+  // Softmax in fp32 whatever the compute dtype: its exponentials and sums are where bf16 loses most.
+  auto probabilities = compute(torch::softmax(scores, -1, torch::kFloat32)).view({B, H, T, S});
+  auto context = torch::matmul(probabilities, v);  // (B, H, T, D)
+  return torch::linear(context.transpose(1, 2).reshape({B, T, H * D}), compute(layer.o_proj));
+}
+
+void LlamaModel::set_compute_dtype(torch::ScalarType dtype) {
+  if (dtype != torch::kFloat32 && dtype != torch::kBFloat16) {
+    throw Error(std::string("unsupported compute dtype ") + c10::toString(dtype) + " (expected float32 or bfloat16)");
+  }
+  compute_dtype_ = dtype;
 }
 
 torch::Tensor LlamaModel::mlp(const Layer& layer, const torch::Tensor& x) const {
   // Gate and up projections as one product, for the same reason as q, k and v.
-  auto gate_up = torch::linear(x, torch::cat({layer.gate_proj, layer.up_proj})).chunk(2, -1);
-  return torch::linear(torch::silu(gate_up[0]) * gate_up[1], layer.down_proj);
+  auto gate_up = torch::linear(compute(x), compute(torch::cat({layer.gate_proj, layer.up_proj}))).chunk(2, -1);
+  return torch::linear(torch::silu(gate_up[0]) * gate_up[1], compute(layer.down_proj));
 }
 
 torch::Tensor LlamaModel::decode(const torch::Tensor& tokens, KVCache* cache) const {
   const int64_t start = cache != nullptr ? cache->length : 0;
   check_tokens(tokens, start);
   auto x = torch::embedding(embed_tokens_, tokens);
+  // The residual stream x stays fp32 (each block's output is added to it in fp32), so RMSNorm
+  // statistics are fp32 too; only matrix products run in the compute dtype.
   // Query at position start+i may attend to keys 0 .. start+i: an additive (T, start+T) mask,
   // -inf on the keys it must not see.
   const int64_t T = tokens.size(1);
-  auto future = torch::full({T, start + T}, -std::numeric_limits<float>::infinity()).triu(start + 1);
+  auto future = torch::full({T, start + T}, -std::numeric_limits<float>::infinity(), compute_dtype_).triu(start + 1);
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& layer = layers_[i];
     torch::Tensor* keys = cache != nullptr ? &cache->keys[i] : nullptr;
@@ -144,7 +155,7 @@ torch::Tensor LlamaModel::decode(const torch::Tensor& tokens, KVCache* cache) co
     x = x + mlp(layer, rms_norm(x, layer.post_norm));
   }
   if (cache != nullptr) cache->length += tokens.size(1);
-  return torch::linear(rms_norm(x, final_norm_), lm_head_);
+  return torch::linear(compute(rms_norm(x, final_norm_)), compute(lm_head_)).to(torch::kFloat32);
 }
 
 torch::Tensor LlamaModel::forward(const torch::Tensor& tokens) const { return decode(tokens, nullptr); }
@@ -158,8 +169,8 @@ KVCache LlamaModel::make_cache(int64_t batch_size) const {
   KVCache cache;
   for (int64_t i = 0; i < config_.num_layers; ++i) {
     auto shape = std::vector<int64_t>{batch_size, config_.num_heads, config_.context_length, config_.head_dim()};
-    cache.keys.push_back(torch::zeros(shape));
-    cache.values.push_back(torch::zeros(shape));
+    cache.keys.push_back(torch::zeros(shape, compute_dtype_));
+    cache.values.push_back(torch::zeros(shape, compute_dtype_));
   }
   return cache;
 }

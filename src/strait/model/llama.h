@@ -27,7 +27,7 @@ struct NamedParameter {
 
 // Keys and values of every layer for the positions decoded so far.
 struct KVCache {
-  std::vector<torch::Tensor> keys;    // per layer (B, H, context_length, D)
+  std::vector<torch::Tensor> keys;    // per layer (B, H, context_length, D), in the compute dtype
   std::vector<torch::Tensor> values;  // per layer (B, H, context_length, D)
   int64_t length = 0;                 // positions filled
 };
@@ -50,6 +50,12 @@ class LlamaModel {
   // Mean next-token cross-entropy of forward(inputs) against targets (B, T).
   torch::Tensor loss(const torch::Tensor& inputs, const torch::Tensor& targets) const;
 
+  // Mixed precision: matrix products run in `dtype` (float32 or bfloat16) on copies of the fp32
+  // weights cast each forward pass; weights, gradients, the residual stream, RMSNorm statistics,
+  // softmax and logits stay fp32.
+  void set_compute_dtype(torch::ScalarType dtype);
+  torch::ScalarType compute_dtype() const { return compute_dtype_; }
+
   KVCache make_cache(int64_t batch_size) const;
   // Appends tokens (B, t) at positions cache.length.. and returns their logits (B, t, V).
   torch::Tensor forward_cached(const torch::Tensor& tokens, KVCache& cache) const;
@@ -60,6 +66,7 @@ class LlamaModel {
     torch::Tensor post_norm, gate_proj, up_proj, down_proj;     // (C), (F, C), (F, C), (C, F)
   };
 
+  torch::Tensor compute(const torch::Tensor& x) const { return x.to(compute_dtype_); }
   torch::Tensor add_parameter(const std::string& name, std::vector<int64_t> shape);
   void check_tokens(const torch::Tensor& tokens, int64_t start_position) const;
   torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight) const;
@@ -80,6 +87,7 @@ class LlamaModel {
   torch::Tensor lm_head_;       // (V, C); the embedding itself when tied
   torch::Tensor rope_cos_;      // (context_length, D) = cos(cat(freqs, freqs))
   torch::Tensor rope_sin_;      // (context_length, D)
+  torch::ScalarType compute_dtype_ = torch::kFloat32;
 };
 
 }  // namespace strait

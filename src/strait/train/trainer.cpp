@@ -13,6 +13,7 @@
 #include "strait/data/shard.h"
 #include "strait/data/tokenizer.h"
 #include "strait/train/checkpoint.h"
+#include "strait/train/efficiency.h"
 #include "strait/train/evaluate.h"
 
 namespace strait {
@@ -86,9 +87,11 @@ class Trainer {
         optimizer_(model_.parameters(), {config.beta1, config.beta2, config.adam_eps, config.weight_decay}),
         seq_len_(config.seq_len > 0 ? config.seq_len : model_.config().context_length),
         train_loader_(make_loader("train")),
-        val_loader_(make_loader("val")) {
+        val_loader_(make_loader("val")),
+        precision_(resolve_precision(config.precision)) {
     check_all_tokens();
     model_.init_weights(static_cast<uint64_t>(config.seed));
+    model_.set_compute_dtype(precision_ == "bf16-mixed" ? torch::kBFloat16 : torch::kFloat32);
   }
 
   nlohmann::json run();
@@ -113,6 +116,8 @@ class Trainer {
   data::TokenLoader train_loader_;
   data::TokenLoader val_loader_;
   std::vector<int64_t> inputs_, targets_;  // batch buffers, reused every micro-step
+  std::string precision_;  // "fp32" or "bf16-mixed"
+  MatmulRates matmul_rates_;
   int64_t first_step_ = 1;
 };
 
@@ -192,7 +197,8 @@ void Trainer::print_configuration(int64_t first_step) const {
   std::fprintf(stderr,
                "strait: model %s: %lld parameters (C=%lld F=%lld L=%lld H=%lld T=%lld V=%lld%s)\n"
                "strait: batch %lld x %lld tokens x %lld accum, %lld steps from step %lld, lr %.3g, %d threads\n"
-               "strait: data %s (%s tokenizer), run %s\n",
+               "strait: data %s (%s tokenizer), run %s\n"
+               "strait: precision %s%s; measured matmul rate %.0f GFLOP/s fp32, %.0f GFLOP/s bf16\n",
                config_.preset.c_str(), static_cast<long long>(m.num_parameters()),
                static_cast<long long>(m.hidden_size), static_cast<long long>(m.intermediate_size),
                static_cast<long long>(m.num_layers), static_cast<long long>(m.num_heads),
@@ -200,7 +206,9 @@ void Trainer::print_configuration(int64_t first_step) const {
                m.tie_embeddings ? ", tied" : "", static_cast<long long>(config_.batch_size),
                static_cast<long long>(seq_len_), static_cast<long long>(config_.grad_accum),
                static_cast<long long>(config_.steps), static_cast<long long>(first_step), config_.lr,
-               torch::get_num_threads(), config_.data.c_str(), tokenizer_->kind().c_str(), run_dir_.c_str());
+               torch::get_num_threads(), config_.data.c_str(), tokenizer_->kind().c_str(), run_dir_.c_str(),
+               precision_.c_str(), config_.precision == "auto" ? " (auto)" : "", matmul_rates_.fp32_gflops,
+               matmul_rates_.bf16_gflops);
 }
 
 void Trainer::log_progress(int64_t step, const StepResult& result, double tokens_per_s, double elapsed) {
@@ -219,9 +227,13 @@ nlohmann::json Trainer::run() {
   atomic_write_file(run_dir_ / "train_config.json", to_json(config_).dump(2) + "\n");
   // A resumed run regenerates every line after its checkpoint, so later lines are dropped.
   MetricsWriter metrics(run_dir_ / "metrics.jsonl", start_step);
+  matmul_rates_ = measure_matmul_rates();
   print_configuration(first_step_);
 
   const int64_t tokens_per_step = config_.batch_size * seq_len_ * config_.grad_accum;
+  const double flops_per_token = training_flops_per_token(model_.config(), seq_len_);
+  const double flops_per_step = flops_per_token * static_cast<double>(tokens_per_step);
+  const double peak_flops = matmul_rates_.for_precision(precision_) * 1e9;
   const auto run_start = Clock::now();
   double timed_seconds = 0.0;  // step time after the first step of this process (warm-up)
   int64_t timed_tokens = 0;
@@ -245,6 +257,7 @@ nlohmann::json Trainer::run() {
         {"step_ms", step_seconds * 1000.0},
         {"tokens_per_s", static_cast<double>(tokens_per_step) / step_seconds},
         {"elapsed_s", seconds_since(run_start)},
+        {"mfu", flops_per_step / step_seconds / peak_flops},
     };
     const bool last = step == config_.steps;
     const bool stopping = step == config_.stop_after;
@@ -274,6 +287,10 @@ nlohmann::json Trainer::run() {
       {"parameters", model_.config().num_parameters()},
       {"tokens_per_step", tokens_per_step},
       {"tokens_per_s", timed_seconds > 0 ? static_cast<double>(timed_tokens) / timed_seconds : 0.0},
+      {"precision", precision_},
+      {"matmul_gflops", matmul_rates_.to_json()},
+      {"model_flops_per_token", flops_per_token},
+      {"mfu", timed_seconds > 0 ? flops_per_token * static_cast<double>(timed_tokens) / timed_seconds / peak_flops : 0.0},
       {"wall_time_s", seconds_since(run_start)},
       {"final_loss", last_line.value("loss", std::nan(""))},
       {"final_val_loss", last_val_loss},

@@ -1,27 +1,40 @@
 #!/usr/bin/python3
-"""Side-by-side training throughput of strait and the PyTorch reference (train_ref.py).
+"""Training throughput of N sides (strait and/or the PyTorch reference, each at a precision),
+run in rotation on the same model, batch and data.
 
 Usage:
-  bench/throughput.py --strait build/strait --data DIR --presets small,base --pairs 5 \
-      --steps 30 --warmup-steps 5 --threads 2 --batch-size 8 --seq-len 256 \
-      [--precision fp32|bf16-autocast] --out bench/out/throughput.json
+  bench/throughput.py --strait build/strait --data DIR --presets small,base \
+      --sides strait:bf16-mixed,strait:fp32,pytorch:bf16-autocast [--baseline SIDE] \
+      --rounds 5 --steps 30 --warmup-steps 5 --threads 1,2 --batch-size 8 --seq-len 256 \
+      --out bench/out/throughput.json
 
-For each preset, strait runs once as a discarded warm-up (it also supplies the model
-config), then strait and the reference alternate, one process each, `--pairs` times, so
-slow drifts of the machine hit both sides alike. Both get the same model dims (the
-reference reads the config.json strait wrote), batch, sequence length, steps, threads
-and environment. Both sides' tokens/s are computed the same way: tokens of the steps after
-the first --warmup-steps, divided by the summed time of those steps (for strait, from the
-"tokens" and "step_ms" of its metrics.jsonl). --warmup-steps is also each side's
-learning-rate warmup length.
+A side is IMPL:PRECISION: strait:fp32, strait:bf16-mixed (strait's --precision, always
+passed explicitly since strait's own default is auto), pytorch:fp32 or pytorch:bf16-autocast
+(reference/train_ref.py's --precision). Default: strait:fp32,pytorch:fp32.
 
-Each pair gives ratio = strait tok/s / PyTorch tok/s; the JSON written to --out holds
-every run, the per-preset median/min/max ratio, the machine, date, git commit and this
-command line. A markdown table for BENCHMARKS.md is printed on stdout; progress goes to
-stderr.
+For each thread count of --threads and each preset: every side runs once as a discarded
+warm-up (strait sides first: the first strait run supplies the model config that the
+reference reads), then --rounds rounds each run every side once, one process each, the
+starting side rotated from round to round (A B C, B C A, C A B, ...) so slow drifts of the
+machine hit all sides alike and none always runs first. All sides get the same model dims,
+batch, sequence length, steps, threads and environment. Every side's tokens/s is computed
+the same way: tokens of the steps after the first --warmup-steps, divided by the summed time
+of those steps (for strait, from the "tokens" and "step_ms" of its metrics.jsonl).
+--warmup-steps is also each side's learning-rate warmup length.
+
+Each round gives, for every side but the baseline (--baseline, default the last side),
+ratio = side tok/s / baseline tok/s. MFU = model FLOPs/s / measured matmul rate, with model
+FLOPs per token = 6*(L*(4C^2 + 3CF) + V*C) + 12*L*T*C (strait's formula). A strait side's
+MFU comes from its metrics.jsonl "mfu" (its own matmul rate for its precision); a PyTorch
+side's uses the same formula divided by the matmul rate (fp32, or bf16 for bf16-autocast)
+that the strait run(s) of the same round measured (their median when several; none when
+no strait side is benchmarked). The JSON written to --out holds every run, per-side and
+per-ratio medians and ranges, the machine, date, git commit and this command line. A
+markdown table for BENCHMARKS.md is printed on stdout; progress goes to stderr.
 """
 
 import argparse
+import collections
 import datetime
 import json
 import os
@@ -38,14 +51,53 @@ TRAIN_REF = os.path.join(REPO, "reference", "train_ref.py")
 LR = 3e-4
 SEED = 1337
 STDERR_TAIL_LINES = 40
+BUSY_LOADAVG = 0.5
+
+# IMPL -> {PRECISION: dtype of the matrix products, which picks the matmul rate for MFU}
+PRECISIONS = {
+    "strait": {"fp32": "fp32", "bf16-mixed": "bf16"},
+    "pytorch": {"fp32": "fp32", "bf16-autocast": "bf16"},
+}
+DEFAULT_SIDES = "strait:fp32,pytorch:fp32"
 
 
 class BenchError(Exception):
     """A child process failed or broke the protocol; the message says how."""
 
 
+class Side(collections.namedtuple("Side", "impl precision")):
+    """One benchmarked configuration: an implementation at a precision."""
+    __slots__ = ()
+
+    @property
+    def name(self):
+        return f"{self.impl}:{self.precision}"
+
+    @property
+    def dtype(self):
+        """Dtype of the matrix products, which picks the matmul rate for MFU."""
+        return PRECISIONS[self.impl][self.precision]
+
+
+def parse_side(text):
+    impl, sep, precision = text.strip().partition(":")
+    if not sep or impl not in PRECISIONS or precision not in PRECISIONS[impl]:
+        choices = ", ".join(f"{i}:{p}" for i in PRECISIONS for p in PRECISIONS[i])
+        raise ValueError(f"bad side '{text}' (expected one of {choices})")
+    return Side(impl, precision)
+
+
 def progress(message):
     print(message, file=sys.stderr, flush=True)
+
+
+def warn_if_busy(context):
+    """Other work on the machine (a compile, another benchmark) skews multi-threaded runs
+    far more than single-threaded ones, so say so."""
+    load = os.getloadavg()[0]
+    if load >= BUSY_LOADAVG:
+        progress(f"warning: load average is {load:.2f} {context}; the machine is not idle, "
+                 "so the numbers may be unrepresentative")
 
 
 def run_child(label, command):
@@ -64,6 +116,14 @@ def run_child(label, command):
     return proc
 
 
+def read_json(path, label):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise BenchError(f"{label}: cannot read {os.path.basename(path)}: {e}") from None
+
+
 def read_strait_metrics(path, steps, batch_tokens):
     """strait's per-step records, ordered by step, after checking there is exactly one per
     step and that every step processed the batch it was asked for."""
@@ -79,6 +139,8 @@ def read_strait_metrics(path, steps, batch_tokens):
         if record["tokens"] != batch_tokens:
             raise BenchError(f"{path}: step {record['step']} processed {record['tokens']} "
                              f"tokens, expected batch-size x seq-len = {batch_tokens}")
+        if record["step_ms"] <= 0:
+            raise BenchError(f"{path}: step {record['step']} has step_ms {record['step_ms']}")
     records.sort(key=lambda r: r["step"])
     if len(records) != steps or len({r["step"] for r in records}) != steps:
         raise BenchError(f"{path}: expected {steps} distinct steps, found "
@@ -86,37 +148,59 @@ def read_strait_metrics(path, steps, batch_tokens):
     return records
 
 
-def strait_run(args, preset, run_dir, label):
+def flops_per_token(config, seq_len):
+    """strait's training_flops_per_token (src/strait/train/efficiency.cpp) from an HF-style
+    config.json: 6 x the parameters used in matrix products + 12 L T C for attention."""
+    C, F = config["hidden_size"], config["intermediate_size"]
+    L, V = config["num_hidden_layers"], config["vocab_size"]
+    return 6.0 * (L * (4 * C * C + 3 * C * F) + V * C) + 12.0 * L * seq_len * C
+
+
+def strait_run(args, side, preset, threads, run_dir, label):
     command = [args.strait, "--quiet", "train", "--data", args.data, "--preset", preset,
                "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-               "--seq-len", str(args.seq_len), "--threads", str(args.threads),
-               "--eval-every", "0", "--checkpoint-every", "0",
+               "--seq-len", str(args.seq_len), "--threads", str(threads),
+               "--eval-every", "0", "--eval-batches", "1", "--checkpoint-every", "0",
                "--warmup-steps", str(args.warmup_steps), "--lr", str(LR),
-               "--out", run_dir, "--overwrite"]
-    if args.precision is not None:
-        command += ["--precision", args.precision]
+               "--out", run_dir, "--overwrite", "--precision", side.precision]
+    loadavg = os.getloadavg()[0]
     run_child(label, command)
-    try:
-        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise BenchError(f"{label}: cannot read its config.json: {e}") from None
+    config = read_json(os.path.join(run_dir, "config.json"), label)
+    summary = read_json(os.path.join(run_dir, "summary.json"), label)
+    if summary.get("precision") != side.precision:
+        raise BenchError(f"{label}: asked for precision {side.precision}, summary.json says "
+                         f"{summary.get('precision')}")
     records = read_strait_metrics(os.path.join(run_dir, "metrics.jsonl"), args.steps,
                                   args.batch_size * args.seq_len)
     timed = records[args.warmup_steps:]
-    seconds = sum(r["step_ms"] for r in timed) / 1000.0
-    return config, {"tokens_per_s": sum(r["tokens"] for r in timed) / seconds,
-                    "step_ms_median": statistics.median(r["step_ms"] for r in timed),
-                    "final_loss": records[-1]["loss"]}
+    step_ms = sum(r["step_ms"] for r in timed)
+    # Time-weighted mean of the per-step MFU = timed model FLOPs / timed seconds / rate.
+    mfu = (sum(r["mfu"] * r["step_ms"] for r in timed) / step_ms
+           if all("mfu" in r for r in timed) else None)
+    rates = summary.get("matmul_gflops")
+    if rates is not None and not (isinstance(rates, dict) and {"fp32", "bf16"} <= set(rates)):
+        raise BenchError(f"{label}: summary.json has unexpected matmul_gflops {rates}")
+    return config, {
+        "side": side.name,
+        "tokens_per_s": sum(r["tokens"] for r in timed) / (step_ms / 1000.0),
+        "step_ms_median": statistics.median(r["step_ms"] for r in timed),
+        "final_loss": records[-1]["loss"],
+        "mfu": mfu,
+        "matmul_gflops": rates,
+        "model_flops_per_token": summary.get("model_flops_per_token"),
+        "params": summary.get("parameters"),
+        "loadavg_1m_before": loadavg,
+    }
 
 
-def reference_run(args, config_path, label):
+def reference_run(args, side, config_path, threads, label):
     command = [args.python, TRAIN_REF, "--config", config_path, "--data", args.data,
                "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
-               "--steps", str(args.steps), "--threads", str(args.threads),
+               "--steps", str(args.steps), "--threads", str(threads),
                "--lr", str(LR), "--warmup", str(args.warmup_steps), "--seed", str(SEED),
                "--warmup-steps-excluded", str(args.warmup_steps),
-               "--precision", args.precision or "fp32"]
+               "--precision", side.precision]
+    loadavg = os.getloadavg()[0]
     proc = run_child(label, command)
     lines = proc.stdout.strip().splitlines()
     try:
@@ -124,50 +208,139 @@ def reference_run(args, config_path, label):
     except (IndexError, json.JSONDecodeError):
         raise BenchError(f"{label}: last stdout line is not JSON:\n{proc.stdout[-2000:]}") \
             from None
-    if result.get("impl") != "pytorch" or "tokens_per_s" not in result:
+    if not isinstance(result, dict) or result.get("impl") != "pytorch" \
+            or "tokens_per_s" not in result:
         raise BenchError(f"{label}: unexpected result {result}")
+    expected = {"steps": args.steps, "threads": threads, "precision": side.precision,
+                "batch_size": args.batch_size, "seq_len": args.seq_len,
+                "warmup_steps_excluded": args.warmup_steps}
+    wrong = {k: result.get(k) for k, v in expected.items() if result.get(k) != v}
+    if wrong:
+        raise BenchError(f"{label}: the reference reports {wrong}, expected "
+                         f"{ {k: expected[k] for k in wrong} }")
+    result.update(side=side.name, mfu=None, loadavg_1m_before=loadavg)
     return result
 
 
-def bench_preset(args, preset, work_dir):
-    run_dir = os.path.join(work_dir, preset, "strait-run")
-    config_path = os.path.join(work_dir, preset, "config.json")
-    os.makedirs(os.path.dirname(run_dir), exist_ok=True)
+class Case:
+    """One preset at one thread count: the config it trains and how to run each side."""
 
-    config, _ = strait_run(args, preset, run_dir, f"[{preset}] warm-up strait")
-    # Keep the warm-up's config: the next strait run overwrites its run directory.
-    shutil.copyfile(os.path.join(run_dir, "config.json"), config_path)
+    def __init__(self, args, preset, threads, work_dir):
+        self.args, self.preset, self.threads = args, preset, threads
+        self.dir = os.path.join(work_dir, f"{preset}-t{threads}")
+        self.config_path = os.path.join(self.dir, "config.json")
+        self.config = None
+        self.strait_flops_per_token = None
+        os.makedirs(self.dir, exist_ok=True)
 
-    pairs = []
-    for i in range(1, args.pairs + 1):
-        tag = f"[{preset}] pair {i}/{args.pairs}"
-        pair_config, strait = strait_run(args, preset, run_dir, f"{tag} strait")
-        if pair_config != config:
-            raise BenchError(f"{tag}: strait's config.json changed between runs")
-        progress(f"{tag} strait: {strait['tokens_per_s']:.0f} tok/s")
-        reference = reference_run(args, config_path, f"{tag} pytorch")
-        ratio = strait["tokens_per_s"] / reference["tokens_per_s"]
-        progress(f"{tag} pytorch: {reference['tokens_per_s']:.0f} tok/s, ratio {ratio:.3f}")
-        pairs.append({"strait": strait, "pytorch": reference, "ratio": ratio})
+    def run(self, side, label):
+        if side.impl == "pytorch":
+            if self.config is None:
+                raise BenchError(f"{label}: no model config yet (a strait run supplies it)")
+            return reference_run(self.args, side, self.config_path, self.threads, label)
+        run_dir = os.path.join(self.dir, f"strait-{side.precision}")
+        config, result = strait_run(self.args, side, self.preset, self.threads, run_dir,
+                                    label)
+        if self.config is None:
+            # Keep a copy of the config: the next run of that side overwrites its run dir.
+            shutil.copyfile(os.path.join(run_dir, "config.json"), self.config_path)
+            self.config = config
+            self.strait_flops_per_token = result["model_flops_per_token"]
+        elif config != self.config:
+            raise BenchError(f"{label}: strait's config.json differs from the first run's")
+        return result
 
-    ratios = [p["ratio"] for p in pairs]
+
+def describe(result):
+    mfu = "" if result["mfu"] is None else f", MFU {100 * result['mfu']:.1f}%"
+    return f"{result['tokens_per_s']:.0f} tok/s{mfu}"
+
+
+def bench_case(args, preset, threads, work_dir):
+    sides, baseline = args.side_list, args.baseline_side
+    case = Case(args, preset, threads, work_dir)
+    where = f"[{preset} t{threads}]"
+    warn_if_busy(f"before {where}")
+
+    warmups = {}
+    if not any(s.impl == "strait" for s in sides):
+        # Only the reference is benchmarked: one untimed strait run supplies the config.
+        result = case.run(Side("strait", "fp32"), f"{where} config (strait:fp32)")
+        warmups["strait:fp32 (config)"] = result
+    for side in sorted(sides, key=lambda s: s.impl != "strait"):
+        result = case.run(side, f"{where} warm-up {side.name}")
+        warmups[side.name] = result
+        progress(f"{where} warm-up {side.name}: {describe(result)}")
+
+    fpt = flops_per_token(case.config, args.seq_len)
+    if case.strait_flops_per_token is not None and \
+            abs(fpt - case.strait_flops_per_token) > 1e-9 * fpt:
+        raise BenchError(f"{where}: this harness counts {fpt:.0f} model FLOPs per token, "
+                         f"strait {case.strait_flops_per_token:.0f}; the formulas drifted")
+
+    rounds = []
+    n = len(sides)
+    for r in range(args.rounds):
+        order = [sides[(r + k) % n] for k in range(n)]
+        tag = f"{where} round {r + 1}/{args.rounds}"
+        runs = {}
+        for side in order:
+            runs[side.name] = case.run(side, f"{tag} {side.name}")
+            progress(f"{tag} {side.name}: {describe(runs[side.name])}")
+        # PyTorch MFU against the matmul rates strait measured in this same round.
+        strait_rates = [runs[s.name]["matmul_gflops"] for s in sides
+                        if s.impl == "strait" and runs[s.name]["matmul_gflops"]]
+        rates = ({d: statistics.median(x[d] for x in strait_rates) for d in ("fp32", "bf16")}
+                 if strait_rates else None)
+        for side in sides:
+            if side.impl == "pytorch" and rates:
+                result = runs[side.name]
+                result["mfu"] = fpt * result["tokens_per_s"] / (rates[side.dtype] * 1e9)
+                result["mfu_rate_gflops"] = rates[side.dtype]
+                progress(f"{tag} {side.name}: MFU {100 * result['mfu']:.1f}% (against "
+                         f"the {side.dtype} matmul rate strait measured this round, "
+                         f"{rates[side.dtype]:.0f} GFLOP/s)")
+        base = runs[baseline.name]["tokens_per_s"]
+        ratios = {s.name: runs[s.name]["tokens_per_s"] / base for s in sides if s != baseline}
+        if ratios:
+            progress(f"{tag} vs {baseline.name}: " +
+                     ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
+        rounds.append({"order": [s.name for s in order], "runs": runs, "ratios": ratios,
+                       "matmul_gflops_for_pytorch": rates})
+
+    summary = {}
+    for side in sides:
+        runs = [rd["runs"][side.name] for rd in rounds]
+        tps = [x["tokens_per_s"] for x in runs]
+        mfus = [x["mfu"] for x in runs]
+        entry = {
+            "impl": side.impl,
+            "precision": side.precision,
+            "tokens_per_s_median": statistics.median(tps),
+            "tokens_per_s_min": min(tps),
+            "tokens_per_s_max": max(tps),
+            "step_ms_median": statistics.median(x["step_ms_median"] for x in runs),
+            "mfu_median": None if None in mfus else statistics.median(mfus),
+            "final_loss_median": statistics.median(x["final_loss"] for x in runs),
+        }
+        if side != baseline:
+            ratios = [rd["ratios"][side.name] for rd in rounds]
+            entry.update(ratio_median=statistics.median(ratios), ratio_min=min(ratios),
+                         ratio_max=max(ratios))
+        summary[side.name] = entry
+
+    params = next((w["params"] for w in warmups.values() if w.get("params")), None)
+    torch_version = next((w["torch"] for w in warmups.values() if "torch" in w), None)
     return {
         "preset": preset,
-        "config": config,
-        "params": pairs[0]["pytorch"]["params"],
-        "pytorch_version": pairs[0]["pytorch"]["torch"],
-        "ratio_median": statistics.median(ratios),
-        "ratio_min": min(ratios),
-        "ratio_max": max(ratios),
-        "strait_tokens_per_s_median":
-            statistics.median(p["strait"]["tokens_per_s"] for p in pairs),
-        "pytorch_tokens_per_s_median":
-            statistics.median(p["pytorch"]["tokens_per_s"] for p in pairs),
-        "strait_final_loss_median":
-            statistics.median(p["strait"]["final_loss"] for p in pairs),
-        "pytorch_final_loss_median":
-            statistics.median(p["pytorch"]["final_loss"] for p in pairs),
-        "pairs": pairs,
+        "threads": threads,
+        "config": case.config,
+        "params": params,
+        "model_flops_per_token": fpt,
+        "pytorch_version": torch_version,
+        "sides": summary,
+        "warmup": warmups,
+        "rounds": rounds,
     }
 
 
@@ -187,6 +360,7 @@ def machine_info():
     return {"nproc": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(),
             "cpu_model": model or platform.processor() or "unknown",
             "avx512f": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags,
+            "amx_bf16": "amx_bf16" in flags,
             "loadavg_at_start": os.getloadavg(), "python": platform.python_version()}
 
 
@@ -200,58 +374,126 @@ def git_state():
 
 
 def format_params(n):
+    if n is None:
+        return "?"
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
 
 
 def markdown(report):
     m, s = report["machine"], report["settings"]
     yes_no = {True: "yes", False: "no"}
+    torch_versions = sorted({r["pytorch_version"] for r in report["results"]
+                             if r["pytorch_version"]})
+    torch_text = f"; PyTorch {', '.join(torch_versions)}" if torch_versions else ""
     lines = [
         f"{m['cpu_model']}, {m['nproc']} CPUs (avx512f {yes_no[m['avx512f']]}, "
-        f"avx512_bf16 {yes_no[m['avx512_bf16']]}); strait {report['git_commit']}"
-        f"{' (dirty)' if report['git_dirty'] else ''}; PyTorch "
-        f"{report['presets'][0]['pytorch_version']}; {report['date'][:10]}; "
-        f"{s['steps']} steps, first {s['warmup_steps']} untimed, {s['pairs']} pairs.",
+        f"avx512_bf16 {yes_no[m['avx512_bf16']]}, amx_bf16 {yes_no[m['amx_bf16']]}); "
+        f"strait {report['git_commit']}{' (dirty)' if report['git_dirty'] else ''}"
+        f"{torch_text}; {report['date'][:10]}; {s['steps']} steps, first "
+        f"{s['warmup_steps']} untimed; {s['rounds']} round{'s' if s['rounds'] != 1 else ''} "
+        f"of {len(s['sides'])} side{'s' if len(s['sides']) != 1 else ''} after one "
+        f"warm-up run each, starting side rotated; ratios vs {s['baseline']}.",
         "",
         f"`{report['command']}`",
         "",
-        "| preset | params | batch × seq | threads | precision | strait tok/s "
-        "| PyTorch tok/s | ratio (median) | ratio (min–max) |",
+        "| preset | params | batch × seq | threads | side | tok/s (median) | MFU (median) "
+        f"| vs {s['baseline']} (median) | vs {s['baseline']} (min–max) |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
-    for p in report["presets"]:
-        lines.append(
-            f"| {p['preset']} | {format_params(p['params'])} "
-            f"| {s['batch_size']} × {s['seq_len']} | {s['threads']} | {s['precision']} "
-            f"| {p['strait_tokens_per_s_median']:,.0f} | {p['pytorch_tokens_per_s_median']:,.0f} "
-            f"| {p['ratio_median']:.2f}× | {p['ratio_min']:.2f}–{p['ratio_max']:.2f}× |")
+    for r in report["results"]:
+        for name, e in r["sides"].items():
+            mfu = "n/a" if e["mfu_median"] is None else f"{100 * e['mfu_median']:.1f}%"
+            if "ratio_median" in e:
+                ratio = f"{e['ratio_median']:.2f}×"
+                spread = f"{e['ratio_min']:.2f}–{e['ratio_max']:.2f}×"
+            else:
+                ratio, spread = "1.00× (baseline)", "—"
+            lines.append(
+                f"| {r['preset']} | {format_params(r['params'])} "
+                f"| {s['batch_size']} × {s['seq_len']} | {r['threads']} | {name} "
+                f"| {e['tokens_per_s_median']:,.0f} | {mfu} | {ratio} | {spread} |")
+    note = ("MFU = model FLOPs/s (6·(L·(4C²+3CF) + V·C) + 12·L·T·C per token) ÷ strait's "
+            "measured 1024² matmul rate at the same thread count for the side's dtype (fp32; "
+            "bf16 for bf16-mixed and bf16-autocast). strait sides use their own run's rate.")
+    if len(s["sides"]) > s["strait_sides"]:
+        if s["strait_sides"] == 0:
+            note += " No strait side was benchmarked, so PyTorch MFU is n/a."
+        else:
+            note += (" PyTorch sides use the rate measured by the strait run"
+                     + (("s of the same round (their median).") if s["strait_sides"] > 1
+                        else " of the same round."))
+    lines += ["", note]
     return "\n".join(lines)
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        description="Side-by-side training throughput of strait and PyTorch.")
+        description="Training throughput of strait and PyTorch sides, run in rotation.")
     parser.add_argument("--strait", required=True, help="the strait binary")
     parser.add_argument("--data", required=True, help="prepared data dir (train_*.bin)")
     parser.add_argument("--presets", required=True, help="comma-separated strait presets")
-    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--sides", default=DEFAULT_SIDES,
+                        help="comma-separated IMPL:PRECISION sides: strait:fp32, "
+                             "strait:bf16-mixed, pytorch:fp32, pytorch:bf16-autocast "
+                             f"(default {DEFAULT_SIDES})")
+    parser.add_argument("--baseline", help="side the ratios divide by (default: the last)")
+    parser.add_argument("--rounds", type=int,
+                        help="rounds, each running every side once (default 5)")
+    parser.add_argument("--pairs", type=int, dest="pairs_deprecated", metavar="ROUNDS",
+                        help="deprecated alias of --rounds")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup-steps", type=int, default=5,
                         help="leading steps left out of the timing (and LR warmup length)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", default="2",
+                        help="thread count, or a comma list (e.g. 1,2) to repeat the "
+                             "whole comparison per count (default 2)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--precision", choices=["fp32", "bf16-autocast"],
-                        help="passed to both sides; strait's default (fp32) when omitted")
+    parser.add_argument("--precision", help=argparse.SUPPRESS)
     parser.add_argument("--python", default="/usr/bin/python3",
                         help="interpreter for the reference (needs torch)")
     parser.add_argument("--out", default=os.path.join("bench", "out", "throughput.json"))
     args = parser.parse_args(argv)
+
+    if args.precision is not None:
+        parser.error("--precision was removed: give each side's precision in --sides, "
+                     "e.g. --sides strait:bf16-mixed,pytorch:bf16-autocast")
+    if args.pairs_deprecated is not None:
+        if args.rounds is not None:
+            parser.error("give --rounds or its deprecated alias --pairs, not both")
+        progress("warning: --pairs is deprecated; use --rounds")
+        args.rounds = args.pairs_deprecated
+    if args.rounds is None:
+        args.rounds = 5
+
     args.preset_list = [p for p in args.presets.split(",") if p]
     if not args.preset_list:
         parser.error("--presets names no preset")
-    if min(args.pairs, args.steps, args.threads, args.batch_size, args.seq_len) < 1:
-        parser.error("--pairs, --steps, --threads, --batch-size and --seq-len must be >= 1")
+    if len(set(args.preset_list)) != len(args.preset_list):
+        parser.error("--presets names a preset twice")
+    try:
+        args.side_list = [parse_side(t) for t in args.sides.split(",") if t.strip()]
+        args.baseline_side = (parse_side(args.baseline) if args.baseline is not None
+                              else (args.side_list or [None])[-1])
+    except ValueError as e:
+        parser.error(str(e))
+    if not args.side_list:
+        parser.error("--sides names no side")
+    if len(set(args.side_list)) != len(args.side_list):
+        parser.error("--sides names a side twice")
+    if args.baseline_side not in args.side_list:
+        parser.error(f"--baseline {args.baseline_side.name} is not one of --sides")
+    try:
+        args.thread_list = [int(t) for t in args.threads.split(",") if t.strip()]
+    except ValueError:
+        parser.error(f"--threads must be an integer or a comma list of them, not "
+                     f"'{args.threads}'")
+    if not args.thread_list:
+        parser.error("--threads names no thread count")
+    if len(set(args.thread_list)) != len(args.thread_list):
+        parser.error("--threads names a count twice")
+    if min(args.rounds, args.steps, args.batch_size, args.seq_len, *args.thread_list) < 1:
+        parser.error("--rounds, --steps, --threads, --batch-size and --seq-len must be >= 1")
     if not 0 <= args.warmup_steps < args.steps:
         parser.error("need 0 <= --warmup-steps < --steps")
     return args
@@ -266,26 +508,32 @@ def main(argv):
         "git_dirty": dirty,
         "command": shlex.join(sys.argv),
         "machine": machine_info(),
-        "settings": {"presets": args.preset_list, "pairs": args.pairs, "steps": args.steps,
-                     "warmup_steps": args.warmup_steps, "threads": args.threads,
-                     "batch_size": args.batch_size, "seq_len": args.seq_len,
-                     "precision": args.precision or "fp32", "lr": LR,
-                     "data": os.path.abspath(args.data)},
-        "presets": [],
+        "settings": {"presets": args.preset_list,
+                     "sides": [s.name for s in args.side_list],
+                     "baseline": args.baseline_side.name,
+                     "strait_sides": sum(s.impl == "strait" for s in args.side_list),
+                     "rounds": args.rounds, "steps": args.steps,
+                     "warmup_steps": args.warmup_steps, "threads": args.thread_list,
+                     "batch_size": args.batch_size, "seq_len": args.seq_len, "lr": LR,
+                     "seed": SEED, "data": os.path.abspath(args.data),
+                     "strait": os.path.abspath(args.strait), "python": args.python},
+        "results": [],
     }
-    # Other work on the machine (a compile, another benchmark) skews multi-threaded runs
-    # far more than it skews single-threaded ones, so say so up front.
-    busy = report["machine"]["loadavg_at_start"][0]
-    if busy >= 0.5:
-        progress(f"warning: load average is {busy:.2f} before starting; the machine is "
-                 "not idle, so the numbers may be unrepresentative")
+    warn_if_busy("before starting")
+    nproc = report["machine"]["nproc"]
+    for threads in args.thread_list:
+        if threads > nproc:
+            progress(f"warning: --threads {threads} exceeds the {nproc} CPUs this process "
+                     "may use; those runs oversubscribe the cores")
     try:
         with tempfile.TemporaryDirectory(prefix="strait-bench-") as work_dir:
-            for preset in args.preset_list:
-                report["presets"].append(bench_preset(args, preset, work_dir))
+            for threads in args.thread_list:
+                for preset in args.preset_list:
+                    report["results"].append(bench_case(args, preset, threads, work_dir))
     except BenchError as e:
         print(f"throughput: {e}", file=sys.stderr)
         return 1
+    report["machine"]["loadavg_at_end"] = os.getloadavg()
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:

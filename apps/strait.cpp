@@ -1,4 +1,4 @@
-// strait's command line: prepare, train, eval, export, generate.
+// strait's command line: prepare, train, eval, export, generate, launch.
 // Every failure a user can cause ends as "strait: error: <what and where>" and exit status 1;
 // usage mistakes are reported by CLI11 with exit status 2 (its convention is 106+, mapped to 2).
 #include <CLI/CLI.hpp>
@@ -9,6 +9,8 @@
 #include "strait/core/error.h"
 #include "strait/data/prepare.h"
 #include "strait/data/tokenizer.h"
+#include "strait/launch/launcher.h"
+#include "strait/launch/rank_environment.h"
 #include "strait/model/generate.h"
 #include "strait/train/checkpoint.h"
 #include "strait/train/evaluate.h"
@@ -82,6 +84,7 @@ Command add_train(CLI::App& cli, bool& quiet) {
                                            is_flag ? ((*flags)[option.key] ? "true" : "false") : (*texts)[option.key]);
             }
             const auto summary = strait::train(config, {!quiet});
+            if (strait::launch::read_rank_environment().rank != 0) return;  // rank 0 reports for the job
             std::cerr << "strait: run finished: " << config.out << " (metrics.jsonl, summary.json, checkpoints/)\n";
             std::cout << summary.dump() << "\n";
           }};
@@ -154,6 +157,23 @@ Command add_generate(CLI::App& cli) {
           }};
 }
 
+// `strait launch [options] -- <strait arguments>`: runs strait once per local rank. Its exit
+// status is the first failing rank's, which main() must return as is (not as a strait::Error).
+Command add_launch(CLI::App& cli, int& exit_status) {
+  auto options = std::make_shared<strait::launch::LaunchOptions>();
+  auto* app = cli.add_subcommand("launch", "run `strait <args>` on every local rank (strait launch -P 2 -- train ...)");
+  app->add_option("-P,--nproc-per-node", options->nproc_per_node, "ranks on this node")->capture_default_str();
+  app->add_option("--nnodes", options->nnodes, "nodes in the job")->capture_default_str();
+  app->add_option("--node-rank", options->node_rank, "this node's index")->capture_default_str();
+  app->add_option("--master-addr", options->master_addr, "address of node 0 (rendezvous)")->capture_default_str();
+  app->add_option("--master-port", options->master_port, "rendezvous port")->capture_default_str();
+  app->add_option("arguments", options->arguments, "strait arguments for each rank, after --")->required();
+  return {app, [options, &exit_status] {
+            options->program = fs::read_symlink("/proc/self/exe").string();
+            exit_status = strait::launch::run_launch(*options);
+          }};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -167,8 +187,9 @@ int main(int argc, char** argv) {
   cli.require_subcommand(1);
   bool quiet = false;
   cli.add_flag("-q,--quiet", quiet, "no progress output");
+  int exit_status = 0;
   std::vector<Command> commands = {add_prepare(cli, quiet), add_train(cli, quiet), add_eval(cli), add_export(cli),
-                                   add_generate(cli)};
+                                   add_generate(cli), add_launch(cli, exit_status)};
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -186,5 +207,5 @@ int main(int argc, char** argv) {
     std::cerr << "strait: internal error: " << error.what() << "\n";
     return 1;
   }
-  return 0;
+  return exit_status;
 }

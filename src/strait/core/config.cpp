@@ -45,6 +45,9 @@ const std::vector<OptionSpec> kOptions = {
     {"log_every", "progress line every N steps", &TrainConfig::log_every},
     {"seed", "random seed for weight initialisation", &TrainConfig::seed},
     {"threads", "LibTorch threads (0 = all cores of this process's share)", &TrainConfig::threads},
+    {"bucket_mb", "DDP gradient bucket size in MiB", &TrainConfig::bucket_mb},
+    {"comm_timeout_s", "seconds before a missing peer or stuck collective fails the run", &TrainConfig::comm_timeout_s},
+    {"gloo_interface", "network interface for Gloo across machines (e.g. eth0)", &TrainConfig::gloo_interface},
     {"stop_after", "end this process after step N with a checkpoint (e.g. a scheduler's time slot)",
      &TrainConfig::stop_after},
     {"resume", "continue from the newest checkpoint in the run directory", &TrainConfig::resume},
@@ -231,6 +234,8 @@ void validate(const TrainConfig& config) {
   require(config.adam_eps > 0, "adam_eps must be > 0");
   require(config.precision == "auto" || config.precision == "fp32" || config.precision == "bf16-mixed",
           "precision must be auto, fp32 or bf16-mixed, got '" + config.precision + "'");
+  require(config.bucket_mb > 0, "bucket_mb must be > 0");
+  require(config.comm_timeout_s > 0, "comm_timeout_s must be > 0");
   require(config.grad_clip >= 0, "grad_clip must be >= 0 (0 disables clipping)");
   require(!(config.resume && config.overwrite), "resume and overwrite exclude each other");
 }

@@ -54,6 +54,10 @@ struct TrainConfig {
   int64_t log_every = 10;
   int64_t seed = 1337;
   int64_t threads = 0;  // 0 = all cores of this process's share
+  // Several processes (strait launch, torchrun, mpirun): DDP over Gloo.
+  double bucket_mb = 25.0;        // DDP gradient bucket size
+  double comm_timeout_s = 300.0;  // rendezvous and every collective; a lost peer fails within it
+  std::string gloo_interface;     // network interface for Gloo (empty: MASTER_ADDR's, fine on one machine)
   int64_t stop_after = 0;  // end this process after this step, with a checkpoint (0: run to `steps`)
   bool resume = false;     // continue from the newest valid checkpoint in `out`
   bool overwrite = false;  // replace an existing run directory

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 #include "strait/core/error.h"
 #include "strait/core/fileio.h"
@@ -12,6 +13,8 @@
 #include "strait/data/loader.h"
 #include "strait/data/shard.h"
 #include "strait/data/tokenizer.h"
+#include "strait/launch/rank_environment.h"
+#include "strait/strategy/strategy.h"
 #include "strait/train/checkpoint.h"
 #include "strait/train/efficiency.h"
 #include "strait/train/evaluate.h"
@@ -78,9 +81,10 @@ struct StepResult {
 
 class Trainer {
  public:
-  Trainer(const TrainConfig& config, const TrainOptions& options)
+  Trainer(const TrainConfig& config, const TrainOptions& options, const launch::RankEnvironment& environment)
       : config_(config),
         options_(options),
+        environment_(environment),
         run_dir_(config.out),
         tokenizer_(data::load_tokenizer(config.data)),
         model_(model_config_for(config, tokenizer_->vocab_size())),
@@ -94,9 +98,12 @@ class Trainer {
     model_.set_compute_dtype(precision_ == "bf16-mixed" ? torch::kBFloat16 : torch::kFloat32);
   }
 
-  nlohmann::json run();
+  nlohmann::json run(Strategy& strategy);
 
  private:
+  // Rank 0 alone writes the run directory and prints progress; every rank trains.
+  bool is_writer() const { return environment_.rank == 0; }
+  bool prints() const { return options_.progress && is_writer(); }
   data::TokenLoader make_loader(const std::string& split) const;
   void check_all_tokens() const;
   int64_t restore();
@@ -108,6 +115,8 @@ class Trainer {
 
   TrainConfig config_;
   TrainOptions options_;
+  launch::RankEnvironment environment_;
+  Strategy* strategy_ = nullptr;  // set by run()
   fs::path run_dir_;
   std::unique_ptr<data::Tokenizer> tokenizer_;
   LlamaModel model_;
@@ -128,7 +137,8 @@ data::TokenLoader Trainer::make_loader(const std::string& split) const {
                 std::to_string(model_.config().context_length));
   }
   return data::TokenLoader(data::list_shards(config_.data, split), static_cast<int>(tokenizer_->vocab_size()),
-                           static_cast<size_t>(config_.batch_size), static_cast<size_t>(seq_len_));
+                           static_cast<size_t>(config_.batch_size), static_cast<size_t>(seq_len_),
+                           environment_.rank, environment_.world_size);
 }
 
 // The loaders check each shard's tokens when they first read it; checking every shard now means
@@ -145,14 +155,14 @@ int64_t Trainer::restore() {
   if (!config_.resume) return 0;
   auto latest = latest_checkpoint(run_dir_);
   if (!latest) {
-    std::cerr << "strait: no checkpoint in " << run_dir_.string() << "; starting from step 0\n";
+    if (prints()) std::cerr << "strait: no checkpoint in " << run_dir_.string() << "; starting from step 0\n";
     return 0;
   }
   const CheckpointState state = read_checkpoint_state(*latest);
   check_resume_compatible(state, model_.config(), *latest);
   load_checkpoint(*latest, model_, &optimizer_);
   train_loader_.seek(state.cursor);
-  std::cerr << "strait: resumed from " << latest->string() << " (step " << state.step << ")\n";
+  if (prints()) std::cerr << "strait: resumed from " << latest->string() << " (step " << state.step << ")\n";
   return state.step;
 }
 
@@ -170,6 +180,8 @@ StepResult Trainer::train_step(int64_t step) {
     loss.backward();
     result.loss += loss.item<double>();
   }
+  strategy_->reduce_gradients(model_);
+  result.loss = strategy_->mean_over_replicas(result.loss);
   result.grad_norm = clip_grad_norm(model_.parameters(), config_.grad_clip);
   optimizer_.step(result.lr);
   return result;
@@ -177,10 +189,11 @@ StepResult Trainer::train_step(int64_t step) {
 
 double Trainer::validation_loss() {
   val_loader_.reset();
-  return mean_loss(model_, val_loader_, config_.eval_batches);
+  return strategy_->mean_over_replicas(mean_loss(model_, val_loader_, config_.eval_batches));
 }
 
 void Trainer::save(int64_t step) {
+  if (!is_writer()) return;  // replicated state: rank 0's copy is everyone's
   CheckpointState state;
   state.step = step;
   state.optimizer_steps = optimizer_.step_count();
@@ -192,7 +205,7 @@ void Trainer::save(int64_t step) {
 }
 
 void Trainer::print_configuration(int64_t first_step) const {
-  if (!options_.progress) return;
+  if (!prints()) return;
   const ModelConfig& m = model_.config();
   std::fprintf(stderr,
                "strait: model %s: %lld parameters (C=%lld F=%lld L=%lld H=%lld T=%lld V=%lld%s)\n"
@@ -212,7 +225,7 @@ void Trainer::print_configuration(int64_t first_step) const {
 }
 
 void Trainer::log_progress(int64_t step, const StepResult& result, double tokens_per_s, double elapsed) {
-  if (!options_.progress) return;
+  if (!prints()) return;
   const double seconds_per_step = elapsed / static_cast<double>(step - first_step_ + 1);
   const double eta = seconds_per_step * static_cast<double>(config_.steps - step);
   std::fprintf(stderr, "step %lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | %s elapsed | ETA %s\n",
@@ -220,20 +233,27 @@ void Trainer::log_progress(int64_t step, const StepResult& result, double tokens
                result.grad_norm, tokens_per_s, format_duration(elapsed).c_str(), format_duration(eta).c_str());
 }
 
-nlohmann::json Trainer::run() {
+nlohmann::json Trainer::run(Strategy& strategy) {
+  strategy_ = &strategy;
   const int64_t start_step = restore();
+  // After initialisation or a checkpoint load every replica must hold rank 0's weights.
+  strategy.synchronize_weights(model_);
+  strategy.take_step_traffic();  // start-up traffic (the weight broadcast) is not a step's; totals keep it
   first_step_ = start_step + 1;
-  atomic_write_file(run_dir_ / "config.json", to_hf_config(model_.config()).dump(2) + "\n");
-  atomic_write_file(run_dir_ / "train_config.json", to_json(config_).dump(2) + "\n");
-  // A resumed run regenerates every line after its checkpoint, so later lines are dropped.
-  MetricsWriter metrics(run_dir_ / "metrics.jsonl", start_step);
+  std::optional<MetricsWriter> metrics;
+  if (is_writer()) {
+    atomic_write_file(run_dir_ / "config.json", to_hf_config(model_.config()).dump(2) + "\n");
+    atomic_write_file(run_dir_ / "train_config.json", to_json(config_).dump(2) + "\n");
+    // A resumed run regenerates every line after its checkpoint, so later lines are dropped.
+    metrics.emplace(run_dir_ / "metrics.jsonl", start_step);
+  }
   matmul_rates_ = measure_matmul_rates();
   print_configuration(first_step_);
 
-  const int64_t tokens_per_step = config_.batch_size * seq_len_ * config_.grad_accum;
+  // Global figures: every replica trains on its own batch_size x seq_len x grad_accum tokens.
+  const int64_t tokens_per_step = config_.batch_size * seq_len_ * config_.grad_accum * strategy.world_size();
   const double flops_per_token = training_flops_per_token(model_.config(), seq_len_);
-  const double flops_per_step = flops_per_token * static_cast<double>(tokens_per_step);
-  const double peak_flops = matmul_rates_.for_precision(precision_) * 1e9;
+  const double peak_flops = matmul_rates_.for_precision(precision_) * 1e9 * strategy.world_size();
   const auto run_start = Clock::now();
   double timed_seconds = 0.0;  // step time after the first step of this process (warm-up)
   int64_t timed_tokens = 0;
@@ -248,6 +268,7 @@ nlohmann::json Trainer::run() {
                   "; try a lower --lr or more --warmup-steps");
     }
     if (step > first_step_) timed_seconds += step_seconds, timed_tokens += tokens_per_step;
+    const double tokens_per_s = static_cast<double>(tokens_per_step) / step_seconds;
     nlohmann::json line = {
         {"step", step},
         {"loss", result.loss},
@@ -255,35 +276,39 @@ nlohmann::json Trainer::run() {
         {"grad_norm", result.grad_norm},
         {"tokens", tokens_per_step},
         {"step_ms", step_seconds * 1000.0},
-        {"tokens_per_s", static_cast<double>(tokens_per_step) / step_seconds},
+        {"tokens_per_s", tokens_per_s},
         {"elapsed_s", seconds_since(run_start)},
-        {"mfu", flops_per_step / step_seconds / peak_flops},
+        {"mfu", flops_per_token * tokens_per_s / peak_flops},
     };
+    if (auto traffic = strategy.take_step_traffic(); !traffic.empty()) line["traffic"] = traffic;
     const bool last = step == config_.steps;
     const bool stopping = step == config_.stop_after;
     if ((config_.eval_every > 0 && step % config_.eval_every == 0) || last) {
       last_val_loss = validation_loss();
       line["val_loss"] = last_val_loss;
     }
-    metrics.write(line);
+    if (metrics) metrics->write(line);
     last_line = line;
     if (step % config_.log_every == 0 || last || step == first_step_) {
-      log_progress(step, result, line["tokens_per_s"].get<double>(), seconds_since(run_start));
-      if (line.contains("val_loss") && options_.progress) {
+      log_progress(step, result, tokens_per_s, seconds_since(run_start));
+      if (line.contains("val_loss") && prints()) {
         std::fprintf(stderr, "step %lld | val_loss %.4f\n", static_cast<long long>(step), last_val_loss);
       }
     }
     if ((config_.checkpoint_every > 0 && step % config_.checkpoint_every == 0) || last || stopping) save(step);
     if (stopping) {
-      if (options_.progress) std::fprintf(stderr, "strait: stopping after step %lld as asked; --resume continues\n",
-                                          static_cast<long long>(step));
+      if (prints()) std::fprintf(stderr, "strait: stopping after step %lld as asked; --resume continues\n",
+                                 static_cast<long long>(step));
       break;
     }
   }
+  const int64_t steps_done = last_line.value("step", start_step) - start_step;
 
   nlohmann::json summary = {
       {"steps", config_.steps},
       {"last_step", last_line.value("step", start_step)},
+      {"strategy", strategy.name()},
+      {"world_size", strategy.world_size()},
       {"parameters", model_.config().num_parameters()},
       {"tokens_per_step", tokens_per_step},
       {"tokens_per_s", timed_seconds > 0 ? static_cast<double>(timed_tokens) / timed_seconds : 0.0},
@@ -296,6 +321,17 @@ nlohmann::json Trainer::run() {
       {"final_val_loss", last_val_loss},
       {"run_dir", run_dir_.string()},
   };
+  if (auto traffic = strategy.traffic_totals(); !traffic.empty() && steps_done > 0) {
+    // This rank's bytes; with identical ranks (DDP) every rank's are the same.
+    const double cross_node = traffic.at("cross_node").at("sent").get<double>();
+    summary["traffic"] = traffic;
+    summary["cross_node_bytes_sent_per_rank"] = cross_node;
+    summary["cross_node_bytes_sent_per_rank_per_step"] = cross_node / static_cast<double>(steps_done);
+    summary["cross_node_bytes_sent_per_rank_per_token"] =
+        cross_node / static_cast<double>(steps_done * tokens_per_step);
+  }
+  strategy.barrier();  // rank 0's last checkpoint is complete before anyone reports success
+  if (!is_writer()) return summary;
   if (auto latest = latest_checkpoint(run_dir_)) summary["checkpoint"] = latest->string();
   atomic_write_file(run_dir_ / "summary.json", summary.dump(2) + "\n");
   return summary;
@@ -303,19 +339,34 @@ nlohmann::json Trainer::run() {
 
 }  // namespace
 
-int resolve_threads(int64_t requested) {
-  return requested > 0 ? static_cast<int>(requested) : available_cores();
+int resolve_threads(int64_t requested, int local_world_size) {
+  if (requested > 0) return static_cast<int>(requested);
+  // A launcher knows how many ranks share this machine: strait launch sets STRAIT_THREADS,
+  // torchrun sets OMP_NUM_THREADS. Oversubscribing the cores is catastrophic (spinning OpenMP
+  // workers), so without either the cores are split evenly.
+  for (const char* variable : {"STRAIT_THREADS", "OMP_NUM_THREADS"}) {
+    if (const char* value = std::getenv(variable)) {
+      try {
+        const int threads = std::stoi(value);
+        if (threads >= 1) return threads;
+      } catch (const std::exception&) {
+      }
+      throw Error(std::string(variable) + "='" + value + "' is not a positive integer");
+    }
+  }
+  return std::max(1, available_cores() / std::max(1, local_world_size));
 }
 
 nlohmann::json train(const TrainConfig& config, const TrainOptions& options) {
   validate(config);
-  const int threads = resolve_threads(config.threads);
-  torch::set_num_threads(threads);
+  const launch::RankEnvironment environment = launch::read_rank_environment();
+  torch::set_num_threads(resolve_threads(config.threads, environment.local_world_size));
   // Build everything that reads input (tokenizer, shards, checkpoint) before touching the run
   // directory, so a bad input leaves an existing run exactly as it was.
-  Trainer trainer(config, options);
-  prepare_run_dir(config);
-  return trainer.run();
+  Trainer trainer(config, options, environment);
+  if (environment.rank == 0) prepare_run_dir(config);
+  std::unique_ptr<Strategy> strategy = make_strategy(config, environment);
+  return trainer.run(*strategy);
 }
 
 }  // namespace strait

@@ -22,7 +22,8 @@ struct TrainOptions {
 // Trains as configured and returns the run summary (also written to summary.json).
 nlohmann::json train(const TrainConfig& config, const TrainOptions& options = {});
 
-// --threads 0 means every core this process may use.
-int resolve_threads(int64_t requested);
+// Threads for LibTorch: `requested` if > 0, else STRAIT_THREADS or OMP_NUM_THREADS from the
+// launcher, else this process's cores divided among the local ranks.
+int resolve_threads(int64_t requested, int local_world_size = 1);
 
 }  // namespace strait

@@ -1,0 +1,126 @@
+// DDP end to end with real processes on loopback: equivalence with one process on the global
+// batch, traffic that matches the ring formula, and what happens when a rank dies.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "strait/core/metrics.h"
+#include "test_support.h"
+#include "train/fixtures.h"
+
+namespace strait {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<double> losses_of(const fs::path& run_dir) {
+  std::vector<double> losses;
+  for (const auto& line : read_metrics(run_dir / "metrics.jsonl")) losses.push_back(line.at("loss").get<double>());
+  return losses;
+}
+
+// A free TCP port for rendezvous: ctest runs tests in parallel, so fixed ports would collide.
+int free_port() {
+  static int next = 20000 + static_cast<int>(::getpid() % 20000);
+  return next++;
+}
+
+class Ddp : public ::testing::Test {
+ protected:
+  void SetUp() override { testing::make_byte_dataset(scratch_ / "data", 40000, 8000); }
+
+  std::string train_args(const fs::path& out, int64_t batch_size, int64_t steps = 20) const {
+    return "--quiet train --data '" + (scratch_ / "data").string() + "' --out '" + out.string() +
+           "' --preset nano --context-length 32 --batch-size " + std::to_string(batch_size) + " --steps " +
+           std::to_string(steps) + " --warmup-steps 5 --lr 3e-3 --threads 1 --precision fp32 --eval-every 10 "
+           "--eval-batches 2 --checkpoint-every 5 --comm-timeout-s 10";
+  }
+
+  testing::ScratchDir scratch_;
+};
+
+TEST_F(Ddp, TwoAndFourRanksMatchOneProcessOnTheGlobalBatch) {
+  for (int ranks : {2, 4}) {
+    const fs::path single = scratch_ / ("single-" + std::to_string(ranks));
+    const fs::path ddp = scratch_ / ("ddp-" + std::to_string(ranks));
+    auto result = testing::run_strait(train_args(single, 2 * ranks));
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    result = testing::run_strait("launch --nproc-per-node " + std::to_string(ranks) + " --master-port " +
+                                 std::to_string(free_port()) + " -- " + train_args(ddp, 2));
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    auto expected = losses_of(single), actual = losses_of(ddp);
+    ASSERT_EQ(expected.size(), 20u);
+    ASSERT_EQ(actual.size(), 20u);
+    for (size_t i = 0; i < expected.size(); ++i) {
+      EXPECT_NEAR(actual[i], expected[i], 1e-5 * expected[i]) << ranks << " ranks, step " << i + 1;
+    }
+    // Every step all-reduces the whole fp32 gradient once: a ring moves 2(n-1)/n of it per rank.
+    const double gradient_bytes = 4.0 * nlohmann::json::parse(testing::read_file(ddp / "summary.json"))
+                                            .at("parameters").get<double>();
+    for (const auto& line : read_metrics(ddp / "metrics.jsonl")) {
+      const double sent = line.at("traffic").at("intra_node").at("sent").get<double>();
+      const double ring = 2.0 * (ranks - 1) / ranks * gradient_bytes;
+      EXPECT_GE(sent, ring) << "step " << line.at("step");
+      EXPECT_LE(sent, ring + 256) << "step " << line.at("step");  // + the loss and val-loss scalars
+    }
+  }
+}
+
+// Runs two ranks as separate processes (no launcher), so one can be killed while the other is
+// watched. Returns the survivor's exit code and output.
+TEST_F(Ddp, KilledRankMakesTheOtherExitWithACleanErrorAndResumeContinuesExactly) {
+  const fs::path straight = scratch_ / "straight", interrupted = scratch_ / "interrupted";
+  auto result = testing::run_strait("launch --nproc-per-node 2 --master-port " + std::to_string(free_port()) + " -- " +
+                                    train_args(straight, 2, 30));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+
+  const std::string env = "WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
+                          std::to_string(free_port());
+  const std::string rank_command = "'" STRAIT_BINARY "' " + train_args(interrupted, 2, 30);
+  const fs::path metrics = interrupted / "metrics.jsonl";
+  const std::string script =
+      "cd '" + scratch_.path().string() + "'\n" + env + " RANK=0 LOCAL_RANK=0 " + rank_command + " > rank0.log 2>&1 &\n" +
+      "r0=$!\n" + env + " RANK=1 LOCAL_RANK=1 " + rank_command + " > rank1.log 2>&1 &\n" +
+      "r1=$!\n"
+      // Kill rank 1 once at least 12 steps are done (a checkpoint exists at step 10).
+      "for i in $(seq 600); do n=$(cat '" + metrics.string() + "' 2>/dev/null | wc -l); [ \"$n\" -ge 12 ] && break; sleep 0.05; done\n"
+      "kill -9 $r1\n"
+      "start=$(date +%s)\n"
+      "wait $r0; echo \"rank0-exit=$? after $(( $(date +%s) - start ))s\"\n";
+  testing::write_file(scratch_ / "kill.sh", script);
+  result = testing::run_command("bash '" + (scratch_ / "kill.sh").string() + "'");
+  const std::string log = testing::read_file(scratch_ / "rank0.log");
+  EXPECT_NE(result.output.find("rank0-exit=1 "), std::string::npos) << result.output << log;
+  EXPECT_NE(log.find("strait: error: "), std::string::npos) << log;
+  EXPECT_NE(log.find("all_reduce_sum"), std::string::npos) << "the failed collective is named:\n" << log;
+  EXPECT_NE(log.find("global ranks 1"), std::string::npos) << "the lost peer is named:\n" << log;
+  const int seconds = std::stoi(result.output.substr(result.output.find(" after ") + 7));
+  EXPECT_LE(seconds, 15) << "the survivor must fail within the configured timeout";
+
+  // No partial checkpoint looks valid: every step-N directory has a state.json whose checksums hold,
+  // which resume verifies; resuming continues exactly as the uninterrupted run.
+  result = testing::run_strait("launch --nproc-per-node 2 --master-port " + std::to_string(free_port()) + " -- " +
+                               train_args(interrupted, 2, 30) + " --resume");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_EQ(losses_of(straight), losses_of(interrupted));
+}
+
+TEST_F(Ddp, RanksWithDifferentConfigurationsRefuseToTrain) {
+  const std::string env = "WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
+                          std::to_string(free_port());
+  const fs::path out = scratch_ / "mismatch";
+  const std::string script = "cd '" + scratch_.path().string() + "'\n" + env + " RANK=0 LOCAL_RANK=0 '" STRAIT_BINARY "' " +
+                             train_args(out, 2) + " > rank0.log 2>&1 &\nr0=$!\n" + env + " RANK=1 LOCAL_RANK=1 '" STRAIT_BINARY "' " +
+                             train_args(out, 2) + " --seed 7 > rank1.log 2>&1\necho rank1-exit=$?\nwait $r0; echo rank0-exit=$?\n";
+  testing::write_file(scratch_ / "mismatch.sh", script);
+  auto result = testing::run_command("bash '" + (scratch_ / "mismatch.sh").string() + "'");
+  EXPECT_NE(result.output.find("rank1-exit=1"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("rank0-exit=1"), std::string::npos) << result.output;
+  for (const char* log : {"rank0.log", "rank1.log"}) {
+    EXPECT_NE(testing::read_file(scratch_ / log).find("config_hash"), std::string::npos) << testing::read_file(scratch_ / log);
+  }
+  EXPECT_FALSE(fs::exists(out / "checkpoints"));
+}
+
+}  // namespace
+}  // namespace strait

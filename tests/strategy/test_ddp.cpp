@@ -46,7 +46,7 @@ TEST_F(Ddp, TwoAndFourRanksMatchOneProcessOnTheGlobalBatch) {
     auto result = testing::run_strait(train_args(single, 2 * ranks));
     ASSERT_EQ(result.exit_code, 0) << result.output;
     result = testing::run_strait("launch --nproc-per-node " + std::to_string(ranks) + " --master-port " +
-                                 std::to_string(free_port()) + " -- " + train_args(ddp, 2));
+                                 std::to_string(free_port()) + " -- " + train_args(ddp, 2) + " --bucket-mb 0.0625");
     ASSERT_EQ(result.exit_code, 0) << result.output;
     auto expected = losses_of(single), actual = losses_of(ddp);
     ASSERT_EQ(expected.size(), 20u);
@@ -55,14 +55,54 @@ TEST_F(Ddp, TwoAndFourRanksMatchOneProcessOnTheGlobalBatch) {
       EXPECT_NEAR(actual[i], expected[i], 1e-5 * expected[i]) << ranks << " ranks, step " << i + 1;
     }
     // Every step all-reduces the whole fp32 gradient once: a ring moves 2(n-1)/n of it per rank.
-    const double gradient_bytes = 4.0 * nlohmann::json::parse(testing::read_file(ddp / "summary.json"))
-                                            .at("parameters").get<double>();
+    const auto summary = nlohmann::json::parse(testing::read_file(ddp / "summary.json"));
+    const double gradient_bytes = 4.0 * summary.at("parameters").get<double>();
+    // 64 KiB buckets: the nano model's gradient fills several, and in every step (the hooks are
+    // in place before the first backward) every bucket starts during backward.
+    EXPECT_GT(summary.at("buckets").get<int>(), 1);
+    EXPECT_EQ(summary.at("buckets_started_during_backward").get<int>(), 20 * summary.at("buckets").get<int>());
     for (const auto& line : read_metrics(ddp / "metrics.jsonl")) {
       const double sent = line.at("traffic").at("intra_node").at("sent").get<double>();
       const double ring = 2.0 * (ranks - 1) / ranks * gradient_bytes;
       EXPECT_GE(sent, ring) << "step " << line.at("step");
       EXPECT_LE(sent, ring + 256) << "step " << line.at("step");  // + the loss and val-loss scalars
     }
+  }
+}
+
+TEST_F(Ddp, TwoNodesUseTheHierarchicalAllReduceAndCrossTheBoundaryOnce) {
+  // Two "nodes" of two ranks each on this machine: two launchers, as on two hosts.
+  const fs::path single = scratch_ / "single", ddp = scratch_ / "two-nodes";
+  auto result = testing::run_strait(train_args(single, 8, 10));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const std::string launch = "'" STRAIT_BINARY "' launch --nproc-per-node 2 --nnodes 2 --master-port " +
+                             std::to_string(free_port()) + " --node-rank ";
+  const std::string script = launch + "1 -- " + train_args(ddp, 2, 10) + " > node1.log 2>&1 &\n" + launch + "0 -- " +
+                             train_args(ddp, 2, 10) + " > node0.log 2>&1\necho node0-exit=$?\nwait $!; echo node1-exit=$?\n";
+  testing::write_file(scratch_ / "two-nodes.sh", "cd '" + scratch_.path().string() + "'\n" + script);
+  result = testing::run_command("bash '" + (scratch_ / "two-nodes.sh").string() + "'");
+  ASSERT_NE(result.output.find("node0-exit=0"), std::string::npos) << result.output << testing::read_file(scratch_ / "node0.log");
+  ASSERT_NE(result.output.find("node1-exit=0"), std::string::npos) << result.output << testing::read_file(scratch_ / "node1.log");
+
+  auto expected = losses_of(single), actual = losses_of(ddp);
+  ASSERT_EQ(actual.size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) EXPECT_NEAR(actual[i], expected[i], 1e-5 * expected[i]) << "step " << i + 1;
+  // Reduce-scatter inside the node leaves each rank M/2 of the gradient; the ring all-reduce of
+  // that slice between the two nodes sends 2(n-1)/n * M/2 = M/2; the all-gather stays inside.
+  // So rank 0 sends exactly M/2 across nodes per step (M/node: each byte crosses once), where a
+  // flat 4-rank ring would send 1.5 M per node.
+  const auto summary = nlohmann::json::parse(testing::read_file(ddp / "summary.json"));
+  const double gradient_bytes = 4.0 * summary.at("parameters").get<double>();
+  double gradient_cross_node = 0;
+  for (const auto& [operation, traffic] : summary.at("traffic").at("operations").items()) {
+    if (operation.rfind("hierarchical_allreduce", 0) == 0) gradient_cross_node += traffic.at("cross_node").at("sent").get<double>();
+  }
+  EXPECT_EQ(gradient_cross_node, 10 * gradient_bytes / 2) << summary.at("traffic").dump(2);
+  for (const auto& line : read_metrics(ddp / "metrics.jsonl")) {
+    // The step's gradient, plus the 8-byte loss (and val-loss) means over the world ring.
+    const double sent = line.at("traffic").at("cross_node").at("sent").get<double>();
+    EXPECT_GE(sent, gradient_bytes / 2) << "step " << line.at("step");
+    EXPECT_LE(sent, gradient_bytes / 2 + 32) << "step " << line.at("step");
   }
 }
 

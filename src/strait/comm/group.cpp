@@ -69,7 +69,9 @@ struct Group::Impl {
       transfer.peer = members[transfer.peer];
       peers.push_back(transfer.peer);
     }
-    const std::string peer_text = peers.empty() ? "" : " (its peers in this collective: global ranks " + join_ranks(peers) + ")";
+    // Gloo connects every pair of members, so a lost connection may be to any of them.
+    const std::string peer_text = " (this rank's peers in this collective: global ranks " + join_ranks(peers) +
+                                  "; group members: global ranks " + join_ranks(members) + ")";
     auto pending = std::make_shared<Work::Pending>();
     pending->context = context;
     pending->peers = peer_text;

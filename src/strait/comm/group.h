@@ -40,10 +40,13 @@ class Device;
 namespace strait::comm {
 
 // A collective in flight. wait() blocks until it completes; on failure (a peer died, the
-// timeout passed) it throws strait::Error naming the collective, the group, this rank and the
-// peers it exchanges data with, followed by Gloo's reason (e.g. "Connection closed by peer
-// [127.0.0.1]:41234" or "Timed out waiting 5000ms for recv operation to complete"). wait() may
-// be called again: it returns, or rethrows the same error. A default-constructed Work is done.
+// timeout passed) it throws strait::Error naming the collective, the group and this rank, then
+// Gloo's reason (e.g. "Connection closed by peer [127.0.0.1]:41234" or "Timed out waiting
+// 5000ms for recv operation to complete"), then the ranks this rank exchanges data with in the
+// collective and the group's members: Gloo reports the lost peer only by socket address, and
+// since it connects every pair of members, any member's death can surface in any collective.
+// wait() may be called again: it returns, or rethrows the same error. A default-constructed
+// Work is done.
 class [[nodiscard]] Work {
  public:
   Work() = default;

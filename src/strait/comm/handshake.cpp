@@ -41,8 +41,8 @@ std::string ranks_text(const std::vector<int>& ranks) {
   return (ranks.size() == 1 ? "rank " : "ranks ") + join_ranks(ranks);
 }
 
-// The store seen through this handshake's key prefix; every failure to reach it names the
-// store, rank 0 (which serves it) and what this rank was doing.
+// The store seen through this handshake's key prefix; every failed request names the store,
+// rank 0 (which serves it) and what this rank was doing.
 class Exchange {
  public:
   Exchange(const c10::intrusive_ptr<c10d::Store>& store, const HandshakeOptions& options)
@@ -65,8 +65,8 @@ class Exchange {
     return total;
   }
 
-  // Polls, so that a deadline shared by several keys is honoured (Store::wait has its own).
-  bool wait_for(const std::string& key, Clock::time_point deadline) {
+  // Polls, so that one deadline covers several keys (Store::wait has a timeout per call).
+  bool poll_for(const std::string& key, Clock::time_point deadline) {
     for (;;) {
       bool present = false;
       guarded("waiting for " + key, [&] { present = store_->check({key}); });
@@ -74,6 +74,13 @@ class Exchange {
       if (Clock::now() >= deadline) return false;
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
+  }
+
+  // Store::wait bounds the reply by `timeout`, so it also fails on a store that accepted the
+  // connection but never answers (another program on the port), where check() would block.
+  void await(const std::string& key, std::chrono::milliseconds timeout) {
+    guarded("waiting up to " + std::to_string(timeout.count()) + " ms for " + key,
+            [&] { store_->wait({key}, timeout); });
   }
 
   Fields fields_of(int rank) {
@@ -86,15 +93,13 @@ class Exchange {
     }
   }
 
-  Error failure(const std::string& problem) const { return Error(options_.topic + ": " + problem); }
-
  private:
   template <typename Action>
   void guarded(const std::string& doing, Action action) {
     try {
       action();
     } catch (const std::exception& failure) {
-      throw Error(options_.topic + ": rank " + std::to_string(options_.rank) + " lost the store on " +
+      throw Error(options_.topic + ": rank " + std::to_string(options_.rank) + " got no answer from the store on " +
                   options_.store_address + " (served by rank 0) while " + doing + ": " + failure.what());
     }
   }
@@ -108,7 +113,7 @@ void arbitrate(Exchange& exchange, const HandshakeOptions& options, const Fields
   std::vector<int> missing;
   std::vector<std::string> disagreements;
   for (int rank = 1; rank < options.world_size; ++rank) {
-    if (!exchange.wait_for(value_key(rank), deadline)) {
+    if (!exchange.poll_for(value_key(rank), deadline)) {
       missing.push_back(rank);
       continue;
     }
@@ -135,17 +140,16 @@ void arbitrate(Exchange& exchange, const HandshakeOptions& options, const Fields
 }
 
 void follow(Exchange& exchange, const HandshakeOptions& options, const Fields& mine) {
-  if (!exchange.wait_for(kVerdictKey, Clock::now() + 2 * options.timeout)) {
-    throw exchange.failure("rank 0 published no verdict within " + std::to_string(2 * options.timeout.count()) +
-                           " ms (store on " + options.store_address + ")");
-  }
+  exchange.await(value_key(0), options.timeout);
+  // Rank 0 may wait a full timeout for the others before it decides.
+  exchange.await(kVerdictKey, 2 * options.timeout);
   const std::string verdict = exchange.get(kVerdictKey);
   exchange.add(kAcksKey, 1);
   if (verdict != kAgreed) throw Error(verdict);
   // Rank 0 only compares the ranks of its own world; a rank outside it must check itself.
   const std::vector<std::string> mismatches = differences(mine, exchange.fields_of(0));
   if (!mismatches.empty()) {
-    throw exchange.failure("ranks disagree: rank " + std::to_string(options.rank) + " has " + joined(mismatches));
+    throw Error(options.topic + ": ranks disagree: rank " + std::to_string(options.rank) + " has " + joined(mismatches));
   }
 }
 

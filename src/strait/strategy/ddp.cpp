@@ -15,6 +15,7 @@ int DdpStrategy::world_size() const { return comm_->topology().world_size; }
 
 void DdpStrategy::synchronize_weights(LlamaModel& model) {
   torch::NoGradGuard no_grad;
+  if (buckets_.empty()) build_buckets(model);  // hooks in place before the first backward
   std::vector<comm::Work> pending;
   for (const auto& parameter : model.parameters()) {
     pending.push_back(comm_->world().broadcast(parameter.tensor, 0, "broadcast_weights"));
@@ -37,6 +38,26 @@ void DdpStrategy::synchronize_weights(LlamaModel& model) {
   }
 }
 
+namespace {
+
+// Runs a callback after a parameter's gradient accumulator has added this backward's
+// contribution into .grad() (a post hook on the accumulator, not a hook on the gradient, which
+// would fire before accumulation).
+class GradientReadyHook final : public torch::autograd::FunctionPostHook {
+ public:
+  explicit GradientReadyHook(std::function<void()> ready) : ready_(std::move(ready)) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list& /*inputs*/) override {
+    ready_();
+    return outputs;
+  }
+
+ private:
+  std::function<void()> ready_;
+};
+
+}  // namespace
+
 void DdpStrategy::build_buckets(const LlamaModel& model) {
   const auto& parameters = model.parameters();
   Bucket current;
@@ -51,11 +72,45 @@ void DdpStrategy::build_buckets(const LlamaModel& model) {
     }
   }
   if (!current.parameters.empty()) buckets_.push_back(std::move(current));
-  for (auto& bucket : buckets_) {
+  for (size_t b = 0; b < buckets_.size(); ++b) {
     int64_t numel = 0;
-    for (const auto& parameter : bucket.parameters) numel += parameter.numel();
-    bucket.buffer = torch::empty({numel}, torch::kFloat32);
+    for (const auto& parameter : buckets_[b].parameters) {
+      numel += parameter.numel();
+      auto accumulator = torch::autograd::impl::grad_accumulator(parameter);
+      accumulator->add_post_hook(std::make_unique<GradientReadyHook>([this, b] { on_gradient_ready(b); }));
+      accumulators_.push_back(std::move(accumulator));
+    }
+    buckets_[b].buffer = torch::empty({numel}, torch::kFloat32);
   }
+}
+
+void DdpStrategy::before_backward(bool last) { hooks_armed_ = last; }
+
+void DdpStrategy::on_gradient_ready(size_t bucket) {
+  if (!hooks_armed_) return;  // an earlier micro-batch: gradients are still accumulating
+  ++buckets_[bucket].ready;
+  launch_ready_buckets();
+}
+
+void DdpStrategy::launch_ready_buckets() {
+  while (next_to_launch_ < buckets_.size() &&
+         buckets_[next_to_launch_].ready == buckets_[next_to_launch_].parameters.size()) {
+    launch(buckets_[next_to_launch_++]);
+    ++buckets_started_in_backward_;
+  }
+}
+
+void DdpStrategy::launch(Bucket& bucket) {
+  torch::NoGradGuard no_grad;
+  int64_t offset = 0;
+  for (const auto& parameter : bucket.parameters) {
+    const int64_t n = parameter.numel();
+    auto slice = bucket.buffer.narrow(0, offset, n);
+    if (parameter.grad().defined()) slice.copy_(parameter.grad().view({n}));
+    else slice.zero_();  // a parameter this replica did not use contributes nothing
+    offset += n;
+  }
+  bucket.reduction = all_reduce(bucket.buffer);
 }
 
 comm::Work DdpStrategy::all_reduce(const torch::Tensor& buffer) {
@@ -69,22 +124,11 @@ comm::Work DdpStrategy::all_reduce(const torch::Tensor& buffer) {
 void DdpStrategy::reduce_gradients(LlamaModel& model) {
   torch::NoGradGuard no_grad;
   if (buckets_.empty()) build_buckets(model);
-  std::vector<comm::Work> pending;
-  for (auto& bucket : buckets_) {
-    int64_t offset = 0;
-    for (const auto& parameter : bucket.parameters) {
-      const int64_t n = parameter.numel();
-      auto slice = bucket.buffer.narrow(0, offset, n);
-      if (parameter.grad().defined()) slice.copy_(parameter.grad().view({n}));
-      else slice.zero_();
-      offset += n;
-    }
-    pending.push_back(all_reduce(bucket.buffer));
-  }
+  // Buckets the hooks did not start (the first step, unused parameters) start now, in order.
+  while (next_to_launch_ < buckets_.size()) launch(buckets_[next_to_launch_++]);
   const double scale = 1.0 / static_cast<double>(world_size());
-  for (size_t b = 0; b < buckets_.size(); ++b) {
-    pending[b].wait();
-    Bucket& bucket = buckets_[b];
+  for (auto& bucket : buckets_) {
+    bucket.reduction->wait();
     bucket.buffer.mul_(scale);  // average = sum / replicas (this Gloo has no AVG)
     int64_t offset = 0;
     for (auto& parameter : bucket.parameters) {
@@ -94,7 +138,11 @@ void DdpStrategy::reduce_gradients(LlamaModel& model) {
       else parameter.mutable_grad() = averaged.clone();
       offset += n;
     }
+    bucket.ready = 0;
+    bucket.reduction.reset();
   }
+  next_to_launch_ = 0;
+  hooks_armed_ = false;
 }
 
 double DdpStrategy::mean_over_replicas(double value) {
@@ -112,7 +160,11 @@ nlohmann::json DdpStrategy::take_step_traffic() {
   return json;
 }
 
-nlohmann::json DdpStrategy::traffic_totals() { return comm_->ledger().to_json(); }
+nlohmann::json DdpStrategy::report() {
+  return {{"traffic", comm_->ledger().to_json()},
+          {"buckets", buckets_.size()},
+          {"buckets_started_during_backward", buckets_started_in_backward_}};
+}
 
 void DdpStrategy::barrier() { comm_->world().barrier().wait(); }
 

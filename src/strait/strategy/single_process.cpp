@@ -10,10 +10,11 @@ class SingleProcessStrategy final : public Strategy {
   int rank() const override { return 0; }
   int world_size() const override { return 1; }
   void synchronize_weights(LlamaModel&) override {}
+  void before_backward(bool) override {}
   void reduce_gradients(LlamaModel&) override {}
   double mean_over_replicas(double value) override { return value; }
   nlohmann::json take_step_traffic() override { return nlohmann::json::object(); }
-  nlohmann::json traffic_totals() override { return nlohmann::json::object(); }
+  nlohmann::json report() override { return nlohmann::json::object(); }
   void barrier() override {}
 };
 

@@ -5,7 +5,7 @@
 //
 //   strategy.synchronize_weights(model);      // after init or a checkpoint load
 //   for each step:
-//     for each micro-batch: loss.backward();
+//     for each micro-batch: strategy.before_backward(last micro-batch?); loss.backward();
 //     strategy.reduce_gradients(model);       // .grad() now holds the global-batch gradient
 //     clip, optimizer step (identical on every replica)
 //     strategy.mean_over_replicas(loss); strategy.take_step_traffic();   // for metrics
@@ -41,6 +41,10 @@ class Strategy {
   // differ afterwards.
   virtual void synchronize_weights(LlamaModel& model) = 0;
 
+  // Called before each micro-batch's backward; `last` is true for the step's last one, whose
+  // backward completes the gradients (DDP starts reducing buckets during it).
+  virtual void before_backward(bool last) = 0;
+
   // Turns each replica's gradients (of its mean loss over its own batch) into the gradient of
   // the mean loss over the global batch, on every replica.
   virtual void reduce_gradients(LlamaModel& model) = 0;
@@ -50,8 +54,9 @@ class Strategy {
 
   // Bytes moved since the previous call, by link class, for the metrics line ({} if none).
   virtual nlohmann::json take_step_traffic() = 0;
-  // Totals for the run summary ({} if none).
-  virtual nlohmann::json traffic_totals() = 0;
+  // What the run summary reports about the strategy: {"traffic": ledger totals} where there is
+  // traffic, plus method-specific figures ({} for a single process).
+  virtual nlohmann::json report() = 0;
 
   // Completes when every replica has reached this point (e.g. rank 0 finished a checkpoint).
   virtual void barrier() = 0;

@@ -177,6 +177,7 @@ StepResult Trainer::train_step(int64_t step) {
     // Dividing each micro-batch's mean loss makes the accumulated gradient that of the mean
     // over the whole step's batch.
     auto loss = model_.loss(inputs, targets) / static_cast<double>(config_.grad_accum);
+    strategy_->before_backward(micro + 1 == config_.grad_accum);
     loss.backward();
     result.loss += loss.item<double>();
   }
@@ -321,10 +322,11 @@ nlohmann::json Trainer::run(Strategy& strategy) {
       {"final_val_loss", last_val_loss},
       {"run_dir", run_dir_.string()},
   };
-  if (auto traffic = strategy.traffic_totals(); !traffic.empty() && steps_done > 0) {
+  const nlohmann::json report = strategy.report();
+  summary.update(report);
+  if (report.contains("traffic") && steps_done > 0) {
     // This rank's bytes; with identical ranks (DDP) every rank's are the same.
-    const double cross_node = traffic.at("cross_node").at("sent").get<double>();
-    summary["traffic"] = traffic;
+    const double cross_node = report.at("traffic").at("cross_node").at("sent").get<double>();
     summary["cross_node_bytes_sent_per_rank"] = cross_node;
     summary["cross_node_bytes_sent_per_rank_per_step"] = cross_node / static_cast<double>(steps_done);
     summary["cross_node_bytes_sent_per_rank_per_token"] =

@@ -1,0 +1,169 @@
+#!/usr/bin/python3
+"""PyTorch DistributedDataParallel reference trainer for bench/ddp_throughput.py.
+
+Started by torchrun, one process per rank (torchrun sets RANK, WORLD_SIZE, MASTER_ADDR and
+MASTER_PORT), with exactly reference/train_ref.py's options:
+
+  /usr/bin/python3 -m torch.distributed.run --nproc_per_node P --master_port PORT \\
+      bench/ddp_ref.py --config C --data DIR --batch-size B --seq-len T --steps N \\
+      --threads K --warmup-steps-excluded E --lr 3e-4 --warmup W
+
+Every rank does what train_ref.py does (same LlamaForCausalLM, init, AdamW groups, learning-
+rate schedule, gradient clipping at global norm 1.0 and step timing, all imported from
+reference/), with --threads K threads of its own, the model wrapped in
+torch.nn.parallel.DistributedDataParallel over the gloo backend (default 25 MB buckets), so
+the gradients clipped and stepped on are the mean over ranks. Data is read llm.c style, as
+strait's DDP reads it: at global position p of a shard, rank r's batch is
+tokens[p + r*B*T : p + (r+1)*B*T + 1], then p += P*B*T; when p + P*B*T + 1 would pass the end
+of the shard, the next shard (wrapping around) starts at p = 0.
+
+As strait does, each step's loss is averaged over the ranks (one all-reduce of a scalar,
+inside the timed step). Rank 0 prints one JSON line at the end:
+  {"impl": "pytorch-ddp", "ranks": P, "tokens_per_s": ..., "step_ms_median": ...,
+   "final_loss": ..., ...}
+where tokens_per_s is the global rate: P*B*T tokens per timed step / rank 0's summed time of
+the steps after the first E, and final_loss is the last step's loss averaged over the ranks.
+"""
+
+import contextlib
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "reference"))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+import train_ref  # noqa: E402
+from llama_ref import LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+
+class RankShardLoader(train_ref.ShardLoader):
+    """train_ref's sequential shard reader, with the llm.c rank layout: rank r reads the r-th
+    of P consecutive blocks of B*T tokens at each global position, which advances by P*B*T."""
+
+    def __init__(self, directory, batch_size, seq_len, vocab_size, rank, world_size):
+        self.rank, self.world_size = rank, world_size
+        super().__init__(directory, batch_size, seq_len, vocab_size)
+
+    @property
+    def global_tokens(self):
+        return self.world_size * self.batch_tokens
+
+    def _open(self, index):
+        super()._open(index)
+        if len(self.tokens) < self.global_tokens + 1:
+            raise ValueError(f"{self.paths[index]}: {len(self.tokens)} tokens cannot fill one "
+                             f"global batch of {self.world_size} x {self.batch_tokens} + 1")
+
+    def next_batch(self):
+        start = self.position + self.rank * self.batch_tokens
+        buf = torch.from_numpy(
+            self.tokens[start:start + self.batch_tokens + 1].astype("int64"))
+        if buf.max().item() >= self.vocab_size:
+            raise ValueError(f"{self.paths[self.shard]}: token id {buf.max().item()} is "
+                             f"outside the model's vocabulary of {self.vocab_size}")
+        self.position += self.global_tokens
+        if self.position + self.global_tokens + 1 > len(self.tokens):
+            self.shard = (self.shard + 1) % len(self.paths)
+            self._open(self.shard)
+        return buf[:-1].view(self.shape), buf[1:].view(self.shape)
+
+
+def parse_args(argv):
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        print("Options (those of reference/train_ref.py):")
+    return train_ref.parse_args(argv)
+
+
+def mean_over_ranks(value, world_size):
+    scalar = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(scalar)
+    return scalar.item() / world_size
+
+
+def main(argv):
+    args = parse_args(argv)
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        if name not in os.environ:
+            raise ValueError(f"{name} is not set; start this under torchrun "
+                             "(python3 -m torch.distributed.run)")
+    torch.set_num_threads(args.threads)
+    dist.init_process_group("gloo")
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+
+    config = LlamaConfig.from_json(args.config)
+    if args.seq_len > config.max_position_embeddings:
+        raise ValueError(f"--seq-len {args.seq_len} exceeds max_position_embeddings "
+                         f"{config.max_position_embeddings}")
+    model = LlamaForCausalLM(config)
+    train_ref.init_weights(model, args.seed)
+    model.train()
+    # DDP broadcasts rank 0's weights at construction; every rank's are the same anyway.
+    ddp_model = DistributedDataParallel(model)
+    optimizer = train_ref.make_optimizer(model, args.lr)
+    loader = RankShardLoader(args.data, args.batch_size, args.seq_len, config.vocab_size,
+                             rank, world_size)
+
+    def autocast():
+        if args.precision == "bf16-autocast":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    step_seconds = []
+    for step in range(args.steps):
+        start = time.perf_counter()
+        inputs, targets = loader.next_batch()
+        for group in optimizer.param_groups:
+            group["lr"] = train_ref.learning_rate(step, args.lr, args.warmup, args.steps)
+        with autocast():
+            loss = model.loss(ddp_model(inputs), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # DDP all-reduces (averages) the gradients bucket by bucket here
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        loss_value = mean_over_ranks(loss.item(), world_size)
+        step_seconds.append(time.perf_counter() - start)
+        if not math.isfinite(loss_value):
+            raise RuntimeError(f"loss became {loss_value} at step {step}")
+
+    if rank == 0:
+        timed = step_seconds[args.warmup_steps_excluded:]
+        tokens = len(timed) * world_size * args.batch_size * args.seq_len
+        params = sum(p.numel() for p in model.parameters())
+        print(json.dumps({
+            "impl": "pytorch-ddp",
+            "ranks": world_size,
+            "tokens_per_s": tokens / sum(timed),
+            "step_ms_median": 1000.0 * statistics.median(timed),
+            "steps": args.steps,
+            "final_loss": loss_value,
+            "threads": args.threads,
+            "precision": args.precision,
+            "batch_size": args.batch_size,
+            "seq_len": args.seq_len,
+            "tokens_per_step": world_size * args.batch_size * args.seq_len,
+            "warmup_steps_excluded": args.warmup_steps_excluded,
+            "params": params,
+            "backend": dist.get_backend(),
+            "bucket_cap_mb": getattr(ddp_model, "bucket_bytes_cap", 0) / 2**20 or None,
+            "torch": torch.__version__,
+        }), flush=True)
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except (OSError, ValueError) as e:
+        print(f"ddp_ref: error: {e}", file=sys.stderr)
+        sys.exit(2)

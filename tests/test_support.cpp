@@ -6,7 +6,11 @@
 #include <random>
 #include <sstream>
 #include <stdexcept>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 namespace strait::testing {
 
@@ -55,6 +59,23 @@ std::map<std::string, std::string> snapshot_tree(const fs::path& root) {
     if (entry.is_regular_file()) files[entry.path().string()] = read_file(entry.path());
   }
   return files;
+}
+
+int free_tcp_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw std::runtime_error("socket() failed");
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof(address);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    ::close(fd);
+    throw std::runtime_error("could not find a free TCP port");
+  }
+  ::close(fd);
+  return ntohs(address.sin_port);
 }
 
 CommandResult run_command(const std::string& command_line) {

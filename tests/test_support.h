@@ -33,6 +33,10 @@ struct CommandResult {
   std::string output;  // stdout and stderr together
 };
 
+// A TCP port on loopback that was free a moment ago (the kernel's pick for port 0), for a test's
+// rendezvous: ctest runs tests in parallel, so fixed ports would collide.
+int free_tcp_port();
+
 // Runs a shell command line, capturing its combined output.
 CommandResult run_command(const std::string& command_line);
 

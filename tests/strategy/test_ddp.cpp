@@ -13,17 +13,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::vector<double> losses_of(const fs::path& run_dir) {
-  std::vector<double> losses;
-  for (const auto& line : read_metrics(run_dir / "metrics.jsonl")) losses.push_back(line.at("loss").get<double>());
-  return losses;
-}
-
-// A free TCP port for rendezvous: ctest runs tests in parallel, so fixed ports would collide.
-int free_port() {
-  static int next = 20000 + static_cast<int>(::getpid() % 20000);
-  return next++;
-}
+using testing::losses_of;
 
 class Ddp : public ::testing::Test {
  protected:
@@ -47,7 +37,7 @@ TEST_F(Ddp, TwoAndFourRanksMatchOneProcessOnTheGlobalBatch) {
     auto result = testing::run_strait(train_args(single, 2 * ranks));
     ASSERT_EQ(result.exit_code, 0) << result.output;
     result = testing::run_strait("launch --nproc-per-node " + std::to_string(ranks) + " --master-port " +
-                                 std::to_string(free_port()) + " -- " + train_args(ddp, 2) + " --bucket-mb 0.0625");
+                                 std::to_string(testing::free_tcp_port()) + " -- " + train_args(ddp, 2) + " --bucket-mb 0.0625");
     ASSERT_EQ(result.exit_code, 0) << result.output;
     auto expected = losses_of(single), actual = losses_of(ddp);
     ASSERT_EQ(expected.size(), 20u);
@@ -75,7 +65,7 @@ TEST_F(Ddp, Bf16MixedPrecisionKeepsFp32GradientsOnTheWire) {
   const fs::path single = scratch_ / "single", ddp = scratch_ / "ddp";
   auto result = testing::run_strait(train_args(single, 4, 10, "bf16-mixed"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  result = testing::run_strait("launch --nproc-per-node 2 --master-port " + std::to_string(free_port()) + " -- " +
+  result = testing::run_strait("launch --nproc-per-node 2 --master-port " + std::to_string(testing::free_tcp_port()) + " -- " +
                                train_args(ddp, 2, 10, "bf16-mixed"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   // bf16 products of a 4-row and a 2-row batch may round differently, so not bit-equal.
@@ -95,7 +85,7 @@ TEST_F(Ddp, TwoNodesUseTheHierarchicalAllReduceAndCrossTheBoundaryOnce) {
   auto result = testing::run_strait(train_args(single, 8, 10));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   const std::string launch = "'" STRAIT_BINARY "' launch --nproc-per-node 2 --nnodes 2 --master-port " +
-                             std::to_string(free_port()) + " --node-rank ";
+                             std::to_string(testing::free_tcp_port()) + " --node-rank ";
   const std::string script = launch + "1 -- " + train_args(ddp, 2, 10) + " > node1.log 2>&1 &\n" + launch + "0 -- " +
                              train_args(ddp, 2, 10) + " > node0.log 2>&1\necho node0-exit=$?\nwait $!; echo node1-exit=$?\n";
   testing::write_file(scratch_ / "two-nodes.sh", "cd '" + scratch_.path().string() + "'\n" + script);
@@ -129,12 +119,12 @@ TEST_F(Ddp, TwoNodesUseTheHierarchicalAllReduceAndCrossTheBoundaryOnce) {
 // watched. Returns the survivor's exit code and output.
 TEST_F(Ddp, KilledRankMakesTheOtherExitWithACleanErrorAndResumeContinuesExactly) {
   const fs::path straight = scratch_ / "straight", interrupted = scratch_ / "interrupted";
-  auto result = testing::run_strait("launch --nproc-per-node 2 --master-port " + std::to_string(free_port()) + " -- " +
+  auto result = testing::run_strait("launch --nproc-per-node 2 --master-port " + std::to_string(testing::free_tcp_port()) + " -- " +
                                     train_args(straight, 2, 30));
   ASSERT_EQ(result.exit_code, 0) << result.output;
 
   const std::string env = "WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
-                          std::to_string(free_port());
+                          std::to_string(testing::free_tcp_port());
   const std::string rank_command = "'" STRAIT_BINARY "' " + train_args(interrupted, 2, 30);
   const fs::path metrics = interrupted / "metrics.jsonl";
   const std::string script =
@@ -158,7 +148,7 @@ TEST_F(Ddp, KilledRankMakesTheOtherExitWithACleanErrorAndResumeContinuesExactly)
 
   // No partial checkpoint looks valid: every step-N directory has a state.json whose checksums hold,
   // which resume verifies; resuming continues exactly as the uninterrupted run.
-  result = testing::run_strait("launch --nproc-per-node 2 --master-port " + std::to_string(free_port()) + " -- " +
+  result = testing::run_strait("launch --nproc-per-node 2 --master-port " + std::to_string(testing::free_tcp_port()) + " -- " +
                                train_args(interrupted, 2, 30) + " --resume");
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_EQ(losses_of(straight), losses_of(interrupted));
@@ -166,7 +156,7 @@ TEST_F(Ddp, KilledRankMakesTheOtherExitWithACleanErrorAndResumeContinuesExactly)
 
 TEST_F(Ddp, RanksWithDifferentConfigurationsRefuseToTrain) {
   const std::string env = "WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
-                          std::to_string(free_port());
+                          std::to_string(testing::free_tcp_port());
   const fs::path out = scratch_ / "mismatch";
   const std::string script = "cd '" + scratch_.path().string() + "'\n" + env + " RANK=0 LOCAL_RANK=0 '" STRAIT_BINARY "' " +
                              train_args(out, 2) + " > rank0.log 2>&1 &\nr0=$!\n" + env + " RANK=1 LOCAL_RANK=1 '" STRAIT_BINARY "' " +

@@ -11,17 +11,13 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::vector<double> losses_of(const fs::path& run_dir) {
-  std::vector<double> losses;
-  for (const auto& line : read_metrics(run_dir / "metrics.jsonl")) losses.push_back(line.at("loss").get<double>());
-  return losses;
-}
+using testing::losses_of;
 
 class Launchers : public ::testing::Test {
  protected:
   void SetUp() override {
     testing::make_byte_dataset(scratch_ / "data", 20000, 4000);
-    auto result = testing::run_strait("launch --nproc-per-node 2 --master-port " + std::to_string(port()) + " -- " +
+    auto result = testing::run_strait("launch --nproc-per-node 2 --master-port " + std::to_string(testing::free_tcp_port()) + " -- " +
                                       train_args(scratch_ / "strait-launch"));
     ASSERT_EQ(result.exit_code, 0) << result.output;
   }
@@ -32,11 +28,6 @@ class Launchers : public ::testing::Test {
            "--eval-every 0 --eval-batches 1 --comm-timeout-s 20";
   }
 
-  static int port() {
-    static int next = 40000 + static_cast<int>(::getpid() % 10000);
-    return next++;
-  }
-
   testing::ScratchDir scratch_;
 };
 
@@ -44,7 +35,7 @@ TEST_F(Launchers, TorchrunNoPython) {
   // Debian's torchrun (torch 1.13 on Python 3.11) crashes with its default --redirects 0
   // ("'NoneType' object has no attribute 'get'"); redirecting to a log directory avoids it.
   auto result = testing::run_command(
-      "/usr/bin/python3 -m torch.distributed.run --nproc_per_node 2 --master_port " + std::to_string(port()) +
+      "/usr/bin/python3 -m torch.distributed.run --nproc_per_node 2 --master_port " + std::to_string(testing::free_tcp_port()) +
       " --redirects 1 --tee 1 --log_dir '" + (scratch_ / "torchrun-logs").string() + "' --no_python '" STRAIT_BINARY "' " +
       train_args(scratch_ / "torchrun"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
@@ -54,7 +45,7 @@ TEST_F(Launchers, TorchrunNoPython) {
 TEST_F(Launchers, OpenMpiMpirun) {
   if (testing::run_command("command -v mpirun").exit_code != 0) GTEST_SKIP() << "mpirun not installed (scripts/setup installs openmpi-bin)";
   auto result = testing::run_command("mpirun --allow-run-as-root --oversubscribe -np 2 -x MASTER_ADDR=127.0.0.1 -x MASTER_PORT=" +
-                                     std::to_string(port()) + " '" STRAIT_BINARY "' " + train_args(scratch_ / "mpirun"));
+                                     std::to_string(testing::free_tcp_port()) + " '" STRAIT_BINARY "' " + train_args(scratch_ / "mpirun"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_EQ(losses_of(scratch_ / "mpirun"), losses_of(scratch_ / "strait-launch"));
 }

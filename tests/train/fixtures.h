@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "strait/core/config.h"
+#include "strait/core/metrics.h"
 #include "strait/data/shard.h"
 #include "test_support.h"
 
@@ -54,6 +55,13 @@ inline TrainConfig tiny_train_config(const std::filesystem::path& data, const st
   config.threads = 1;
   config.precision = "fp32";  // equivalence tests compare fp32 runs exactly; bf16 has its own tests
   return config;
+}
+
+// The loss of every step in a run directory's metrics.jsonl.
+inline std::vector<double> losses_of(const std::filesystem::path& run_dir) {
+  std::vector<double> losses;
+  for (const auto& line : read_metrics(run_dir / "metrics.jsonl")) losses.push_back(line.at("loss").get<double>());
+  return losses;
 }
 
 }  // namespace strait::testing

@@ -13,11 +13,7 @@
 namespace strait {
 namespace {
 
-std::vector<double> losses_of(const std::filesystem::path& run_dir) {
-  std::vector<double> losses;
-  for (const auto& line : read_metrics(run_dir / "metrics.jsonl")) losses.push_back(line.at("loss").get<double>());
-  return losses;
-}
+using testing::losses_of;
 
 TEST(Trainer, LossFallsAndRunDirectoryHasEverything) {
   testing::ScratchDir scratch;

@@ -190,3 +190,17 @@ TEST(RankEnvironment, PartialLauncherVariablesAreAnError) {
 
 }  // namespace
 }  // namespace strait::launch
+
+namespace strait::launch {
+namespace {
+
+TEST(RankEnvironment, TorchrunAgentStoreIsJoinedNotServed) {
+  Variables variables{{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "0"}, {"LOCAL_WORLD_SIZE", "2"},
+                      {"GROUP_RANK", "0"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29400"}};
+  EXPECT_FALSE(read_from(variables).launcher_serves_store);
+  variables["TORCHELASTIC_USE_AGENT_STORE"] = "True";
+  EXPECT_TRUE(read_from(variables).launcher_serves_store);
+}
+
+}  // namespace
+}  // namespace strait::launch

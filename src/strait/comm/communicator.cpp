@@ -28,7 +28,7 @@ void validate(const CommOptions& options) {
 }
 
 c10::intrusive_ptr<c10d::Store> connect_store(const CommOptions& options) {
-  const bool serves = options.topology.rank == 0;
+  const bool serves = options.topology.rank == 0 && !options.launcher_serves_store;
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<uint16_t>(options.master_port);
   store_options.isServer = serves;
@@ -40,8 +40,8 @@ c10::intrusive_ptr<c10d::Store> connect_store(const CommOptions& options) {
   } catch (const std::exception& failure) {
     const std::string address = store_address(options);
     if (serves) {
-      throw Error("rendezvous: rank 0 cannot serve the store on " + address + " (is the port taken by another job?): " +
-                  failure.what());
+      throw Error("rendezvous: rank 0 cannot serve the store on " + address +
+                  " (is the port taken by another job?): " + failure.what());
     }
     throw Error("rendezvous: rank " + std::to_string(options.topology.rank) + " cannot reach the store on " + address +
                 " within " + std::to_string(options.timeout.count()) + " ms (is rank 0 running?): " + failure.what());
@@ -60,8 +60,9 @@ std::shared_ptr<gloo::transport::Device> make_device(const CommOptions& options)
   }
 }
 
-HandshakeOptions handshake_options(const CommOptions& options, const std::string& topic) {
-  return {topic, store_address(options), options.topology.rank, options.topology.world_size, options.timeout};
+HandshakeOptions handshake_options(const CommOptions& options, const std::string& topic, const std::string& key_space) {
+  return {topic,          key_space, store_address(options), options.topology.rank, options.topology.world_size,
+          options.timeout};
 }
 
 Fields size_fields(const Topology& topology) {
@@ -77,7 +78,7 @@ struct Communicator::State {
 
   CommOptions options;
   Ledger ledger;
-  c10::intrusive_ptr<c10d::Store> store;  // outlives the groups, declared after it
+  c10::intrusive_ptr<c10d::Store> store;  // declared before the groups, so it outlives them
   std::unique_ptr<Group> world;
   std::unique_ptr<Group> intra_node;
   std::unique_ptr<Group> cross_node;
@@ -86,7 +87,8 @@ struct Communicator::State {
   std::unique_ptr<Group> connect(const std::string& name, const std::string& prefix, std::vector<int> members,
                                  const std::shared_ptr<gloo::transport::Device>& device) {
     auto group_store = c10::make_intrusive<c10d::PrefixStore>("strait/group/" + prefix, store);
-    return Group::connect(name, std::move(members), options.topology.rank, group_store, device, options.timeout, ledger);
+    return Group::connect(name, std::move(members), options.topology.rank, group_store, device, options.timeout,
+                          ledger);
   }
 };
 
@@ -94,7 +96,7 @@ std::unique_ptr<Communicator> Communicator::create(const CommOptions& options) {
   validate(options);
   const Topology& topology = options.topology;
   auto state = std::make_unique<State>(options);
-  agree_through_store(state->store, handshake_options(options, "rendezvous"), size_fields(topology));
+  agree_through_store(state->store, handshake_options(options, "rendezvous", "rendezvous"), size_fields(topology));
   const auto device = make_device(options);
   const std::string node = std::to_string(topology.node_rank);
   const std::string local = std::to_string(topology.local_rank);
@@ -121,13 +123,11 @@ Ledger& Communicator::ledger() { return state_->ledger; }
 const Topology& Communicator::topology() const { return state_->options.topology; }
 
 void Communicator::check_consistency(const std::string& config_hash) {
-  // A fresh topic per call keeps a second check from reading the first one's keys.
-  const std::string topic = "check_consistency/" + std::to_string(state_->consistency_checks++);
+  // A fresh key space per call keeps a second check from reading the first one's keys.
+  const std::string key_space = "check_consistency/" + std::to_string(state_->consistency_checks++);
   Fields fields = size_fields(topology());
   fields.emplace_back("config_hash", config_hash);
-  HandshakeOptions options = handshake_options(state_->options, topic);
-  options.topic = "check_consistency";
-  agree_through_store(state_->store, options, fields);
+  agree_through_store(state_->store, handshake_options(state_->options, "check_consistency", key_space), fields);
 }
 
 void Communicator::hierarchical_all_reduce_sum(const torch::Tensor& tensor) {

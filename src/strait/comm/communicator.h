@@ -16,10 +16,11 @@
 // builds later.
 #pragma once
 
+#include <torch/types.h>
+
 #include <chrono>
 #include <memory>
 #include <string>
-#include <torch/types.h>
 
 #include "strait/comm/group.h"
 #include "strait/comm/ledger.h"
@@ -35,6 +36,9 @@ struct CommOptions {
   // The network interface Gloo uses (e.g. "eth0"). When empty Gloo binds to master_addr's
   // address, which suits jobs on one machine (loopback); jobs across machines must name one.
   std::string interface;
+  // torchrun's agent already serves a store on master_port (it sets TORCHELASTIC_USE_AGENT_STORE);
+  // rank 0 then joins it as a client, like every other rank.
+  bool launcher_serves_store = false;
   // Bounds rendezvous, group connection and every collective.
   std::chrono::milliseconds timeout{60000};
 };
@@ -68,7 +72,8 @@ class Communicator {
   //      elements, k = local_world_size): this rank gets the node's sum of its slice of P / k;
   //   2. all_reduce_sum of that slice over cross_node();
   //   3. all_gather of the slices inside the node.
-  // With one node, or one rank per node, it is a plain all_reduce_sum over world().
+  // With one node, or one rank per node, it is a plain all_reduce_sum over world(), booked in
+  // the ledger as "hierarchical_allreduce".
   // Bytes, with N nodes, e bytes per element (4 for bfloat16, reduced in float32) and slice
   // S = e * P / k bytes, each way, for one rank:
   //   intra-node: (k - 1) * S in phase 1 + (k - 1) * S in phase 3

@@ -70,8 +70,9 @@ struct Group::Impl {
       peers.push_back(transfer.peer);
     }
     // Gloo connects every pair of members, so a lost connection may be to any of them.
-    const std::string peer_text = " (this rank's peers in this collective: global ranks " + join_ranks(peers) +
-                                  "; group members: global ranks " + join_ranks(members) + ")";
+    const std::string peer_text =
+        " (" + (peers.empty() ? "" : "this rank's peers in this collective: global ranks " + join_ranks(peers) + "; ") +
+        "group members: global ranks " + join_ranks(members) + ")";
     auto pending = std::make_shared<Work::Pending>();
     pending->context = context;
     pending->peers = peer_text;
@@ -172,8 +173,8 @@ Work Group::all_gather(const torch::Tensor& input, std::vector<torch::Tensor>& o
   const std::string context = impl_->describe("all_gather");
   require_wire_tensor(context, "input", input);
   require(outputs.size() == static_cast<size_t>(size()), context,
-          "outputs holds " + std::to_string(outputs.size()) + " tensors (expected one per member: " +
-              std::to_string(size()) + ")");
+          "outputs holds " + std::to_string(outputs.size()) +
+              " tensors (expected one per member: " + std::to_string(size()) + ")");
   std::vector<torch::Tensor> output_bytes;
   for (size_t i = 0; i < outputs.size(); ++i) {
     require_like(context, "outputs[" + std::to_string(i) + "]", outputs[i], input, input.numel());
@@ -214,8 +215,7 @@ Work Group::all_gather_bytes(const std::vector<uint8_t>& input, std::vector<std:
   require(!input.empty(), context, "input has no bytes");
   const auto count = static_cast<int64_t>(input.size());
   // A copy: the caller's vector need not outlive the collective, only `outputs` must.
-  torch::Tensor input_tensor =
-      torch::from_blob(const_cast<uint8_t*>(input.data()), {count}, torch::kByte).clone();
+  torch::Tensor input_tensor = torch::from_blob(const_cast<uint8_t*>(input.data()), {count}, torch::kByte).clone();
   std::vector<torch::Tensor> parts;
   for (int i = 0; i < size(); ++i) parts.push_back(torch::empty({count}, torch::kByte));
   auto on_success = [parts, &outputs] {
@@ -229,7 +229,8 @@ Work Group::all_gather_bytes(const std::vector<uint8_t>& input, std::vector<std:
 }
 
 Work Group::barrier() {
-  return impl_->issue(impl_->describe("barrier"), "barrier", {}, [&] { return impl_->backend->barrier(); }, nullptr);
+  return impl_->issue(
+      impl_->describe("barrier"), "barrier", {}, [&] { return impl_->backend->barrier(); }, nullptr);
 }
 
 }  // namespace strait::comm

@@ -21,11 +21,12 @@
 //   "allgather", "alltoall", "reduce_scatter", "barrier").
 #pragma once
 
+#include <torch/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <torch/types.h>
 #include <vector>
 
 #include "strait/comm/ledger.h"

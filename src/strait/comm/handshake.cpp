@@ -26,7 +26,8 @@ std::vector<std::string> differences(const Fields& theirs, const Fields& referen
     auto field = [](const Fields& fields, size_t index) {
       return index < fields.size() ? fields[index].first + "=" + fields[index].second : std::string("(nothing)");
     };
-    if (field(theirs, i) != field(reference, i)) found.push_back(field(theirs, i) + " where rank 0 has " + field(reference, i));
+    if (field(theirs, i) != field(reference, i))
+      found.push_back(field(theirs, i) + " where rank 0 has " + field(reference, i));
   }
   return found;
 }
@@ -46,7 +47,7 @@ std::string ranks_text(const std::vector<int>& ranks) {
 class Exchange {
  public:
   Exchange(const c10::intrusive_ptr<c10d::Store>& store, const HandshakeOptions& options)
-      : store_(c10::make_intrusive<c10d::PrefixStore>("strait/handshake/" + options.topic, store)),
+      : store_(c10::make_intrusive<c10d::PrefixStore>("strait/handshake/" + options.key_space, store)),
         options_(options) {}
 
   void set(const std::string& key, const std::string& value) {
@@ -108,6 +109,18 @@ class Exchange {
   HandshakeOptions options_;
 };
 
+// "" when every rank arrived and agrees with rank 0.
+std::string compose_verdict(const HandshakeOptions& options, const std::vector<std::string>& disagreements,
+                            const std::vector<int>& missing) {
+  std::vector<std::string> problems;
+  if (!disagreements.empty()) problems.push_back("ranks disagree: " + joined(disagreements));
+  if (!missing.empty()) {
+    problems.push_back(ranks_text(missing) + " did not arrive at the store on " + options.store_address + " within " +
+                       std::to_string(options.timeout.count()) + " ms");
+  }
+  return problems.empty() ? "" : options.topic + ": " + joined(problems);
+}
+
 void arbitrate(Exchange& exchange, const HandshakeOptions& options, const Fields& mine) {
   const auto deadline = Clock::now() + options.timeout;
   std::vector<int> missing;
@@ -121,12 +134,7 @@ void arbitrate(Exchange& exchange, const HandshakeOptions& options, const Fields
       disagreements.push_back("rank " + std::to_string(rank) + " has " + difference);
     }
   }
-  std::string verdict;
-  if (!disagreements.empty()) verdict = options.topic + ": ranks disagree: " + joined(disagreements);
-  if (!missing.empty()) {
-    verdict += (verdict.empty() ? options.topic + ": " : "; ") + ranks_text(missing) + " did not arrive at the store on " +
-               options.store_address + " within " + std::to_string(options.timeout.count()) + " ms";
-  }
+  const std::string verdict = compose_verdict(options, disagreements, missing);
   exchange.set(kVerdictKey, verdict.empty() ? kAgreed : verdict);
   if (verdict.empty()) return;
   // Serve the store until the others have read the verdict, so they fail with it rather than
@@ -149,7 +157,8 @@ void follow(Exchange& exchange, const HandshakeOptions& options, const Fields& m
   // Rank 0 only compares the ranks of its own world; a rank outside it must check itself.
   const std::vector<std::string> mismatches = differences(mine, exchange.fields_of(0));
   if (!mismatches.empty()) {
-    throw Error(options.topic + ": ranks disagree: rank " + std::to_string(options.rank) + " has " + joined(mismatches));
+    throw Error(options.topic + ": ranks disagree: rank " + std::to_string(options.rank) + " has " +
+                joined(mismatches));
   }
 }
 

@@ -4,9 +4,7 @@ namespace strait::comm {
 
 namespace {
 
-nlohmann::json traffic_json(const Traffic& traffic) {
-  return {{"sent", traffic.sent}, {"received", traffic.received}};
-}
+nlohmann::json traffic_json(const Traffic& traffic) { return {{"sent", traffic.sent}, {"received", traffic.received}}; }
 
 nlohmann::json links_json(const LinkTraffic& links) {
   return {{to_string(LinkClass::IntraNode), traffic_json(links.intra_node)},
@@ -23,9 +21,7 @@ Traffic& Traffic::operator+=(const Traffic& other) {
   return *this;
 }
 
-Traffic Traffic::operator-(const Traffic& earlier) const {
-  return {sent - earlier.sent, received - earlier.received};
-}
+Traffic Traffic::operator-(const Traffic& earlier) const { return {sent - earlier.sent, received - earlier.received}; }
 
 LinkTraffic& LinkTraffic::operator+=(const LinkTraffic& other) {
   intra_node += other.intra_node;

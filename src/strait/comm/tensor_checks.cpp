@@ -11,9 +11,8 @@ namespace strait::comm {
 namespace {
 
 // What Gloo sums natively, plus bfloat16, which all_reduce_sum routes through float32.
-constexpr std::array<torch::ScalarType, 8> kSummable = {
-    torch::kFloat, torch::kDouble, torch::kHalf, torch::kBFloat16, torch::kInt8, torch::kUInt8, torch::kInt32,
-    torch::kInt64};
+constexpr std::array<torch::ScalarType, 8> kSummable = {torch::kFloat, torch::kDouble, torch::kHalf,  torch::kBFloat16,
+                                                        torch::kInt8,  torch::kUInt8,  torch::kInt32, torch::kInt64};
 
 std::string summable_names() {
   std::ostringstream names;

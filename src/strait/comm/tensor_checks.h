@@ -2,8 +2,9 @@
 // and runs before anything reaches the wire, so a bad argument cannot desynchronise ranks.
 #pragma once
 
-#include <string>
 #include <torch/types.h>
+
+#include <string>
 
 namespace strait::comm {
 

@@ -20,7 +20,11 @@ Topology Topology::of_rank(int rank, int world_size, int local_world_size) {
   require(local_world_size >= 1, "local_world_size", local_world_size, ">= 1");
   require(world_size >= 1 && world_size % local_world_size == 0, "world_size", world_size,
           "a positive multiple of local_world_size " + std::to_string(local_world_size));
-  Topology topology{rank, world_size, rank % local_world_size, local_world_size, rank / local_world_size,
+  Topology topology{rank,
+                    world_size,
+                    rank % local_world_size,
+                    local_world_size,
+                    rank / local_world_size,
                     world_size / local_world_size};
   topology.validate();
   return topology;
@@ -39,8 +43,7 @@ void Topology::validate() const {
 }
 
 int Topology::node_of(int global_rank) const {
-  require(global_rank >= 0 && global_rank < world_size, "a peer's global rank", global_rank,
-          range_text(world_size));
+  require(global_rank >= 0 && global_rank < world_size, "a peer's global rank", global_rank, range_text(world_size));
   return global_rank / local_world_size;
 }
 
@@ -63,9 +66,9 @@ std::vector<int> Topology::ranks_with_local_rank(int local) const {
 }
 
 std::string Topology::describe() const {
-  return "rank " + std::to_string(rank) + " of " + std::to_string(world_size) + " (node " +
-         std::to_string(node_rank) + " of " + std::to_string(num_nodes) + ", local rank " +
-         std::to_string(local_rank) + " of " + std::to_string(local_world_size) + ")";
+  return "rank " + std::to_string(rank) + " of " + std::to_string(world_size) + " (node " + std::to_string(node_rank) +
+         " of " + std::to_string(num_nodes) + ", local rank " + std::to_string(local_rank) + " of " +
+         std::to_string(local_world_size) + ")";
 }
 
 std::string join_ranks(const std::vector<int>& ranks) {

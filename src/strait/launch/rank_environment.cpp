@@ -149,6 +149,7 @@ RankEnvironment read_launched(const EnvironmentLookup& env, const RankVariables&
   names.read_node_rank(env, result);
   check_numbered_node_by_node(result, names);
   read_master(env, result);
+  result.launcher_serves_store = env("TORCHELASTIC_USE_AGENT_STORE").value_or("") == "True";
   return result;
 }
 

@@ -13,6 +13,8 @@ struct RankEnvironment {
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   std::string launcher = "single";  // "strait", "torchrun", "mpirun" or "single"
+  // torchrun's agent serves the rendezvous store itself (TORCHELASTIC_USE_AGENT_STORE=True).
+  bool launcher_serves_store = false;
 };
 
 // Looks up one environment variable; nothing when it is not set.

@@ -12,6 +12,7 @@ std::unique_ptr<Strategy> make_strategy(const TrainConfig& config, const launch:
                       environment.local_world_size, environment.node_rank, environment.num_nodes};
   options.master_addr = environment.master_addr;
   options.master_port = environment.master_port;
+  options.launcher_serves_store = environment.launcher_serves_store;
   options.interface = config.gloo_interface;
   options.timeout = std::chrono::milliseconds(static_cast<int64_t>(config.comm_timeout_s * 1000.0));
   auto communicator = comm::Communicator::create(options);

@@ -25,13 +25,9 @@ where tokens_per_s is the global rate: P*B*T tokens per timed step / rank 0's su
 the steps after the first E, and final_loss is the last step's loss averaged over the ranks.
 """
 
-import contextlib
 import json
-import math
 import os
-import statistics
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "reference"))
@@ -41,7 +37,6 @@ import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 import train_ref  # noqa: E402
-from llama_ref import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 
 class RankShardLoader(train_ref.ShardLoader):
@@ -53,6 +48,10 @@ class RankShardLoader(train_ref.ShardLoader):
         super().__init__(directory, batch_size, seq_len, vocab_size)
 
     @property
+    def batch_offset(self):
+        return self.rank * self.batch_tokens
+
+    @property
     def global_tokens(self):
         return self.world_size * self.batch_tokens
 
@@ -61,19 +60,6 @@ class RankShardLoader(train_ref.ShardLoader):
         if len(self.tokens) < self.global_tokens + 1:
             raise ValueError(f"{self.paths[index]}: {len(self.tokens)} tokens cannot fill one "
                              f"global batch of {self.world_size} x {self.batch_tokens} + 1")
-
-    def next_batch(self):
-        start = self.position + self.rank * self.batch_tokens
-        buf = torch.from_numpy(
-            self.tokens[start:start + self.batch_tokens + 1].astype("int64"))
-        if buf.max().item() >= self.vocab_size:
-            raise ValueError(f"{self.paths[self.shard]}: token id {buf.max().item()} is "
-                             f"outside the model's vocabulary of {self.vocab_size}")
-        self.position += self.global_tokens
-        if self.position + self.global_tokens + 1 > len(self.tokens):
-            self.shard = (self.shard + 1) % len(self.paths)
-            self._open(self.shard)
-        return buf[:-1].view(self.shape), buf[1:].view(self.shape)
 
 
 def parse_args(argv):
@@ -99,71 +85,26 @@ def main(argv):
     dist.init_process_group("gloo")
     rank, world_size = dist.get_rank(), dist.get_world_size()
 
-    config = LlamaConfig.from_json(args.config)
-    if args.seq_len > config.max_position_embeddings:
-        raise ValueError(f"--seq-len {args.seq_len} exceeds max_position_embeddings "
-                         f"{config.max_position_embeddings}")
-    model = LlamaForCausalLM(config)
-    train_ref.init_weights(model, args.seed)
-    model.train()
+    config, model = train_ref.build_model(args)
     # DDP broadcasts rank 0's weights at construction; every rank's are the same anyway.
     ddp_model = DistributedDataParallel(model)
     optimizer = train_ref.make_optimizer(model, args.lr)
     loader = RankShardLoader(args.data, args.batch_size, args.seq_len, config.vocab_size,
                              rank, world_size)
-
-    def autocast():
-        if args.precision == "bf16-autocast":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    step_seconds = []
-    for step in range(args.steps):
-        start = time.perf_counter()
-        inputs, targets = loader.next_batch()
-        for group in optimizer.param_groups:
-            group["lr"] = train_ref.learning_rate(step, args.lr, args.warmup, args.steps)
-        with autocast():
-            loss = model.loss(ddp_model(inputs), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # DDP all-reduces (averages) the gradients bucket by bucket here
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        loss_value = mean_over_ranks(loss.item(), world_size)
-        step_seconds.append(time.perf_counter() - start)
-        if not math.isfinite(loss_value):
-            raise RuntimeError(f"loss became {loss_value} at step {step}")
+    step_seconds, loss_value = train_ref.train_steps(
+        args, model, optimizer, loader, forward=ddp_model,
+        reduce_loss=lambda value: mean_over_ranks(value, world_size))
 
     if rank == 0:
-        timed = step_seconds[args.warmup_steps_excluded:]
-        tokens = len(timed) * world_size * args.batch_size * args.seq_len
-        params = sum(p.numel() for p in model.parameters())
-        print(json.dumps({
-            "impl": "pytorch-ddp",
-            "ranks": world_size,
-            "tokens_per_s": tokens / sum(timed),
-            "step_ms_median": 1000.0 * statistics.median(timed),
-            "steps": args.steps,
-            "final_loss": loss_value,
-            "threads": args.threads,
-            "precision": args.precision,
-            "batch_size": args.batch_size,
-            "seq_len": args.seq_len,
-            "tokens_per_step": world_size * args.batch_size * args.seq_len,
-            "warmup_steps_excluded": args.warmup_steps_excluded,
-            "params": params,
-            "backend": dist.get_backend(),
-            "bucket_cap_mb": getattr(ddp_model, "bucket_bytes_cap", 0) / 2**20 or None,
-            "torch": torch.__version__,
-        }), flush=True)
+        result = train_ref.result_record(
+            "pytorch-ddp", args, model, step_seconds, loss_value, ranks=world_size,
+            backend=dist.get_backend(),
+            bucket_cap_mb=getattr(ddp_model, "bucket_bytes_cap", 0) / 2**20 or None)
+        print(json.dumps(result), flush=True)
     dist.barrier()
     dist.destroy_process_group()
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except (OSError, ValueError) as e:
-        print(f"ddp_ref: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    train_ref.run_cli(main, "ddp_ref")

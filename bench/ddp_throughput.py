@@ -44,11 +44,8 @@ stdout, progress to stderr.
 """
 
 import argparse
-import datetime
 import json
 import os
-import shlex
-import shutil
 import socket
 import statistics
 import sys
@@ -92,26 +89,20 @@ def strait_run(args, ranks, threads, run_dir, label):
     config = tp.read_json(os.path.join(run_dir, "config.json"), label)
     summary = tp.read_json(os.path.join(run_dir, "summary.json"), label)
     expected = {"precision": PRECISION, "world_size": ranks, "strategy": "ddp"}
-    wrong = {k: summary.get(k) for k, v in expected.items() if summary.get(k) != v}
-    if wrong:
-        raise BenchError(f"{label}: strait's summary.json says {wrong}, expected "
-                         f"{ {k: expected[k] for k in wrong} }")
+    tp.check_fields(summary, expected, f"{label}: strait's summary.json says")
     global_tokens = ranks * args.batch_size * args.seq_len
     records = tp.read_strait_metrics(os.path.join(run_dir, "metrics.jsonl"), args.steps,
                                      global_tokens)
     timed = records[args.warmup_steps:]
     if not all("traffic" in r for r in timed):
         raise BenchError(f"{label}: metrics.jsonl lacks the per-step \"traffic\" field")
-    step_ms = sum(r["step_ms"] for r in timed)
 
     def bytes_per_step(link, direction):
         return statistics.median(r["traffic"][link][direction] for r in timed)
 
     return config, {
         "side": "strait",
-        "tokens_per_s": sum(r["tokens"] for r in timed) / (step_ms / 1000.0),
-        "step_ms_median": statistics.median(r["step_ms"] for r in timed),
-        "final_loss": records[-1]["loss"],
+        **tp.strait_timing(records, args.warmup_steps),
         "params": summary.get("parameters"),
         "bytes_per_step": {link: {d: bytes_per_step(link, d) for d in ("sent", "received")}
                            for link in ("cross_node", "intra_node")},
@@ -151,39 +142,28 @@ def reference_run(args, ranks, threads, config_path, log_dir, label):
                 "precision": PRECISION, "batch_size": args.batch_size,
                 "seq_len": args.seq_len, "warmup_steps_excluded": args.warmup_steps,
                 "backend": "gloo", "bucket_cap_mb": 25.0}
-    wrong = {k: result.get(k) for k, v in expected.items() if result.get(k) != v}
-    if wrong:
-        raise BenchError(f"{label}: ddp_ref reports {wrong}, expected "
-                         f"{ {k: expected[k] for k in wrong} }")
+    tp.check_fields(result, expected, f"{label}: ddp_ref reports")
     result.update(side="pytorch", loadavg_1m_before=loadavg)
     return result
 
 
-class Case:
+class Case(tp.CaseBase):
     """One rank count: its threads per rank, the model config and how to run each side."""
 
     def __init__(self, args, ranks, threads, work_dir):
-        self.args, self.ranks, self.threads = args, ranks, threads
-        self.dir = os.path.join(work_dir, f"p{ranks}")
+        super().__init__(args, threads, os.path.join(work_dir, f"p{ranks}"))
+        self.ranks = ranks
         self.run_dir = os.path.join(self.dir, "strait")
         self.log_dir = os.path.join(self.dir, "torchrun-logs")
-        self.config_path = os.path.join(self.dir, "config.json")
-        self.config = None
         os.makedirs(self.log_dir, exist_ok=True)
 
     def run(self, side, label):
         if side == "pytorch":
-            if self.config is None:
-                raise BenchError(f"{label}: no model config yet (a strait run supplies it)")
+            self.require_config(label)
             return reference_run(self.args, self.ranks, self.threads, self.config_path,
                                  self.log_dir, label)
         config, result = strait_run(self.args, self.ranks, self.threads, self.run_dir, label)
-        if self.config is None:
-            # Keep a copy: the next strait run overwrites its run dir.
-            shutil.copyfile(os.path.join(self.run_dir, "config.json"), self.config_path)
-            self.config = config
-        elif config != self.config:
-            raise BenchError(f"{label}: strait's config.json differs from the first run's")
+        self.keep_config(config, self.run_dir, label)
         return result
 
 
@@ -223,17 +203,7 @@ def bench_case(args, ranks, cores, work_dir):
         rounds.append({"order": list(order), "runs": runs, "ratio": ratio,
                        "final_loss_abs_diff": loss_diff})
 
-    sides = {}
-    for side in SIDES:
-        runs = [rd["runs"][side] for rd in rounds]
-        tps = [x["tokens_per_s"] for x in runs]
-        sides[side] = {
-            "tokens_per_s_median": statistics.median(tps),
-            "tokens_per_s_min": min(tps),
-            "tokens_per_s_max": max(tps),
-            "step_ms_median": statistics.median(x["step_ms_median"] for x in runs),
-            "final_loss_median": statistics.median(x["final_loss"] for x in runs),
-        }
+    sides = {side: tp.side_summary([rd["runs"][side] for rd in rounds]) for side in SIDES}
     strait_runs = [rd["runs"]["strait"] for rd in rounds]
     sides["strait"]["bytes_sent_per_step_rank0"] = {
         link: statistics.median(x["bytes_per_step"][link]["sent"] for x in strait_runs)
@@ -345,25 +315,17 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(argv)
-    commit, dirty = tp.git_state()
     machine = tp.machine_info()
     cores = machine["nproc"]
-    report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "command": shlex.join(sys.argv),
-        "machine": machine,
-        "settings": {"preset": args.preset, "ranks": args.rank_list,
-                     "threads_per_rank": {p: max(1, cores // p) for p in args.rank_list},
-                     "rounds": args.rounds, "steps": args.steps,
-                     "warmup_steps": args.warmup_steps, "batch_size": args.batch_size,
-                     "seq_len": args.seq_len, "lr": tp.LR, "seed": tp.SEED,
-                     "precision": PRECISION, "backend": "gloo",
-                     "data": os.path.abspath(args.data),
-                     "strait": os.path.abspath(args.strait), "python": args.python},
-        "results": [],
-    }
+    settings = {"preset": args.preset, "ranks": args.rank_list,
+                "threads_per_rank": {p: max(1, cores // p) for p in args.rank_list},
+                "rounds": args.rounds, "steps": args.steps,
+                "warmup_steps": args.warmup_steps, "batch_size": args.batch_size,
+                "seq_len": args.seq_len, "lr": tp.LR, "seed": tp.SEED,
+                "precision": PRECISION, "backend": "gloo",
+                "data": os.path.abspath(args.data),
+                "strait": os.path.abspath(args.strait), "python": args.python}
+    report = tp.new_report(machine, settings)
     warn_if_busy("before starting")
     try:
         with tempfile.TemporaryDirectory(prefix="strait-ddp-bench-") as work_dir:
@@ -372,14 +334,7 @@ def main(argv):
     except BenchError as e:
         print(f"ddp_throughput: {e}", file=sys.stderr)
         return 1
-    report["machine"]["loadavg_at_end"] = os.getloadavg()
-
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    progress(f"wrote {args.out}")
-    print(markdown(report))
+    tp.write_report(report, args.out, markdown)
     return 0
 
 

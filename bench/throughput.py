@@ -148,6 +148,26 @@ def read_strait_metrics(path, steps, batch_tokens):
     return records
 
 
+def strait_timing(records, warmup_steps):
+    """tokens/s, median step time and final loss of strait's records (read_strait_metrics),
+    timing the steps after the first warmup_steps."""
+    timed = records[warmup_steps:]
+    step_ms = sum(r["step_ms"] for r in timed)
+    return {
+        "tokens_per_s": sum(r["tokens"] for r in timed) / (step_ms / 1000.0),
+        "step_ms_median": statistics.median(r["step_ms"] for r in timed),
+        "final_loss": records[-1]["loss"],
+    }
+
+
+def check_fields(actual, expected, what):
+    """Raises BenchError "WHAT {wrong fields}, expected {...}" unless actual (a dict) has
+    every field of expected with its value."""
+    wrong = {k: actual.get(k) for k, v in expected.items() if actual.get(k) != v}
+    if wrong:
+        raise BenchError(f"{what} {wrong}, expected { {k: expected[k] for k in wrong} }")
+
+
 def flops_per_token(config, seq_len):
     """strait's training_flops_per_token (src/strait/train/efficiency.cpp) from an HF-style
     config.json: 6 x the parameters used in matrix products + 12 L T C for attention."""
@@ -182,9 +202,7 @@ def strait_run(args, side, preset, threads, run_dir, label):
         raise BenchError(f"{label}: summary.json has unexpected matmul_gflops {rates}")
     return config, {
         "side": side.name,
-        "tokens_per_s": sum(r["tokens"] for r in timed) / (step_ms / 1000.0),
-        "step_ms_median": statistics.median(r["step_ms"] for r in timed),
-        "final_loss": records[-1]["loss"],
+        **strait_timing(records, args.warmup_steps),
         "mfu": mfu,
         "matmul_gflops": rates,
         "model_flops_per_token": summary.get("model_flops_per_token"),
@@ -214,46 +232,81 @@ def reference_run(args, side, config_path, threads, label):
     expected = {"steps": args.steps, "threads": threads, "precision": side.precision,
                 "batch_size": args.batch_size, "seq_len": args.seq_len,
                 "warmup_steps_excluded": args.warmup_steps}
-    wrong = {k: result.get(k) for k, v in expected.items() if result.get(k) != v}
-    if wrong:
-        raise BenchError(f"{label}: the reference reports {wrong}, expected "
-                         f"{ {k: expected[k] for k in wrong} }")
+    check_fields(result, expected, f"{label}: the reference reports")
     result.update(side=side.name, mfu=None, loadavg_1m_before=loadavg)
     return result
 
 
-class Case:
+class CaseBase:
+    """What a benchmark case of this harness and of ddp_throughput.py shares: the model config
+    that strait runs write (kept at DIR/config.json) and the reference reads."""
+
+    def __init__(self, args, threads, case_dir):
+        self.args, self.threads, self.dir = args, threads, case_dir
+        self.config_path = os.path.join(case_dir, "config.json")
+        self.config = None
+
+    def require_config(self, label):
+        """The reference reads the model config a strait run wrote; there must be one."""
+        if self.config is None:
+            raise BenchError(f"{label}: no model config yet (a strait run supplies it)")
+
+    def keep_config(self, config, run_dir, label):
+        """Keeps the first strait run's config, and a copy of its config.json at config_path
+        (the next run of that side overwrites its run dir); a later run's must be the same.
+        Returns whether this was the first."""
+        if self.config is None:
+            shutil.copyfile(os.path.join(run_dir, "config.json"), self.config_path)
+            self.config = config
+            return True
+        if config != self.config:
+            raise BenchError(f"{label}: strait's config.json differs from the first run's")
+        return False
+
+
+class Case(CaseBase):
     """One preset at one thread count: the config it trains and how to run each side."""
 
     def __init__(self, args, preset, threads, work_dir):
-        self.args, self.preset, self.threads = args, preset, threads
-        self.dir = os.path.join(work_dir, f"{preset}-t{threads}")
-        self.config_path = os.path.join(self.dir, "config.json")
-        self.config = None
+        super().__init__(args, threads, os.path.join(work_dir, f"{preset}-t{threads}"))
+        self.preset = preset
         self.strait_flops_per_token = None
         os.makedirs(self.dir, exist_ok=True)
 
     def run(self, side, label):
         if side.impl == "pytorch":
-            if self.config is None:
-                raise BenchError(f"{label}: no model config yet (a strait run supplies it)")
+            self.require_config(label)
             return reference_run(self.args, side, self.config_path, self.threads, label)
         run_dir = os.path.join(self.dir, f"strait-{side.precision}")
         config, result = strait_run(self.args, side, self.preset, self.threads, run_dir,
                                     label)
-        if self.config is None:
-            # Keep a copy of the config: the next run of that side overwrites its run dir.
-            shutil.copyfile(os.path.join(run_dir, "config.json"), self.config_path)
-            self.config = config
+        if self.keep_config(config, run_dir, label):
             self.strait_flops_per_token = result["model_flops_per_token"]
-        elif config != self.config:
-            raise BenchError(f"{label}: strait's config.json differs from the first run's")
         return result
 
 
 def describe(result):
     mfu = "" if result["mfu"] is None else f", MFU {100 * result['mfu']:.1f}%"
     return f"{result['tokens_per_s']:.0f} tok/s{mfu}"
+
+
+def side_summary(runs, **fields):
+    """One side's summary over its runs of the rounds: fields first, then the median and range
+    of tokens/s, the median step time, the median MFU (None unless every run has one; only
+    where the runs carry an "mfu") and the median final loss."""
+    tps = [x["tokens_per_s"] for x in runs]
+    entry = dict(fields)
+    entry.update({
+        "tokens_per_s_median": statistics.median(tps),
+        "tokens_per_s_min": min(tps),
+        "tokens_per_s_max": max(tps),
+        "step_ms_median": statistics.median(x["step_ms_median"] for x in runs),
+    })
+    if all("mfu" in x for x in runs):
+        mfus = [x["mfu"] for x in runs]
+        entry["mfu_median"] = None if None in mfus else statistics.median(mfus)
+    entry["final_loss_median"] = statistics.median(x["final_loss"] for x in runs)
+    return entry
 
 
 def bench_case(args, preset, threads, work_dir):
@@ -310,19 +363,8 @@ def bench_case(args, preset, threads, work_dir):
 
     summary = {}
     for side in sides:
-        runs = [rd["runs"][side.name] for rd in rounds]
-        tps = [x["tokens_per_s"] for x in runs]
-        mfus = [x["mfu"] for x in runs]
-        entry = {
-            "impl": side.impl,
-            "precision": side.precision,
-            "tokens_per_s_median": statistics.median(tps),
-            "tokens_per_s_min": min(tps),
-            "tokens_per_s_max": max(tps),
-            "step_ms_median": statistics.median(x["step_ms_median"] for x in runs),
-            "mfu_median": None if None in mfus else statistics.median(mfus),
-            "final_loss_median": statistics.median(x["final_loss"] for x in runs),
-        }
+        entry = side_summary([rd["runs"][side.name] for rd in rounds],
+                             impl=side.impl, precision=side.precision)
         if side != baseline:
             ratios = [rd["ratios"][side.name] for rd in rounds]
             entry.update(ratio_median=statistics.median(ratios), ratio_min=min(ratios),
@@ -371,6 +413,33 @@ def git_state():
     commit = git("rev-parse", "--short", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
     return commit or "unknown", bool(status)
+
+
+def new_report(machine, settings):
+    """The report's head (date, git commit, this command line, machine_info(), settings),
+    with an empty "results" list to fill."""
+    commit, dirty = git_state()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "command": shlex.join(sys.argv),
+        "machine": machine,
+        "settings": settings,
+        "results": [],
+    }
+
+
+def write_report(report, out_path, to_markdown):
+    """Notes the load average at the end, writes the report as JSON to out_path (making its
+    folder) and prints to_markdown(report) on stdout."""
+    report["machine"]["loadavg_at_end"] = os.getloadavg()
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    progress(f"wrote {out_path}")
+    print(to_markdown(report))
 
 
 def format_params(n):
@@ -501,24 +570,16 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(argv)
-    commit, dirty = git_state()
-    report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "command": shlex.join(sys.argv),
-        "machine": machine_info(),
-        "settings": {"presets": args.preset_list,
-                     "sides": [s.name for s in args.side_list],
-                     "baseline": args.baseline_side.name,
-                     "strait_sides": sum(s.impl == "strait" for s in args.side_list),
-                     "rounds": args.rounds, "steps": args.steps,
-                     "warmup_steps": args.warmup_steps, "threads": args.thread_list,
-                     "batch_size": args.batch_size, "seq_len": args.seq_len, "lr": LR,
-                     "seed": SEED, "data": os.path.abspath(args.data),
-                     "strait": os.path.abspath(args.strait), "python": args.python},
-        "results": [],
-    }
+    settings = {"presets": args.preset_list,
+                "sides": [s.name for s in args.side_list],
+                "baseline": args.baseline_side.name,
+                "strait_sides": sum(s.impl == "strait" for s in args.side_list),
+                "rounds": args.rounds, "steps": args.steps,
+                "warmup_steps": args.warmup_steps, "threads": args.thread_list,
+                "batch_size": args.batch_size, "seq_len": args.seq_len, "lr": LR,
+                "seed": SEED, "data": os.path.abspath(args.data),
+                "strait": os.path.abspath(args.strait), "python": args.python}
+    report = new_report(machine_info(), settings)
     warn_if_busy("before starting")
     nproc = report["machine"]["nproc"]
     for threads in args.thread_list:
@@ -533,14 +594,7 @@ def main(argv):
     except BenchError as e:
         print(f"throughput: {e}", file=sys.stderr)
         return 1
-    report["machine"]["loadavg_at_end"] = os.getloadavg()
-
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    progress(f"wrote {args.out}")
-    print(markdown(report))
+    write_report(report, args.out, markdown)
     return 0
 
 

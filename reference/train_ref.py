@@ -72,14 +72,25 @@ class ShardLoader:
                                 offset=SHARD_HEADER_INTS * 4, shape=(count,))
         self.position = 0
 
+    @property
+    def batch_offset(self):
+        """Where this reader's batch starts, in tokens past the position (RankShardLoader)."""
+        return 0
+
+    @property
+    def global_tokens(self):
+        """How far the position advances per batch: one batch here, P batches in RankShardLoader."""
+        return self.batch_tokens
+
     def next_batch(self):
-        chunk = self.tokens[self.position:self.position + self.batch_tokens + 1]
+        start = self.position + self.batch_offset
+        chunk = self.tokens[start:start + self.batch_tokens + 1]
         buf = torch.from_numpy(chunk.astype(np.int64))
         if buf.max().item() >= self.vocab_size:
             raise ValueError(f"{self.paths[self.shard]}: token id {buf.max().item()} is "
                              f"outside the model's vocabulary of {self.vocab_size}")
-        self.position += self.batch_tokens
-        if self.position + self.batch_tokens + 1 > len(self.tokens):
+        self.position += self.global_tokens
+        if self.position + self.global_tokens + 1 > len(self.tokens):
             self.shard = (self.shard + 1) % len(self.paths)
             self._open(self.shard)
         return buf[:-1].view(self.shape), buf[1:].view(self.shape)
@@ -133,9 +144,9 @@ def parse_args(argv):
     return args
 
 
-def main(argv):
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+def build_model(args):
+    """The config at --config (checked against --seq-len) and its model, initialised from
+    --seed and in training mode."""
     config = LlamaConfig.from_json(args.config)
     if args.seq_len > config.max_position_embeddings:
         raise ValueError(f"--seq-len {args.seq_len} exceeds max_position_embeddings "
@@ -143,53 +154,91 @@ def main(argv):
     model = LlamaForCausalLM(config)
     init_weights(model, args.seed)
     model.train()
-    optimizer = make_optimizer(model, args.lr)
-    loader = ShardLoader(args.data, args.batch_size, args.seq_len, config.vocab_size)
+    return config, model
 
-    def autocast():
-        if args.precision == "bf16-autocast":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
+def autocast(precision):
+    if precision == "bf16-autocast":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_steps(args, model, optimizer, loader, forward=None, reduce_loss=None):
+    """Runs the --steps training steps, timing each whole step; returns the step times in
+    seconds and the last step's loss. forward is the module called on the inputs (default
+    model itself; ddp_ref.py passes its DistributedDataParallel wrapper, whose backward
+    averages the gradients over the ranks); reduce_loss, when given, maps each step's loss to
+    the one reported (ddp_ref.py: the mean over the ranks), inside the timed step."""
+    if forward is None:
+        forward = model
     step_seconds = []
     for step in range(args.steps):
         start = time.perf_counter()
         inputs, targets = loader.next_batch()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args.lr, args.warmup, args.steps)
-        with autocast():
-            loss = model.loss(model(inputs), targets)
+        with autocast(args.precision):
+            loss = model.loss(forward(inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         loss_value = loss.item()
+        if reduce_loss is not None:
+            loss_value = reduce_loss(loss_value)
         step_seconds.append(time.perf_counter() - start)
         if not math.isfinite(loss_value):
             raise RuntimeError(f"loss became {loss_value} at step {step}")
+    return step_seconds, loss_value
 
+
+def result_record(impl, args, model, step_seconds, final_loss, ranks=None, **extra):
+    """The JSON result line's fields. tokens_per_s counts ranks x B x T tokens (B x T without
+    ranks) per step after the first --warmup-steps-excluded; with ranks the record also holds
+    "ranks" and "tokens_per_step"; extra fields go just before "torch"."""
+    tokens_per_step = (ranks or 1) * args.batch_size * args.seq_len
     timed = step_seconds[args.warmup_steps_excluded:]
-    tokens = len(timed) * args.batch_size * args.seq_len
-    print(json.dumps({
-        "impl": "pytorch",
-        "tokens_per_s": tokens / sum(timed),
+    record = {"impl": impl}
+    if ranks is not None:
+        record["ranks"] = ranks
+    record.update({
+        "tokens_per_s": len(timed) * tokens_per_step / sum(timed),
         "step_ms_median": 1000.0 * statistics.median(timed),
         "steps": args.steps,
-        "final_loss": loss_value,
+        "final_loss": final_loss,
         "threads": args.threads,
         "precision": args.precision,
         "batch_size": args.batch_size,
         "seq_len": args.seq_len,
-        "warmup_steps_excluded": args.warmup_steps_excluded,
-        "params": sum(p.numel() for p in model.parameters()),
-        "torch": torch.__version__,
-    }))
+    })
+    if ranks is not None:
+        record["tokens_per_step"] = tokens_per_step
+    record.update(warmup_steps_excluded=args.warmup_steps_excluded,
+                  params=sum(p.numel() for p in model.parameters()), **extra)
+    record["torch"] = torch.__version__
+    return record
+
+
+def main(argv):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config, model = build_model(args)
+    optimizer = make_optimizer(model, args.lr)
+    loader = ShardLoader(args.data, args.batch_size, args.seq_len, config.vocab_size)
+    step_seconds, loss_value = train_steps(args, model, optimizer, loader)
+    print(json.dumps(result_record("pytorch", args, model, step_seconds, loss_value)))
     return 0
 
 
-if __name__ == "__main__":
+def run_cli(main_function, prog):
+    """Exits with main_function(argv)'s status, or 2 after "PROG: error: ..." on stderr for an
+    OSError or ValueError (bad options, files or data)."""
     try:
-        sys.exit(main(sys.argv[1:]))
+        sys.exit(main_function(sys.argv[1:]))
     except (OSError, ValueError) as e:
-        print(f"train_ref: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    run_cli(main, "train_ref")

@@ -118,8 +118,10 @@ torch::Tensor LlamaModel::attention(const Layer& layer, const torch::Tensor& x, 
   // instead of once by the product, again by the scaling and again by the masking.
   auto scores = torch::baddbmm(future, q.reshape({B * H, T, D}), k.reshape({B * H, S, D}).transpose(1, 2),
                                /*beta=*/1.0, /*alpha=*/1.0 / std::sqrt(static_cast<double>(D)));
-  // Softmax in fp32 whatever the compute dtype: its exponentials and sums are where bf16 loses most.
-  auto probabilities = compute(torch::softmax(scores, -1, torch::kFloat32)).view({B, H, T, S});
+  // Softmax statistics in fp32 whatever the compute dtype: ATen's bf16 softmax kernel computes in
+  // fp32 and rounds only its output (bitwise equal to an fp32 softmax rounded to bf16, checked by
+  // Precision.Bf16SoftmaxComputesInFp32), without two conversion passes over the scores.
+  auto probabilities = torch::softmax(scores, -1).view({B, H, T, S});
   auto context = torch::matmul(probabilities, v);  // (B, H, T, D)
   return torch::linear(context.transpose(1, 2).reshape({B, T, H * D}), compute(layer.o_proj));
 }

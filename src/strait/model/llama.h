@@ -52,7 +52,7 @@ class LlamaModel {
 
   // Mixed precision: matrix products run in `dtype` (float32 or bfloat16) on copies of the fp32
   // weights cast each forward pass; weights, gradients, the residual stream, RMSNorm statistics,
-  // softmax and logits stay fp32.
+  // softmax statistics and logits stay fp32.
   void set_compute_dtype(torch::ScalarType dtype);
   torch::ScalarType compute_dtype() const { return compute_dtype_; }
 

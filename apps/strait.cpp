@@ -71,7 +71,9 @@ Command add_train(CLI::App& cli, bool& quiet) {
     if (std::holds_alternative<bool strait::TrainConfig::*>(option.field)) {
       app->add_flag(flag_of(option.key), (*flags)[option.key], option.help);
     } else {
-      app->add_option(flag_of(option.key), (*texts)[option.key], option.help);
+      // The last occurrence wins, so wrappers (scripts/demo) can pass defaults the user overrides.
+      app->add_option(flag_of(option.key), (*texts)[option.key], option.help)
+          ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     }
   }
   return {app, [app, config_file, texts, flags, &quiet] {

@@ -37,12 +37,12 @@ TEST(Workflow, PrepareTrainEvalExportGenerate) {
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_EQ(last_json_line(result.output).at("documents_val"), 1);
 
-  // The file says 50 steps; the command line overrides it with 6.
+  // The file says 50 steps; the command line overrides it, and of two flags the last one wins.
   testing::write_file(scratch / "run.toml",
                       "preset = \"nano\"\ncontext_length = 32\nbatch_size = 2\nsteps = 50\nthreads = 1\n"
                       "eval_every = 3\neval_batches = 1\ncheckpoint_every = 3\n");
   result = testing::run_strait("train --config '" + (scratch / "run.toml").string() + "' --data '" +
-                               (scratch / "data").string() + "' --out '" + (scratch / "run").string() + "' --steps 6");
+                               (scratch / "data").string() + "' --out '" + (scratch / "run").string() + "' --steps 9 --steps 6");
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("step 6/6 | loss "), std::string::npos) << result.output;
   EXPECT_NE(result.output.find(" tok/s | "), std::string::npos) << result.output;

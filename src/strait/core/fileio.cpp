@@ -110,4 +110,23 @@ void StagedDirectory::commit() {
   fsync_directory(final_path_.parent_path());
 }
 
+std::string StagedDirectory::commit_replacing() {
+  if (!fs::exists(final_path_)) {
+    commit();
+    return "";
+  }
+  const fs::path old = final_path_.parent_path() / ("." + final_path_.filename().string() + ".replaced-" + unique_suffix());
+  std::error_code error;
+  fs::rename(final_path_, old, error);
+  if (error) throw Error("cannot move " + final_path_.string() + " aside to replace it: " + error.message());
+  try {
+    commit();
+  } catch (...) {
+    fs::rename(old, final_path_, error);
+    throw;
+  }
+  fs::remove_all(old, error);
+  return error ? "could not remove the replaced copy " + old.string() + ": " + error.message() : "";
+}
+
 }  // namespace strait

@@ -36,6 +36,11 @@ class StagedDirectory {
   // fsyncs the staged directory, renames it to the final path (which must not exist) and
   // fsyncs the parent.
   void commit();
+  // Like commit(), but an existing directory at the final path is replaced: it is moved aside,
+  // the staged one renamed into place, and only then the old one removed; if the rename fails
+  // the old directory is put back. Returns a warning if the replaced copy could not be removed
+  // (the new directory is in place either way), else an empty string.
+  std::string commit_replacing();
 
  private:
   std::filesystem::path final_path_;

@@ -4,9 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
-#include <random>
 #include <sstream>
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -304,30 +302,16 @@ PrepareSummary encode_corpus(const PrepareOptions& options, const Corpus& corpus
   return summary;
 }
 
-// On overwrite the old directory is moved aside, not deleted, until the new one is in place,
-// so a failure at any point before the swap leaves it intact. Without overwrite, commit()
-// itself refuses a directory that appeared while we worked.
+// On overwrite the old directory survives any failure before the swap (commit_replacing).
+// Without overwrite, commit() itself refuses a directory that appeared while we worked.
 void publish(StagedDirectory& staged, const PrepareOptions& options, const std::function<void(const std::string&)>& progress) {
-  const fs::path& out_dir = options.out_dir;
-  if (!options.overwrite || !fs::exists(out_dir)) {
+  if (!options.overwrite) {
     staged.commit();
     return;
   }
-  fs::path old = out_dir.parent_path() /
-                 ("." + out_dir.filename().string() + ".replaced-" + std::to_string(::getpid()) + "-" +
-                  std::to_string(std::random_device{}()));
-  std::error_code error;
-  fs::rename(out_dir, old, error);
-  if (error) throw Error("prepare: cannot move " + out_dir.string() + " aside to replace it: " + error.message());
-  try {
-    staged.commit();
-  } catch (...) {
-    fs::rename(old, out_dir, error);
-    throw;
-  }
   // The new data is already in place, so a leftover old copy is worth a warning, not a failure.
-  fs::remove_all(old, error);
-  if (error) report(progress, "warning: could not remove the replaced copy " + old.string() + ": " + error.message());
+  const std::string warning = staged.commit_replacing();
+  if (!warning.empty()) report(progress, "warning: " + warning);
 }
 
 PrepareSummary prepare_checked(const PrepareOptions& options, const std::function<void(const std::string&)>& progress) {

@@ -1,5 +1,7 @@
 #include "strait/train/export.h"
 
+#include <iostream>
+
 #include "strait/core/error.h"
 #include "strait/core/fileio.h"
 #include "strait/model/tensor_io.h"
@@ -30,15 +32,8 @@ void export_hf(const fs::path& checkpoint, const fs::path& out_dir, const Export
     if (fs::exists(checkpoint / name)) atomic_write_file(staged.staging_path() / name, read_whole_file(checkpoint / name));
   }
   // Swap only now that the new directory is complete: the old one survives any earlier failure.
-  if (fs::exists(out_dir)) {
-    const fs::path old = out_dir.string() + ".old-export";
-    fs::remove_all(old);
-    fs::rename(out_dir, old);
-    staged.commit();
-    fs::remove_all(old);
-  } else {
-    staged.commit();
-  }
+  const std::string warning = staged.commit_replacing();
+  if (!warning.empty()) std::cerr << "strait export: warning: " << warning << "\n";
 }
 
 }  // namespace strait

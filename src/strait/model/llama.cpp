@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "strait/core/error.h"
+#include "strait/kernels/fused_ops.h"
 
 namespace strait {
 
@@ -82,31 +83,17 @@ void LlamaModel::check_tokens(const torch::Tensor& tokens, int64_t start_positio
   }
 }
 
-torch::Tensor LlamaModel::rms_norm(const torch::Tensor& x, const torch::Tensor& weight) const {
-  auto variance = x.pow(2).mean(-1, /*keepdim=*/true);
-  return weight * (x * torch::rsqrt(variance + config_.rms_norm_eps));
+torch::Tensor LlamaModel::norm(const torch::Tensor& x, const torch::Tensor& weight) const {
+  return kernels::rms_norm(x, weight, config_.rms_norm_eps, compute_dtype_);
 }
 
-torch::Tensor LlamaModel::apply_rotary(const torch::Tensor& x, int64_t start_position) const {
-  // x: (B, H, T, D)
-  const int64_t T = x.size(2), half = x.size(3) / 2;
-  auto cos = rope_cos_.narrow(0, start_position, T).to(x.scalar_type());
-  auto sin = rope_sin_.narrow(0, start_position, T).to(x.scalar_type());
-  auto rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-  return x * cos + rotated * sin;
-}
-
-torch::Tensor LlamaModel::attention(const Layer& layer, const torch::Tensor& x, int64_t start_position,
-                                    const torch::Tensor& future, torch::Tensor* cached_keys,
-                                    torch::Tensor* cached_values) const {
-  const int64_t B = x.size(0), T = x.size(1), H = config_.num_heads, D = config_.head_dim();
+torch::Tensor LlamaModel::attention(const Layer& layer, const torch::Tensor& normed, int64_t start_position,
+                                    torch::Tensor* cached_keys, torch::Tensor* cached_values) const {
+  const int64_t B = normed.size(0), T = normed.size(1), H = config_.num_heads, D = config_.head_dim();
   // One (3C x C) product instead of three (C x C) ones: fewer, larger matrix products run
   // closer to the machine's peak; concatenating the weights costs a copy of 3C^2 floats.
-  auto qkv = torch::linear(compute(x), compute(torch::cat({layer.q_proj, layer.k_proj, layer.v_proj}))).chunk(3, -1);
-  auto heads = [&](const torch::Tensor& projected) { return projected.view({B, T, H, D}).transpose(1, 2); };
-  auto q = apply_rotary(heads(qkv[0]), start_position);  // (B, H, T, D)
-  auto k = apply_rotary(heads(qkv[1]), start_position);
-  auto v = heads(qkv[2]);
+  auto qkv = torch::linear(normed, compute(torch::cat({layer.q_proj, layer.k_proj, layer.v_proj})));
+  auto [q, k, v] = kernels::rotary_heads(qkv, rope_cos_, rope_sin_, start_position, H);  // (B, H, T, D) each
   if (cached_keys != nullptr) {
     cached_keys->narrow(2, start_position, T).copy_(k);
     cached_values->narrow(2, start_position, T).copy_(v);
@@ -114,15 +101,10 @@ torch::Tensor LlamaModel::attention(const Layer& layer, const torch::Tensor& x, 
     v = cached_values->narrow(2, 0, start_position + T);
   }
   const int64_t S = k.size(2);  // key positions 0 .. start_position + T - 1
-  // scale * q k^T + mask in one batched product: the (B*H, T, S) scores are written once,
-  // instead of once by the product, again by the scaling and again by the masking.
-  auto scores = torch::baddbmm(future, q.reshape({B * H, T, D}), k.reshape({B * H, S, D}).transpose(1, 2),
-                               /*beta=*/1.0, /*alpha=*/1.0 / std::sqrt(static_cast<double>(D)));
-  // Softmax statistics in fp32 whatever the compute dtype: ATen's bf16 softmax kernel computes in
-  // fp32 and rounds only its output (bitwise equal to an fp32 softmax rounded to bf16, checked by
-  // Precision.Bf16SoftmaxComputesInFp32), without two conversion passes over the scores.
-  auto probabilities = torch::softmax(scores, -1).view({B, H, T, S});
-  auto context = torch::matmul(probabilities, v);  // (B, H, T, D)
+  auto scores = torch::bmm(q.reshape({B * H, T, D}), k.reshape({B * H, S, D}).transpose(1, 2));
+  // Scaling, the causal mask and the softmax in one pass, statistics in fp32 whatever the dtype.
+  auto probabilities = kernels::causal_softmax(scores, 1.0 / std::sqrt(static_cast<double>(D)), start_position);
+  auto context = torch::bmm(probabilities, v.reshape({B * H, S, D})).view({B, H, T, D});
   return torch::linear(context.transpose(1, 2).reshape({B, T, H * D}), compute(layer.o_proj));
 }
 
@@ -133,10 +115,10 @@ void LlamaModel::set_compute_dtype(torch::ScalarType dtype) {
   compute_dtype_ = dtype;
 }
 
-torch::Tensor LlamaModel::mlp(const Layer& layer, const torch::Tensor& x) const {
+torch::Tensor LlamaModel::mlp(const Layer& layer, const torch::Tensor& normed) const {
   // Gate and up projections as one product, for the same reason as q, k and v.
-  auto gate_up = torch::linear(compute(x), compute(torch::cat({layer.gate_proj, layer.up_proj}))).chunk(2, -1);
-  return torch::linear(torch::silu(gate_up[0]) * gate_up[1], compute(layer.down_proj));
+  auto gate_up = torch::linear(normed, compute(torch::cat({layer.gate_proj, layer.up_proj})));
+  return torch::linear(kernels::swiglu(gate_up), compute(layer.down_proj));
 }
 
 torch::Tensor LlamaModel::decode(const torch::Tensor& tokens, KVCache* cache) const {
@@ -144,20 +126,16 @@ torch::Tensor LlamaModel::decode(const torch::Tensor& tokens, KVCache* cache) co
   check_tokens(tokens, start);
   auto x = torch::embedding(embed_tokens_, tokens);
   // The residual stream x stays fp32 (each block's output is added to it in fp32), so RMSNorm
-  // statistics are fp32 too; only matrix products run in the compute dtype.
-  // Query at position start+i may attend to keys 0 .. start+i: an additive (T, start+T) mask,
-  // -inf on the keys it must not see.
-  const int64_t T = tokens.size(1);
-  auto future = torch::full({T, start + T}, -std::numeric_limits<float>::infinity(), compute_dtype_).triu(start + 1);
+  // statistics are fp32 too; the norms hand the matrix products their input in the compute dtype.
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& layer = layers_[i];
     torch::Tensor* keys = cache != nullptr ? &cache->keys[i] : nullptr;
     torch::Tensor* values = cache != nullptr ? &cache->values[i] : nullptr;
-    x = x + attention(layer, rms_norm(x, layer.input_norm), start, future, keys, values);
-    x = x + mlp(layer, rms_norm(x, layer.post_norm));
+    x = x + attention(layer, norm(x, layer.input_norm), start, keys, values);
+    x = x + mlp(layer, norm(x, layer.post_norm));
   }
   if (cache != nullptr) cache->length += tokens.size(1);
-  return torch::linear(compute(rms_norm(x, final_norm_)), compute(lm_head_)).to(torch::kFloat32);
+  return torch::linear(norm(x, final_norm_), compute(lm_head_)).to(torch::kFloat32);
 }
 
 torch::Tensor LlamaModel::forward(const torch::Tensor& tokens) const { return decode(tokens, nullptr); }

@@ -69,14 +69,14 @@ class LlamaModel {
   torch::Tensor compute(const torch::Tensor& x) const { return x.to(compute_dtype_); }
   torch::Tensor add_parameter(const std::string& name, std::vector<int64_t> shape);
   void check_tokens(const torch::Tensor& tokens, int64_t start_position) const;
-  torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight) const;
-  torch::Tensor apply_rotary(const torch::Tensor& x, int64_t start_position) const;
-  // x (B, T, C) at positions start.. -> attention output (B, T, C); `future` (T, start + T) is
-  // -inf where a query must not see a key and 0 elsewhere. With a cache, keys and values of earlier positions
-  // come from it and the new ones are appended.
-  torch::Tensor attention(const Layer& layer, const torch::Tensor& x, int64_t start_position,
-                          const torch::Tensor& future, torch::Tensor* cached_keys, torch::Tensor* cached_values) const;
-  torch::Tensor mlp(const Layer& layer, const torch::Tensor& x) const;
+  // RMSNorm of the fp32 residual stream, output in the compute dtype.
+  torch::Tensor norm(const torch::Tensor& x, const torch::Tensor& weight) const;
+  // normed (B, T, C) at positions start.. -> attention output (B, T, C), each query seeing the keys
+  // at or before its position. With a cache, keys and values of earlier positions come from it
+  // and the new ones are appended.
+  torch::Tensor attention(const Layer& layer, const torch::Tensor& normed, int64_t start_position,
+                          torch::Tensor* cached_keys, torch::Tensor* cached_values) const;
+  torch::Tensor mlp(const Layer& layer, const torch::Tensor& normed) const;
   torch::Tensor decode(const torch::Tensor& tokens, KVCache* cache) const;
 
   ModelConfig config_;

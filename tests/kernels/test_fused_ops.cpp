@@ -170,6 +170,36 @@ TEST(FusedOps, ExpApproximationIsWithinTwoUlps) {
   EXPECT_TRUE(std::isfinite(exp_approx(1000.0f)));
 }
 
+TEST(FusedOps, AdamWUpdateMatchesTheOperatorByOperatorFormula) {
+  // Five steps of torch.optim.AdamW's arithmetic written with ATen operators in float64.
+  auto param = random({300, 7}, 50).to(torch::kFloat32);
+  auto m = torch::zeros_like(param), v = torch::zeros_like(param);
+  auto param64 = param.to(torch::kFloat64), m64 = m.to(torch::kFloat64), v64 = v.to(torch::kFloat64);
+  const double lr = 1e-2, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1;
+  for (int t = 1; t <= 5; ++t) {
+    auto grad = random({300, 7}, 60 + t).to(torch::kFloat32);
+    const double correction1 = 1 - std::pow(beta1, t), correction2 = 1 - std::pow(beta2, t);
+    AdamWCoefficients coefficients{static_cast<float>(lr),
+                                   static_cast<float>(beta1),
+                                   static_cast<float>(beta2),
+                                   static_cast<float>(eps),
+                                   static_cast<float>(weight_decay),
+                                   static_cast<float>(lr / correction1),
+                                   static_cast<float>(std::sqrt(correction2))};
+    adamw_update(param, grad, m, v, coefficients);
+    auto g64 = grad.to(torch::kFloat64);
+    param64.mul_(1 - lr * weight_decay);
+    m64.mul_(beta1).add_(g64, 1 - beta1);
+    v64.mul_(beta2).addcmul_(g64, g64, 1 - beta2);
+    param64.addcdiv_(m64, (v64.sqrt() / std::sqrt(correction2)).add_(eps), -lr / correction1);
+  }
+  EXPECT_LT(relative_error(param, param64), 1e-6);
+  EXPECT_LT(relative_error(m, m64), 1e-6);
+  EXPECT_LT(relative_error(v, v64), 1e-6);
+  auto transposed = torch::zeros({7, 300}).t();
+  EXPECT_THROW(adamw_update(transposed, torch::zeros({300, 7}), m, v, {}), Error);
+}
+
 TEST(FusedOps, RejectShapesTheyCannotHandle) {
   auto x = torch::zeros({2, 8});
   EXPECT_THROW(rms_norm(x, torch::ones({7}), 1e-5, torch::kFloat32), Error);

@@ -1,4 +1,4 @@
-// Fused operations of the Llama block, each one pass over memory forward and one backward,
+// Fused operations of the Llama block and its optimizer, each one pass over memory (forward and backward),
 // differentiable through LibTorch's autograd. They accept fp32 or bf16 activations and always
 // compute in fp32, rounding only their outputs; the composite ATen expressions each replaces are
 // written next to it and are what tests/kernels checks them against.
@@ -30,5 +30,15 @@ std::array<torch::Tensor, 3> rotary_heads(const torch::Tensor& qkv, const torch:
 // (at position start + i) sees keys 0 .. start + i; the other probabilities are exactly 0 and
 // are never computed. S must be start + T.
 torch::Tensor causal_softmax(const torch::Tensor& scores, double scale, int64_t start);
+
+// The scalars of one AdamW step (see train/optimizer.h): weight_decay is 0 for tensors that are
+// not decayed; step_size = lr / (1 - beta1^t); bias_correction2_sqrt = sqrt(1 - beta2^t).
+struct AdamWCoefficients {
+  float lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt;
+};
+
+// One AdamW update of `param` and its moments in place, from `grad`; all float32, same size.
+void adamw_update(torch::Tensor& param, const torch::Tensor& grad, torch::Tensor& exp_avg, torch::Tensor& exp_avg_sq,
+                  const AdamWCoefficients& coefficients);
 
 }  // namespace strait::kernels

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "strait/kernels/fused_ops.h"
+
 namespace strait {
 
 AdamW::AdamW(std::vector<NamedParameter> parameters, AdamWOptions options)
@@ -13,9 +15,9 @@ AdamW::AdamW(std::vector<NamedParameter> parameters, AdamWOptions options)
 }
 
 void AdamW::zero_grad() {
-  for (auto& parameter : parameters_) {
-    if (parameter.tensor.grad().defined()) parameter.tensor.mutable_grad().zero_();
-  }
+  // Dropping the gradients (rather than zero-filling them) lets the next backward pass hand its
+  // gradient buffers over instead of adding them into zeros: two passes over every gradient saved.
+  for (auto& parameter : parameters_) parameter.tensor.mutable_grad().reset();
 }
 
 void AdamW::step(double lr) {
@@ -23,17 +25,19 @@ void AdamW::step(double lr) {
   ++step_count_;
   const double bias_correction1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_count_));
   const double bias_correction2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step_count_));
-  const double step_size = lr / bias_correction1;
-  const double bias_correction2_sqrt = std::sqrt(bias_correction2);
+  kernels::AdamWCoefficients coefficients{};
+  coefficients.lr = static_cast<float>(lr);
+  coefficients.beta1 = static_cast<float>(options_.beta1);
+  coefficients.beta2 = static_cast<float>(options_.beta2);
+  coefficients.eps = static_cast<float>(options_.eps);
+  coefficients.step_size = static_cast<float>(lr / bias_correction1);
+  coefficients.bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2));
   for (size_t i = 0; i < parameters_.size(); ++i) {
     auto& param = parameters_[i].tensor;
     const auto& grad = param.grad();
-    if (!grad.defined()) continue;
-    if (param.dim() >= 2 && options_.weight_decay != 0.0) param.mul_(1.0 - lr * options_.weight_decay);
-    exp_avg_[i].mul_(options_.beta1).add_(grad, 1.0 - options_.beta1);
-    exp_avg_sq_[i].mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
-    auto denom = (exp_avg_sq_[i].sqrt() / bias_correction2_sqrt).add_(options_.eps);
-    param.addcdiv_(exp_avg_[i], denom, -step_size);
+    if (!grad.defined()) continue;  // not used this step: left as it is, as torch.optim does
+    coefficients.weight_decay = param.dim() >= 2 ? static_cast<float>(options_.weight_decay) : 0.0f;
+    kernels::adamw_update(param, grad, exp_avg_[i], exp_avg_sq_[i], coefficients);
   }
 }
 

@@ -26,6 +26,7 @@ class AdamW {
 
   // One update with the gradients currently in the parameters' .grad().
   void step(double lr);
+  // Drops every gradient (set to none, as torch.optim does by default).
   void zero_grad();
 
   int64_t step_count() const { return step_count_; }

@@ -482,7 +482,7 @@ def markdown(report):
                 f"| {s['batch_size']} × {s['seq_len']} | {r['threads']} | {name} "
                 f"| {e['tokens_per_s_median']:,.0f} | {mfu} | {ratio} | {spread} |")
     note = ("MFU = model FLOPs/s (6·(L·(4C²+3CF) + V·C) + 12·L·T·C per token) ÷ strait's "
-            "measured 1024² matmul rate at the same thread count for the side's dtype (fp32; "
+            "best 1024² matmul rate (over ~0.2 s at start-up) at the same thread count for the side's dtype (fp32; "
             "bf16 for bf16-mixed and bf16-autocast). strait sides use their own run's rate.")
     if len(s["sides"]) > s["strait_sides"]:
         if s["strait_sides"] == 0:

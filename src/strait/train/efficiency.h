@@ -26,7 +26,8 @@ struct MatmulRates {
   nlohmann::json to_json() const { return {{"fp32", fp32_gflops}, {"bf16", bf16_gflops}}; }
 };
 
-// Times square matrix products (n = 1024) with the current thread setting, ~0.1 s per dtype.
+// The best rate of square matrix products (n = 1024) with the current thread setting, over
+// ~0.2 s per dtype.
 MatmulRates measure_matmul_rates();
 
 // Training FLOPs per token (forward + backward = 3 x forward):

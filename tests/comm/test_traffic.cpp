@@ -62,6 +62,15 @@ Expected broadcast_from_3(int rank) {
 // One chunk of kBytes to each of the other three ranks: one on this node, two on the other.
 Expected alltoall() { return {kBytes, kBytes, 2 * kBytes, 2 * kBytes}; }
 
+// Rank r gathers (r + 1) * kElements bytes: ring all-gathers of the 8-byte counts, then of the
+// inputs padded to the largest, 4 * kElements = kBytes.
+Expected allgather_bytes(int rank) {
+  Expected expected;
+  expected.send(rank, wrap(rank + 1), 3 * (8 + kBytes));
+  expected.receive(rank, wrap(rank - 1), 3 * (8 + kBytes));
+  return expected;
+}
+
 TEST(Traffic, LedgerBooksTheBytesOfEachAlgorithmPerLinkClass) {
   const auto outcomes = run_job({kWorld, kLocal, "traffic", {"elements=" + std::to_string(kElements)}});
   ASSERT_TRUE(all_succeeded(outcomes));
@@ -78,6 +87,7 @@ TEST(Traffic, LedgerBooksTheBytesOfEachAlgorithmPerLinkClass) {
     expect_ledger(result["allgather"]["ledger"], ring_allgather(rank), "allgather");
     expect_ledger(result["alltoall"]["ledger"], alltoall(), "alltoall");
     expect_ledger(result["reduce_scatter"]["ledger"], alltoall(), "reduce_scatter");
+    expect_ledger(result["allgather_bytes"]["ledger"], allgather_bytes(rank), "allgather_bytes");
     const json& phases = result["hierarchical"]["ledger"]["operations"];
     expect_ledger(phases["hierarchical_allreduce/reduce_scatter"], {slice, slice, 0, 0}, "phase 1");
     expect_ledger(phases["hierarchical_allreduce/allreduce"], {0, 0, slice, slice}, "phase 2");

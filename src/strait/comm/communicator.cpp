@@ -1,5 +1,7 @@
 #include "strait/comm/communicator.h"
 
+#include <algorithm>
+#include <map>
 #include <numeric>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -70,6 +72,21 @@ Fields size_fields(const Topology& topology) {
           {"local_world_size", std::to_string(topology.local_world_size)}};
 }
 
+// `ranks`, sorted, once checked: each a rank of the job, none twice, this rank among them.
+std::vector<int> checked_members(const std::string& context, std::vector<int> ranks, const Topology& topology) {
+  std::sort(ranks.begin(), ranks.end());
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    const std::string rank = "global rank " + std::to_string(ranks[i]);
+    require(ranks[i] >= 0 && ranks[i] < topology.world_size, context,
+            rank + " is out of range (expected 0 to " + std::to_string(topology.world_size - 1) + ")");
+    require(i == 0 || ranks[i] != ranks[i - 1], context, rank + " appears more than once");
+  }
+  require(std::binary_search(ranks.begin(), ranks.end(), topology.rank), context,
+          "this rank (global rank " + std::to_string(topology.rank) + ") is not among the members (" +
+              (ranks.empty() ? "none" : "global ranks " + join_ranks(ranks)) + "): only members call make_group");
+  return ranks;
+}
+
 }  // namespace
 
 struct Communicator::State {
@@ -79,13 +96,20 @@ struct Communicator::State {
   CommOptions options;
   Ledger ledger;
   c10::intrusive_ptr<c10d::Store> store;  // declared before the groups, so it outlives them
+  std::shared_ptr<gloo::transport::Device> device;
   std::unique_ptr<Group> world;
   std::unique_ptr<Group> intra_node;
   std::unique_ptr<Group> cross_node;
+  // Private to hierarchical_all_reduce_sum. Its tasks run on tiered_intra's lane and use
+  // tiered_cross too, so tiered_intra is declared after it: destroyed, its lane drained, first.
+  std::unique_ptr<Group> tiered_cross;
+  std::unique_ptr<Group> tiered_intra;
+  std::vector<std::unique_ptr<Group>> made;
+  std::map<std::vector<int>, int> groups_made_of;  // rank set -> how many groups of it were made
   int consistency_checks = 0;
+  int waits = 0;  // wait_for_every_rank calls so far: each gets its own key space
 
-  std::unique_ptr<Group> connect(const std::string& name, const std::string& prefix, std::vector<int> members,
-                                 const std::shared_ptr<gloo::transport::Device>& device) {
+  std::unique_ptr<Group> connect(const std::string& name, const std::string& prefix, std::vector<int> members) {
     auto group_store = c10::make_intrusive<c10d::PrefixStore>("strait/group/" + prefix, store);
     return Group::connect(name, std::move(members), options.topology.rank, group_store, device, options.timeout,
                           ledger);
@@ -97,16 +121,18 @@ std::unique_ptr<Communicator> Communicator::create(const CommOptions& options) {
   const Topology& topology = options.topology;
   auto state = std::make_unique<State>(options);
   agree_through_store(state->store, handshake_options(options, "rendezvous", "rendezvous"), size_fields(topology));
-  const auto device = make_device(options);
-  const std::string node = std::to_string(topology.node_rank);
-  const std::string local = std::to_string(topology.local_rank);
+  state->device = make_device(options);
+  const std::string intra = "intra_node[node " + std::to_string(topology.node_rank) + "]";
+  const std::string cross = "cross_node[local rank " + std::to_string(topology.local_rank) + "]";
+  const std::vector<int> node_ranks = topology.ranks_of_node(topology.node_rank);
+  const std::vector<int> peer_ranks = topology.ranks_with_local_rank(topology.local_rank);
   std::vector<int> everyone(topology.world_size);
   std::iota(everyone.begin(), everyone.end(), 0);
-  state->world = state->connect("world", "world", everyone, device);
-  state->intra_node = state->connect("intra_node[node " + node + "]", "intra_node/" + node,
-                                     topology.ranks_of_node(topology.node_rank), device);
-  state->cross_node = state->connect("cross_node[local rank " + local + "]", "cross_node/" + local,
-                                     topology.ranks_with_local_rank(topology.local_rank), device);
+  state->world = state->connect("world", "world", everyone);
+  state->intra_node = state->connect(intra, "intra_node/" + std::to_string(topology.node_rank), node_ranks);
+  state->cross_node = state->connect(cross, "cross_node/" + std::to_string(topology.local_rank), peer_ranks);
+  state->tiered_intra = state->connect(kHierarchical + "." + intra, kHierarchical + "/" + intra, node_ranks);
+  state->tiered_cross = state->connect(kHierarchical + "." + cross, kHierarchical + "/" + cross, peer_ranks);
   // Rank 0 serves the store that the groups connect through: nobody may go on (and perhaps
   // finish and exit) until every rank has connected all its groups.
   state->world->barrier().wait();
@@ -130,26 +156,47 @@ void Communicator::check_consistency(const std::string& config_hash) {
   agree_through_store(state_->store, handshake_options(state_->options, "check_consistency", key_space), fields);
 }
 
-void Communicator::hierarchical_all_reduce_sum(const torch::Tensor& tensor) {
+void Communicator::wait_for_every_rank(const std::string& what, std::chrono::milliseconds timeout) {
+  const std::string key_space = "wait_for_every_rank/" + std::to_string(state_->waits++);
+  HandshakeOptions options = handshake_options(state_->options, what, key_space);
+  options.timeout = timeout;
+  agree_through_store(state_->store, options, {});
+}
+
+Group& Communicator::make_group(std::vector<int> global_ranks, std::string name) {
+  std::vector<int> members = checked_members("make_group '" + name + "'", std::move(global_ranks), topology());
+  const int earlier = state_->groups_made_of[members]++;
+  const std::string prefix = "made/" + join_ranks(members) + "/" + std::to_string(earlier);
+  state_->made.push_back(state_->connect(name, prefix, std::move(members)));
+  return *state_->made.back();
+}
+
+Work Communicator::hierarchical_all_reduce_sum(const torch::Tensor& tensor) {
   require_summable("hierarchical_all_reduce_sum", "tensor", tensor);
+  Group& intra = *state_->tiered_intra;
+  Group& cross = *state_->tiered_cross;
   const int k = topology().local_world_size;
-  if (topology().num_nodes == 1 || k == 1) {
-    world().all_reduce_sum(tensor, kHierarchical).wait();
-    return;
-  }
+  // With one node, or one rank a node, one of the two spans every rank, in world()'s order.
+  if (topology().num_nodes == 1 || k == 1) return (k == 1 ? cross : intra).all_reduce_sum(tensor, kHierarchical);
   // bfloat16 is summed in float32 throughout, so it is rounded once, at the end.
-  const torch::Tensor values = tensor.scalar_type() == torch::kBFloat16 ? tensor.to(torch::kFloat) : tensor;
-  const int64_t count = values.numel();
+  const auto options =
+      tensor.options().dtype(tensor.scalar_type() == torch::kBFloat16 ? torch::kFloat : tensor.scalar_type());
+  const int64_t count = tensor.numel();
   const int64_t slice_count = (count + k - 1) / k;
-  torch::Tensor padded = torch::zeros({slice_count * k}, values.options());
-  padded.narrow(0, 0, count).copy_(values.reshape({-1}));
-  torch::Tensor slice = torch::empty({slice_count}, values.options());
-  intra_node().reduce_scatter_sum(padded, slice, kHierarchical + "/reduce_scatter").wait();
-  cross_node().all_reduce_sum(slice, kHierarchical + "/allreduce").wait();
+  torch::Tensor padded = torch::zeros({slice_count * k}, options);
+  torch::Tensor slice = torch::empty({slice_count}, options);
   std::vector<torch::Tensor> slices;
   for (int i = 0; i < k; ++i) slices.push_back(torch::empty_like(slice));
-  intra_node().all_gather(slice, slices, kHierarchical + "/allgather").wait();
-  tensor.view({-1}).copy_(torch::cat(slices).narrow(0, 0, count));
+  Group::Step reduce_scatter = intra.prepare_reduce_scatter_sum(padded, slice, kHierarchical + "/reduce_scatter");
+  Group::Step all_reduce = cross.prepare_all_reduce_sum(slice, kHierarchical + "/allreduce");
+  Group::Step all_gather = intra.prepare_all_gather(slice, slices, kHierarchical + "/allgather");
+  return intra.submit([=] {
+    padded.narrow(0, 0, count).copy_(tensor.reshape({-1}));
+    reduce_scatter();
+    all_reduce();
+    all_gather();
+    tensor.view({-1}).copy_(torch::cat(slices).narrow(0, 0, count));
+  });
 }
 
 }  // namespace strait::comm

@@ -7,13 +7,23 @@
 //   auto comm = Communicator::create(options);      // blocks until every rank has arrived
 //   comm->check_consistency(config_hash);           // every rank runs the same configuration
 //   comm->world().all_reduce_sum(gradients).wait();
-//   comm->hierarchical_all_reduce_sum(gradients);   // fewer bytes across nodes
+//   Work work = comm->hierarchical_all_reduce_sum(gradients);   // fewer bytes across nodes
+//   ...
+//   work.wait();
 //
 // Groups: world() (every rank); intra_node() (the ranks of this rank's node); cross_node() (the
-// ranks with this rank's local rank, one per node, ordered by node). Each is its own
-// ProcessGroupGloo on its own store prefix; a rank builds only the groups it belongs to, in the
-// order world, intra-node, cross-node on every rank, so no rank waits on a group that another
-// builds later.
+// ranks with this rank's local rank, one per node, ordered by node); groups made on demand
+// (make_group). Each is its own ProcessGroupGloo on its own store prefix, with its own lane
+// (group.h): collectives on different groups never wait on each other's order, so two threads
+// that communicate at once use two groups. create() builds, on every rank in this order, world,
+// intra-node, cross-node and two groups private to hierarchical_all_reduce_sum (the same
+// intra-node and cross-node members); a rank builds only the groups it belongs to, so no rank
+// waits on a group that another builds later.
+//
+// Threads: issue each group's collectives, and the hierarchical all-reduces, from one thread in
+// program order (group.h); different groups, and the hierarchical all-reduce, may be used from
+// different threads at once. check_consistency and make_group rendezvous through the store in
+// an order every rank must share: call them from one thread.
 #pragma once
 
 #include <torch/types.h>
@@ -21,6 +31,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "strait/comm/group.h"
 #include "strait/comm/ledger.h"
@@ -61,19 +72,39 @@ class Communicator {
   Ledger& ledger();
   const Topology& topology() const;
 
+  // Builds a group of `global_ranks` (group rank i = the i-th smallest), named `name` in
+  // messages, and returns once every member has called it; the communicator owns it, and the
+  // reference stays valid as long as the communicator. Only members call it, and every member
+  // makes the groups of one rank set in the same order: the n-th call for a rank set on one
+  // rank joins the n-th on the others, so two calls give two distinct groups. Throws
+  // strait::Error, before any rendezvous, if a rank is out of range or repeated or this rank is
+  // not a member; as create() does if the members do not all arrive within the timeout.
+  Group& make_group(std::vector<int> global_ranks, std::string name);
+
   // Every rank must call it. Compares world_size, local_world_size and `config_hash` across
   // ranks; on any difference throws strait::Error on every rank, naming the ranks that differ
   // and both values (e.g. "check_consistency: ranks disagree: rank 1 has config_hash=ab12 where
   // rank 0 has config_hash=cd34").
   void check_consistency(const std::string& config_hash);
 
-  // Sums `tensor` (in place) over all ranks in three phases, blocking until done:
+  // Every rank must call it with the same `what`. Returns once every rank has; waits up to
+  // `timeout` (chosen by the caller, e.g. far longer than a collective's for a checkpoint write)
+  // through the store, not a Gloo barrier bound by the groups' timeout. Throws strait::Error on
+  // every rank that arrived, naming `what` and the ranks that did not arrive in time.
+  void wait_for_every_rank(const std::string& what, std::chrono::milliseconds timeout);
+
+  // Sums `tensor` (in place) over all ranks in three phases run as one Work; returns at once,
+  // like a collective (the tensor must stay alive and untouched until wait() returns):
   //   1. reduce_scatter_sum inside the node (the tensor zero-padded to P = ceil(M / k) * k
   //      elements, k = local_world_size): this rank gets the node's sum of its slice of P / k;
-  //   2. all_reduce_sum of that slice over cross_node();
+  //   2. all_reduce_sum of that slice over cross_node()'s ranks;
   //   3. all_gather of the slices inside the node.
-  // With one node, or one rank per node, it is a plain all_reduce_sum over world(), booked in
-  // the ledger as "hierarchical_allreduce".
+  // With one node, or one rank per node, it is a plain all_reduce_sum over every rank (world()'s
+  // algorithm and result), booked in the ledger as "hierarchical_allreduce".
+  // The phases run on two groups that nothing else uses, so hierarchical all-reduces issued
+  // from one thread never interleave with collectives that other threads issue on world(),
+  // intra_node() or cross_node(); issue the hierarchical all-reduces themselves from one thread,
+  // in program order, like any group's collectives.
   // Bytes, with N nodes, e bytes per element (4 for bfloat16, reduced in float32) and slice
   // S = e * P / k bytes, each way, for one rank:
   //   intra-node: (k - 1) * S in phase 1 + (k - 1) * S in phase 3
@@ -88,8 +119,8 @@ class Communicator {
   // differ by up to (W - 1) * eps * (sum over ranks of |x|), eps being that of the dtype summed
   // in (float32 for bfloat16, plus one final rounding to bfloat16 on either path); results are
   // identical when every partial sum is exact (e.g. integer values below 2^24 in float32).
-  // Throws strait::Error as the collectives do.
-  void hierarchical_all_reduce_sum(const torch::Tensor& tensor);
+  // Throws strait::Error as the collectives do: a bad tensor at once, a failure from wait().
+  Work hierarchical_all_reduce_sum(const torch::Tensor& tensor);
 
  private:
   struct State;

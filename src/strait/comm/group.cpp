@@ -1,12 +1,13 @@
 #include "strait/comm/group.h"
 
 #include <algorithm>
-#include <functional>
+#include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include "strait/comm/gloo_algorithms.h"
+#include "strait/comm/lane.h"
 #include "strait/comm/tensor_checks.h"
 #include "strait/core/error.h"
 
@@ -19,40 +20,69 @@ torch::Tensor as_bytes(const torch::Tensor& tensor) { return tensor.reshape({-1}
 
 uint64_t byte_count(const torch::Tensor& tensor) { return static_cast<uint64_t>(tensor.nbytes()); }
 
+// One collective as the lane runs it.
+struct Call {
+  std::string context;  // which collective, group and rank; prefixes any failure
+  std::string peers;    // who this rank exchanges data with; ends any failure
+  std::function<c10::intrusive_ptr<c10d::Work>(c10d::ProcessGroupGloo&)> start;
+  std::function<void()> finish;  // local work once the transfer is done (e.g. a sum); may be empty
+};
+
+// Each rank's part of a padded all-gather, cut back to the count that rank announced.
+std::vector<std::vector<uint8_t>> trimmed(const std::vector<torch::Tensor>& parts, const std::vector<int64_t>& counts) {
+  std::vector<std::vector<uint8_t>> result;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const uint8_t* data = parts[i].data_ptr<uint8_t>();
+    result.emplace_back(data, data + counts[i]);
+  }
+  return result;
+}
+
 }  // namespace
 
 struct Work::Pending {
-  c10::intrusive_ptr<c10d::Work> work;
-  std::string context;  // which collective, group and rank; prefixes any failure
-  std::string peers;    // who this rank exchanges data with; ends any failure
-  std::function<void()> on_success;
   std::mutex mutex;
-  bool done = false;
+  std::condition_variable finished_changed;
+  bool finished = false;
   std::optional<std::string> error;
+
+  void finish(std::optional<std::string> failure) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      error = std::move(failure);
+      finished = true;
+    }
+    finished_changed.notify_all();
+  }
 };
 
 void Work::wait() {
   if (!pending_) return;
   Pending& pending = *pending_;
-  std::lock_guard<std::mutex> lock(pending.mutex);
+  std::unique_lock<std::mutex> lock(pending.mutex);
+  pending.finished_changed.wait(lock, [&] { return pending.finished; });
   if (pending.error) throw Error(*pending.error);
-  if (pending.done) return;
-  try {
-    pending.work->wait();
-    if (pending.on_success) pending.on_success();
-  } catch (const std::exception& failure) {
-    pending.error = pending.context + " failed: " + failure.what() + pending.peers;
-    throw Error(*pending.error);
-  }
-  pending.done = true;
+}
+
+bool Work::is_completed() const {
+  if (!pending_) return true;
+  std::lock_guard<std::mutex> lock(pending_->mutex);
+  return pending_->finished;
 }
 
 struct Group::Impl {
-  std::string name;
-  std::vector<int> members;
-  int rank;
+  Impl(std::string name, std::vector<int> members, int rank, Ledger& ledger,
+       c10::intrusive_ptr<c10d::ProcessGroupGloo> backend)
+      : name(std::move(name)), members(std::move(members)), rank(rank), ledger(ledger), backend(std::move(backend)) {}
+
+  const std::string name;
+  const std::vector<int> members;
+  const int rank;
   Ledger& ledger;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> backend;
+  const c10::intrusive_ptr<c10d::ProcessGroupGloo> backend;
+  std::mutex failure_mutex;
+  std::optional<std::string> first_failure;  // on the wire; the members are out of step from then on
+  Lane lane;  // declared last, so it is destroyed first: the tasks it drains use the members above
 
   int size() const { return static_cast<int>(members.size()); }
 
@@ -61,52 +91,92 @@ struct Group::Impl {
            std::to_string(rank) + " of " + std::to_string(size()) + ")";
   }
 
-  // Starts a validated collective and books its traffic. `plan` names peers by group rank.
-  Work issue(const std::string& context, const std::string& label, std::vector<PeerTraffic> plan,
-             const std::function<c10::intrusive_ptr<c10d::Work>()>& start, std::function<void()> on_success) {
+  // Books a validated collective's traffic and returns the step that runs it. `plan` names
+  // peers by group rank.
+  Step prepare(std::string context, const std::string& label, std::vector<PeerTraffic> plan,
+               std::function<c10::intrusive_ptr<c10d::Work>(c10d::ProcessGroupGloo&)> start,
+               std::function<void()> finish) {
     std::vector<int> peers;
     for (PeerTraffic& transfer : plan) {
       transfer.peer = members[transfer.peer];
       peers.push_back(transfer.peer);
     }
     // Gloo connects every pair of members, so a lost connection may be to any of them.
-    const std::string peer_text =
+    std::string peer_text =
         " (" + (peers.empty() ? "" : "this rank's peers in this collective: global ranks " + join_ranks(peers) + "; ") +
         "group members: global ranks " + join_ranks(members) + ")";
-    auto pending = std::make_shared<Work::Pending>();
-    pending->context = context;
-    pending->peers = peer_text;
-    pending->on_success = std::move(on_success);
-    try {
-      pending->work = start();
-    } catch (const std::exception& failure) {
-      throw Error(context + " could not start: " + failure.what() + peer_text);
-    }
     ledger.record(label, plan);
+    Call call{std::move(context), std::move(peer_text), std::move(start), std::move(finish)};
+    return [this, call = std::move(call)] { run(call); };
+  }
+
+  void run(const Call& call) {
+    {
+      std::lock_guard<std::mutex> lock(failure_mutex);
+      if (first_failure) {
+        throw Error(call.context + " was not run: an earlier collective on this group failed: " + *first_failure);
+      }
+    }
+    c10::intrusive_ptr<c10d::Work> work;
+    try {
+      work = call.start(*backend);
+    } catch (const std::exception& failure) {
+      throw out_of_step(call.context + " could not start: " + failure.what() + call.peers);
+    }
+    try {
+      work->wait();
+    } catch (const std::exception& failure) {
+      throw out_of_step(call.context + " failed: " + failure.what() + call.peers);
+    }
+    if (call.finish) call.finish();
+  }
+
+  // Remembers the first failure on the wire, after which the ranks may disagree on which
+  // collective comes next.
+  Error out_of_step(const std::string& message) {
+    std::lock_guard<std::mutex> lock(failure_mutex);
+    if (!first_failure) first_failure = message;
+    return Error(message);
+  }
+
+  Work submit(std::function<void()> task) {
+    auto pending = std::make_shared<Work::Pending>();
+    lane.post([pending, task = std::move(task)] {
+      // Collectives are not differentiable, and the caller's grad mode, being thread-local,
+      // does not follow the task here: without this guard in-place updates of tensors that
+      // require grad would fail on the lane even where the caller disabled autograd.
+      torch::NoGradGuard no_grad;
+      try {
+        task();
+        pending->finish(std::nullopt);
+      } catch (const std::exception& failure) {
+        pending->finish(failure.what());
+      }
+    });
     return Work(std::move(pending));
   }
 
-  Work allgather(const std::string& context, const std::string& label, const torch::Tensor& input,
-                 std::vector<torch::Tensor> outputs, std::function<void()> on_success) {
+  Step allgather(std::string context, const std::string& label, const torch::Tensor& input,
+                 std::vector<torch::Tensor> outputs, std::function<void()> finish) {
     auto plan = gloo_algorithms::ring_allgather(rank, size(), byte_count(input));
-    auto start = [&] {
-      std::vector<std::vector<torch::Tensor>> output_lists{std::move(outputs)};
-      std::vector<torch::Tensor> inputs{as_bytes(input)};
-      return backend->allgather(output_lists, inputs);
+    for (torch::Tensor& output : outputs) output = as_bytes(output);
+    auto start = [input = as_bytes(input), outputs = std::move(outputs)](c10d::ProcessGroupGloo& backend) {
+      std::vector<std::vector<torch::Tensor>> output_lists{outputs};
+      std::vector<torch::Tensor> inputs{input};
+      return backend.allgather(output_lists, inputs);
     };
-    return issue(context, label, std::move(plan), start, std::move(on_success));
+    return prepare(std::move(context), label, std::move(plan), start, std::move(finish));
   }
 
-  Work alltoall(const std::string& context, const std::string& label, const torch::Tensor& input,
-                const torch::Tensor& output, std::function<void()> on_success) {
+  Step alltoall(std::string context, const std::string& label, const torch::Tensor& input, const torch::Tensor& output,
+                std::function<void()> finish) {
     auto plan = gloo_algorithms::direct_alltoall(rank, size(), byte_count(input) / size());
-    auto start = [&] {
-      torch::Tensor input_bytes = as_bytes(input);
-      torch::Tensor output_bytes = as_bytes(output);
+    auto start = [input = as_bytes(input), output = as_bytes(output)](c10d::ProcessGroupGloo& backend) {
+      torch::Tensor output_bytes = output, input_bytes = input;  // Gloo takes non-const references
       std::vector<int64_t> equal_splits;
-      return backend->alltoall_base(output_bytes, input_bytes, equal_splits, equal_splits);
+      return backend.alltoall_base(output_bytes, input_bytes, equal_splits, equal_splits);
     };
-    return issue(context, label, std::move(plan), start, std::move(on_success));
+    return prepare(std::move(context), label, std::move(plan), start, std::move(finish));
   }
 };
 
@@ -128,6 +198,7 @@ std::unique_ptr<Group> Group::connect(std::string name, std::vector<int> members
   const int rank = static_cast<int>(position - members.begin());
   auto options = c10d::ProcessGroupGloo::Options::create(timeout);
   options->devices.push_back(device);
+  options->threads = 1;  // the lane runs one collective at a time
   c10::intrusive_ptr<c10d::ProcessGroupGloo> backend;
   try {
     backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, static_cast<int>(members.size()), options);
@@ -136,101 +207,124 @@ std::unique_ptr<Group> Group::connect(std::string name, std::vector<int> members
                 std::to_string(global_rank) + ": " + failure.what());
   }
   return std::unique_ptr<Group>(
-      new Group(std::unique_ptr<Impl>(new Impl{std::move(name), std::move(members), rank, ledger, backend})));
+      new Group(std::make_unique<Impl>(std::move(name), std::move(members), rank, ledger, std::move(backend))));
+}
+
+Work Group::submit(std::function<void()> task) { return impl_->submit(std::move(task)); }
+
+Group::Step Group::prepare_all_reduce_sum(const torch::Tensor& tensor, const std::string& label) {
+  std::string context = impl_->describe("all_reduce_sum");
+  require_summable(context, "tensor", tensor);
+  // The float32 copy of a bfloat16 tensor is taken when the collective starts, not now: in a
+  // chain of steps an earlier step may still be writing the tensor.
+  const bool via_float = tensor.scalar_type() == torch::kBFloat16;
+  torch::Tensor wire = via_float ? torch::empty_like(tensor, torch::kFloat) : tensor;
+  auto plan = gloo_algorithms::ring_allreduce(rank(), size(), byte_count(wire), wire.element_size());
+  auto start = [tensor, wire, via_float](c10d::ProcessGroupGloo& backend) {
+    if (via_float) wire.copy_(tensor);
+    std::vector<torch::Tensor> tensors{wire};
+    return backend.allreduce(tensors);
+  };
+  std::function<void()> finish;
+  if (via_float) finish = [tensor, wire] { tensor.copy_(wire); };
+  return impl_->prepare(std::move(context), label, std::move(plan), start, std::move(finish));
 }
 
 Work Group::all_reduce_sum(const torch::Tensor& tensor, const std::string& label) {
-  const std::string context = impl_->describe("all_reduce_sum");
-  require_summable(context, "tensor", tensor);
-  const bool via_float = tensor.scalar_type() == torch::kBFloat16;
-  torch::Tensor wire = via_float ? tensor.to(torch::kFloat) : tensor;
-  std::function<void()> on_success;
-  if (via_float) on_success = [tensor, wire] { tensor.copy_(wire); };
-  auto plan = gloo_algorithms::ring_allreduce(rank(), size(), byte_count(wire), wire.element_size());
-  auto start = [&] {
-    std::vector<torch::Tensor> tensors{wire};
-    return impl_->backend->allreduce(tensors);
-  };
-  return impl_->issue(context, label, std::move(plan), start, std::move(on_success));
+  return submit(prepare_all_reduce_sum(tensor, label));
 }
 
 Work Group::broadcast(const torch::Tensor& tensor, int root, const std::string& label) {
-  const std::string context = impl_->describe("broadcast");
+  std::string context = impl_->describe("broadcast");
   require_wire_tensor(context, "tensor", tensor);
   require(root >= 0 && root < size(), context,
           "root is " + std::to_string(root) + " (expected a group rank in [0, " + std::to_string(size()) + "))");
   auto plan = gloo_algorithms::binomial_broadcast(rank(), size(), root, byte_count(tensor));
-  auto start = [&] {
-    std::vector<torch::Tensor> tensors{as_bytes(tensor)};
+  auto start = [bytes = as_bytes(tensor), root](c10d::ProcessGroupGloo& backend) {
+    std::vector<torch::Tensor> tensors{bytes};
     c10d::BroadcastOptions options;
     options.rootRank = root;
-    return impl_->backend->broadcast(tensors, options);
+    return backend.broadcast(tensors, options);
   };
-  return impl_->issue(context, label, std::move(plan), start, nullptr);
+  return submit(impl_->prepare(std::move(context), label, std::move(plan), start, nullptr));
 }
 
-Work Group::all_gather(const torch::Tensor& input, std::vector<torch::Tensor>& outputs, const std::string& label) {
-  const std::string context = impl_->describe("all_gather");
+Group::Step Group::prepare_all_gather(const torch::Tensor& input, const std::vector<torch::Tensor>& outputs,
+                                      const std::string& label) {
+  std::string context = impl_->describe("all_gather");
   require_wire_tensor(context, "input", input);
   require(outputs.size() == static_cast<size_t>(size()), context,
           "outputs holds " + std::to_string(outputs.size()) +
               " tensors (expected one per member: " + std::to_string(size()) + ")");
-  std::vector<torch::Tensor> output_bytes;
   for (size_t i = 0; i < outputs.size(); ++i) {
     require_like(context, "outputs[" + std::to_string(i) + "]", outputs[i], input, input.numel());
-    output_bytes.push_back(as_bytes(outputs[i]));
   }
-  return impl_->allgather(context, label, input, std::move(output_bytes), nullptr);
+  return impl_->allgather(std::move(context), label, input, outputs, nullptr);
+}
+
+Work Group::all_gather(const torch::Tensor& input, std::vector<torch::Tensor>& outputs, const std::string& label) {
+  return submit(prepare_all_gather(input, outputs, label));
 }
 
 Work Group::all_to_all(const torch::Tensor& input, const torch::Tensor& output, const std::string& label) {
-  const std::string context = impl_->describe("all_to_all");
+  std::string context = impl_->describe("all_to_all");
   require_wire_tensor(context, "input", input);
   require(input.numel() % size() == 0, context,
           "input has " + std::to_string(input.numel()) + " elements, not divisible by the group size " +
               std::to_string(size()));
   require_like(context, "output", output, input, input.numel());
-  return impl_->alltoall(context, label, input, output, nullptr);
+  return submit(impl_->alltoall(std::move(context), label, input, output, nullptr));
 }
 
-Work Group::reduce_scatter_sum(const torch::Tensor& input, const torch::Tensor& output, const std::string& label) {
-  const std::string context = impl_->describe("reduce_scatter_sum");
+Group::Step Group::prepare_reduce_scatter_sum(const torch::Tensor& input, const torch::Tensor& output,
+                                              const std::string& label) {
+  std::string context = impl_->describe("reduce_scatter_sum");
   require_summable(context, "input", input);
   require(input.numel() % size() == 0, context,
           "input has " + std::to_string(input.numel()) + " elements, not group size " + std::to_string(size()) +
               " x output's elements");
   require_like(context, "output", output, input, input.numel() / size());
   torch::Tensor gathered = torch::empty_like(input);
-  const int members = size();
-  auto on_success = [gathered, output, members] {
+  auto finish = [gathered, output, members = size()] {
     torch::Tensor sum = gathered.view({members, -1}).sum(0, false, accumulation_dtype(gathered.scalar_type()));
     output.view({-1}).copy_(sum);
   };
-  return impl_->alltoall(context, label, input, gathered, on_success);
+  return impl_->alltoall(std::move(context), label, input, gathered, finish);
+}
+
+Work Group::reduce_scatter_sum(const torch::Tensor& input, const torch::Tensor& output, const std::string& label) {
+  return submit(prepare_reduce_scatter_sum(input, output, label));
 }
 
 Work Group::all_gather_bytes(const std::vector<uint8_t>& input, std::vector<std::vector<uint8_t>>& outputs,
-                             const std::string& label) {
+                             const std::string& label, int64_t max_bytes) {
   const std::string context = impl_->describe("all_gather_bytes");
-  require(!input.empty(), context, "input has no bytes");
-  const auto count = static_cast<int64_t>(input.size());
-  // A copy: the caller's vector need not outlive the collective, only `outputs` must.
-  torch::Tensor input_tensor = torch::from_blob(const_cast<uint8_t*>(input.data()), {count}, torch::kByte).clone();
-  std::vector<torch::Tensor> parts;
-  for (int i = 0; i < size(); ++i) parts.push_back(torch::empty({count}, torch::kByte));
-  auto on_success = [parts, &outputs] {
-    outputs.clear();
-    for (const torch::Tensor& part : parts) {
-      const uint8_t* data = part.data_ptr<uint8_t>();
-      outputs.emplace_back(data, data + part.numel());
-    }
-  };
-  return impl_->allgather(context, label, input_tensor, parts, on_success);
+  require(max_bytes >= 0, context, "max_bytes is " + std::to_string(max_bytes) + " (expected >= 0)");
+  torch::Tensor count = torch::full({1}, static_cast<int64_t>(input.size()), torch::kInt64);
+  std::vector<torch::Tensor> counts;
+  for (int i = 0; i < size(); ++i) counts.push_back(torch::empty({1}, torch::kInt64));
+  Step exchange_counts = impl_->allgather(context, label + "/sizes", count, counts, nullptr);
+  Impl* impl = impl_.get();
+  return submit([impl, context, label, max_bytes, exchange_counts, counts, input, &outputs] {
+    exchange_counts();
+    std::vector<int64_t> announced;
+    for (const torch::Tensor& peer_count : counts) announced.push_back(peer_count.item<int64_t>());
+    require_peer_byte_counts(context, announced, impl->members, max_bytes);
+    const int64_t largest = *std::max_element(announced.begin(), announced.end());
+    torch::Tensor padded = torch::zeros({largest}, torch::kByte);
+    std::copy(input.begin(), input.end(), padded.data_ptr<uint8_t>());
+    std::vector<torch::Tensor> parts;
+    for (int i = 0; i < impl->size(); ++i) parts.push_back(torch::empty({largest}, torch::kByte));
+    // Booked even when every input is empty (a call that moves nothing), then skipped.
+    Step gather = impl->allgather(context, label, padded, parts, nullptr);
+    if (largest > 0) gather();
+    outputs = trimmed(parts, announced);
+  });
 }
 
 Work Group::barrier() {
-  return impl_->issue(
-      impl_->describe("barrier"), "barrier", {}, [&] { return impl_->backend->barrier(); }, nullptr);
+  auto start = [](c10d::ProcessGroupGloo& backend) { return backend.barrier(); };
+  return submit(impl_->prepare(impl_->describe("barrier"), "barrier", {}, start, nullptr));
 }
 
 }  // namespace strait::comm

@@ -2,13 +2,15 @@
 // tagged with the class of link it travels on.
 //
 // Figures are payload bytes as Gloo's algorithms move them (see gloo_algorithms.h), computed
-// when a collective is issued; transport headers and the rendezvous store are not counted.
+// when a collective is issued, on the issuing thread (all_gather_bytes' second phase: on the
+// group's lane, once the sizes are known); transport headers and the rendezvous store are not
+// counted.
 // Intended usage, per training step:
 //   LedgerSnapshot before = comm.ledger().snapshot();
 //   ... collectives ...
 //   LedgerSnapshot step = comm.ledger().snapshot() - before;
 //   metrics.write({{"step", s}, {"traffic", step.to_json()}});
-// Thread-safe: collectives may be issued from autograd hooks on other threads.
+// Thread-safe: collectives may be issued from several threads (autograd hooks, lanes).
 #pragma once
 
 #include <cstdint>

@@ -50,6 +50,15 @@ void require_like(const std::string& context, const std::string& role, const tor
           role + " has " + std::to_string(tensor.numel()) + " elements (expected " + std::to_string(count) + ")");
 }
 
+void require_peer_byte_counts(const std::string& context, const std::vector<int64_t>& counts,
+                              const std::vector<int>& members, int64_t max_bytes) {
+  for (size_t i = 0; i < counts.size(); ++i) {
+    require(counts[i] >= 0 && counts[i] <= max_bytes, context,
+            "global rank " + std::to_string(members[i]) + " (group rank " + std::to_string(i) + ") announced " +
+                std::to_string(counts[i]) + " bytes (expected 0 to max_bytes = " + std::to_string(max_bytes) + ")");
+  }
+}
+
 torch::ScalarType accumulation_dtype(torch::ScalarType dtype) {
   return dtype == torch::kHalf || dtype == torch::kBFloat16 ? torch::kFloat : dtype;
 }

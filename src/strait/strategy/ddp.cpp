@@ -115,8 +115,7 @@ void DdpStrategy::launch(Bucket& bucket) {
 
 comm::Work DdpStrategy::all_reduce(const torch::Tensor& buffer) {
   if (options_.hierarchical && comm_->topology().num_nodes > 1) {
-    comm_->hierarchical_all_reduce_sum(buffer);  // synchronous: three dependent phases
-    return comm::Work{};                         // a finished Work
+    return comm_->hierarchical_all_reduce_sum(buffer);  // three phases, one asynchronous Work
   }
   return comm_->world().all_reduce_sum(buffer, "allreduce_gradients");
 }

@@ -24,15 +24,9 @@
 
 #include "strait/comm/communicator.h"
 #include "strait/core/error.h"
+#include "worker.h"
 
-namespace {
-
-using strait::Error;
-using strait::comm::Communicator;
-using strait::comm::Group;
-using json = nlohmann::json;
-
-using Options = std::map<std::string, std::string>;
+namespace strait::comm_worker {
 
 std::string option(const Options& options, const std::string& key, const std::string& fallback) {
   auto found = options.find(key);
@@ -42,6 +36,24 @@ std::string option(const Options& options, const std::string& key, const std::st
 int64_t int_option(const Options& options, const std::string& key, int64_t fallback) {
   return std::stoll(option(options, key, std::to_string(fallback)));
 }
+
+json values(const torch::Tensor& tensor) {
+  torch::Tensor flat = tensor.to(torch::kDouble).reshape({-1});
+  return std::vector<double>(flat.data_ptr<double>(), flat.data_ptr<double>() + flat.numel());
+}
+
+json describe(comm::Group& group) {
+  return {{"rank", group.rank()}, {"size", group.size()}, {"members", group.members()}};
+}
+
+}  // namespace strait::comm_worker
+
+namespace {
+
+using namespace strait::comm_worker;
+using strait::Error;
+using strait::comm::Communicator;
+using strait::comm::Group;
 
 int env_int(const char* name) {
   const char* value = std::getenv(name);
@@ -58,13 +70,6 @@ std::unique_ptr<Communicator> connect() {
   options.timeout = std::chrono::milliseconds(env_int("STRAIT_COMM_TIMEOUT_MS"));
   return Communicator::create(options);
 }
-
-json values(const torch::Tensor& tensor) {
-  torch::Tensor flat = tensor.to(torch::kDouble).reshape({-1});
-  return std::vector<double>(flat.data_ptr<double>(), flat.data_ptr<double>() + flat.numel());
-}
-
-json describe(Group& group) { return {{"rank", group.rank()}, {"size", group.size()}, {"members", group.members()}}; }
 
 // ---- exact collectives: every value is an integer, so every result must match exactly.
 
@@ -159,7 +164,7 @@ json hierarchical(Communicator& comm, const Options& options) {
   torch::Tensor flat = input.clone();
   comm.world().all_reduce_sum(flat).wait();
   torch::Tensor tiered = input.clone();
-  comm.hierarchical_all_reduce_sum(tiered);
+  comm.hierarchical_all_reduce_sum(tiered).wait();
   return {{"flat", values(flat)}, {"hierarchical", values(tiered)}};
 }
 
@@ -207,7 +212,13 @@ json traffic(Communicator& comm, const Options& options) {
       {"alltoall", [&] { comm.world().all_to_all(torch::ones({n * count}), torch::empty({n * count})).wait(); }},
       {"reduce_scatter",
        [&] { comm.world().reduce_scatter_sum(torch::ones({n * count}), torch::empty({count})).wait(); }},
-      {"hierarchical", [&] { comm.hierarchical_all_reduce_sum(torch::ones({count})); }},
+      {"hierarchical", [&] { comm.hierarchical_all_reduce_sum(torch::ones({count})).wait(); }},
+      {"allgather_bytes",
+       [&] {
+         std::vector<uint8_t> input(count * (comm.topology().rank + 1), 7);  // a different count per rank
+         std::vector<std::vector<uint8_t>> outputs;
+         comm.world().all_gather_bytes(input, outputs).wait();
+       }},
   };
   json results;
   for (const auto& [name, run] : operations) {
@@ -302,16 +313,18 @@ json bad_arguments(Communicator& comm, const Options&) {
   return {{"rejected", rejected}, {"sum_after", values(tensor)}};
 }
 
-using Scenario = std::function<json(Communicator&, const Options&)>;
-
 const std::map<std::string, Scenario>& scenarios() {
-  static const std::map<std::string, Scenario> table = {{"collectives", collectives},
-                                                        {"hierarchical", hierarchical},
-                                                        {"traffic", traffic},
-                                                        {"steps", steps},
-                                                        {"rendezvous", rendezvous},
-                                                        {"consistency", consistency},
-                                                        {"bad_arguments", bad_arguments}};
+  static const std::map<std::string, Scenario> table = [] {
+    std::map<std::string, Scenario> all = {{"collectives", collectives},
+                                           {"hierarchical", hierarchical},
+                                           {"traffic", traffic},
+                                           {"steps", steps},
+                                           {"rendezvous", rendezvous},
+                                           {"consistency", consistency},
+                                           {"bad_arguments", bad_arguments}};
+    all.insert(async_scenarios().begin(), async_scenarios().end());
+    return all;
+  }();
   return table;
 }
 

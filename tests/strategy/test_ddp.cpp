@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "strait/core/metrics.h"
+#include "strait/train/checkpoint.h"
 #include "test_support.h"
 #include "train/fixtures.h"
 
@@ -152,6 +153,21 @@ TEST_F(Ddp, KilledRankMakesTheOtherExitWithACleanErrorAndResumeContinuesExactly)
                                train_args(interrupted, 2, 30) + " --resume");
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_EQ(losses_of(straight), losses_of(interrupted));
+}
+
+TEST_F(Ddp, ASlowCheckpointWriteDoesNotTripTheOtherRanksTimeout) {
+  // Rank 0 takes 6 s more than the 3 s comm timeout for every checkpoint (steps 5 and 6); rank 1
+  // waits for it through the store (checkpoint_timeout_s) instead of failing in its next
+  // collective.
+  const fs::path run = scratch_ / "slow-storage";
+  auto result = testing::run_command("STRAIT_TEST_SLOW_CHECKPOINT_MS=6000 '" STRAIT_BINARY
+                                     "' launch --nproc-per-node 2 --master-port " +
+                                     std::to_string(testing::free_tcp_port()) + " -- " + train_args(run, 2, 6) +
+                                     " --comm-timeout-s 3 --checkpoint-timeout-s 60");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_EQ(losses_of(run).size(), 6u);
+  EXPECT_TRUE(fs::exists(checkpoint_dir(run, 5)));
+  EXPECT_TRUE(fs::exists(checkpoint_dir(run, 6)));
 }
 
 TEST_F(Ddp, RanksWithDifferentConfigurationsRefuseToTrain) {

@@ -1,6 +1,7 @@
 #include "strait/core/config.h"
 
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 #include <toml++/toml.h>
 
@@ -45,9 +46,16 @@ const std::vector<OptionSpec> kOptions = {
     {"log_every", "progress line every N steps", &TrainConfig::log_every},
     {"seed", "random seed for weight initialisation", &TrainConfig::seed},
     {"threads", "LibTorch threads (0 = all cores of this process's share)", &TrainConfig::threads},
+    {"strategy", "auto (one process: single; several: ddp), ddp, or an outer method: local-sgd",
+     &TrainConfig::strategy},
+    {"inner", "method inside each replica of an outer method: auto, single or ddp", &TrainConfig::inner},
+    {"replica_ranks", "ranks per replica of an outer method: a number, node, or auto (1)", &TrainConfig::replica_ranks},
+    {"sync_every", "outer methods: inner steps between outer synchronisations (H)", &TrainConfig::sync_every},
     {"bucket_mb", "DDP gradient bucket size in MiB", &TrainConfig::bucket_mb},
     {"comm_timeout_s", "seconds before a missing peer or stuck collective fails the run", &TrainConfig::comm_timeout_s},
-    {"gloo_interface", "network interface for Gloo across machines (e.g. eth0)", &TrainConfig::gloo_interface},
+    {"checkpoint_timeout_s", "seconds ranks wait for the slowest checkpoint writer", &TrainConfig::checkpoint_timeout_s},
+    {"gloo_interface", "network interface for Gloo across machines (e.g. eth0; default $GLOO_SOCKET_IFNAME)",
+     &TrainConfig::gloo_interface},
     {"stop_after", "end this process after step N with a checkpoint (e.g. a scheduler's time slot)",
      &TrainConfig::stop_after},
     {"resume", "continue from the newest checkpoint in the run directory", &TrainConfig::resume},
@@ -207,6 +215,50 @@ void set_option_from_text(TrainConfig& config, const OptionSpec& option, const s
       option.field);
 }
 
+namespace {
+
+bool is_one_of(const std::string& value, std::initializer_list<const char*> choices) {
+  for (const char* choice : choices) {
+    if (value == choice) return true;
+  }
+  return false;
+}
+
+// The combinations that do not depend on the number of processes (those that do are checked by
+// make_strategy, still before any process connects).
+void validate_strategy_choice(const TrainConfig& config) {
+  auto require = [](bool ok, const std::string& message) {
+    if (!ok) throw Error("invalid configuration: " + message);
+  };
+  require(is_one_of(config.strategy, {"auto", "ddp", "local-sgd"}),
+          "strategy must be auto, ddp or local-sgd, got '" + config.strategy + "'");
+  require(is_one_of(config.inner, {"auto", "single", "ddp"}),
+          "inner must be auto, single or ddp, got '" + config.inner + "'");
+  const bool outer = config.strategy == "local-sgd";
+  if (!outer) {
+    require(config.inner == "auto", "inner '" + config.inner + "' needs an outer method (--strategy local-sgd); '" +
+                                        config.strategy + "' synchronises every rank every step by itself");
+    require(config.replica_ranks == "auto",
+            "replica_ranks '" + config.replica_ranks + "' needs an outer method (--strategy local-sgd); with '" +
+                config.strategy + "' the whole job is one replica");
+  }
+  if (config.replica_ranks != "auto" && config.replica_ranks != "node") {
+    size_t used = 0;
+    int64_t ranks = 0;
+    try {
+      ranks = std::stoll(config.replica_ranks, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    require(used == config.replica_ranks.size() && ranks >= 1,
+            "replica_ranks must be a positive number of ranks, node or auto, got '" + config.replica_ranks + "'");
+  }
+  require(config.sync_every >= 1, "sync_every must be >= 1 (inner steps between outer synchronisations), got " +
+                                       std::to_string(config.sync_every));
+}
+
+}  // namespace
+
 void validate(const TrainConfig& config) {
   auto require = [](bool ok, const std::string& message) {
     if (!ok) throw Error("invalid configuration: " + message);
@@ -236,6 +288,8 @@ void validate(const TrainConfig& config) {
           "precision must be auto, fp32 or bf16-mixed, got '" + config.precision + "'");
   require(config.bucket_mb > 0, "bucket_mb must be > 0");
   require(config.comm_timeout_s > 0, "comm_timeout_s must be > 0");
+  require(config.checkpoint_timeout_s > 0, "checkpoint_timeout_s must be > 0");
+  validate_strategy_choice(config);
   require(config.grad_clip >= 0, "grad_clip must be >= 0 (0 disables clipping)");
   require(!(config.resume && config.overwrite), "resume and overwrite exclude each other");
 }
@@ -245,6 +299,12 @@ nlohmann::json to_json(const TrainConfig& config) {
   for (const auto& option : kOptions) {
     std::visit([&](auto field) { json[option.key] = config.*field; }, option.field);
   }
+  return json;
+}
+
+nlohmann::json shared_settings(const TrainConfig& config) {
+  nlohmann::json json = to_json(config);
+  for (const char* per_machine : {"data", "out", "gloo_interface", "threads"}) json.erase(per_machine);
   return json;
 }
 

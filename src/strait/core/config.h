@@ -54,10 +54,18 @@ struct TrainConfig {
   int64_t log_every = 10;
   int64_t seed = 1337;
   int64_t threads = 0;  // 0 = all cores of this process's share
-  // Several processes (strait launch, torchrun, mpirun): DDP over Gloo.
+  // Several processes (strait launch, torchrun, mpirun). A replica is a group of ranks that
+  // synchronises every step with the inner method; an outer method synchronises the replicas
+  // after optimizer steps (see strategy/strategy.h).
+  std::string strategy = "auto";       // auto (single process or ddp), ddp, local-sgd
+  std::string inner = "auto";          // auto, single (one-rank replicas), ddp
+  std::string replica_ranks = "auto";  // ranks per replica: a number, "node", or auto (1 for outer methods)
+  int64_t sync_every = 50;             // outer methods: inner steps between outer synchronisations (H)
   double bucket_mb = 25.0;        // DDP gradient bucket size
   double comm_timeout_s = 300.0;  // rendezvous and every collective; a lost peer fails within it
-  std::string gloo_interface;     // network interface for Gloo (empty: MASTER_ADDR's, fine on one machine)
+  double checkpoint_timeout_s = 3600.0;  // how long ranks wait for a checkpoint's slowest writer
+  // Network interface for Gloo (empty: $GLOO_SOCKET_IFNAME, else MASTER_ADDR's, fine on one machine).
+  std::string gloo_interface;
   int64_t stop_after = 0;  // end this process after this step, with a checkpoint (0: run to `steps`)
   bool resume = false;     // continue from the newest valid checkpoint in `out`
   bool overwrite = false;  // replace an existing run directory
@@ -83,6 +91,9 @@ void set_option_from_text(TrainConfig& config, const OptionSpec& option, const s
 void validate(const TrainConfig& config);
 
 nlohmann::json to_json(const TrainConfig& config);
+// The options every rank of a job must agree on: to_json without the per-machine ones (paths,
+// network interface, thread count), which legitimately differ between hosts.
+nlohmann::json shared_settings(const TrainConfig& config);
 // Strict inverse of to_json (used for checkpoints): unknown keys and wrong types are errors.
 TrainConfig train_config_from_json(const nlohmann::json& json, const std::string& source);
 

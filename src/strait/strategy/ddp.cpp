@@ -1,41 +1,16 @@
 #include "strait/strategy/ddp.h"
 
-#include "strait/core/checksum.h"
 #include "strait/core/error.h"
 
 namespace strait {
 
-DdpStrategy::DdpStrategy(std::unique_ptr<comm::Communicator> communicator, DdpOptions options)
-    : comm_(std::move(communicator)), options_(options), last_snapshot_(comm_->ledger().snapshot()) {
+DdpInner::DdpInner(comm::Communicator& communicator, comm::Group& replica, DdpOptions options)
+    : comm_(communicator), replica_(replica), options_(options) {
   if (options_.bucket_bytes <= 0) throw Error("DDP bucket size must be > 0 bytes");
 }
 
-int DdpStrategy::rank() const { return comm_->topology().rank; }
-int DdpStrategy::world_size() const { return comm_->topology().world_size; }
-
-void DdpStrategy::synchronize_weights(LlamaModel& model) {
-  torch::NoGradGuard no_grad;
+void DdpInner::prepare(const LlamaModel& model) {
   if (buckets_.empty()) build_buckets(model);  // hooks in place before the first backward
-  std::vector<comm::Work> pending;
-  for (const auto& parameter : model.parameters()) {
-    pending.push_back(comm_->world().broadcast(parameter.tensor, 0, "broadcast_weights"));
-  }
-  for (auto& work : pending) work.wait();
-  // Verify rather than trust: every replica hashes its weights and compares with rank 0's.
-  uint64_t hash = 0;
-  for (const auto& parameter : model.parameters()) {
-    auto contiguous = parameter.tensor.detach().contiguous();
-    hash = xxh64(contiguous.data_ptr(), contiguous.numel() * contiguous.element_size(), hash);
-  }
-  auto hashes = torch::zeros({world_size()}, torch::kInt64);
-  hashes[rank()] = static_cast<int64_t>(hash);
-  comm_->world().all_reduce_sum(hashes, "weights_checksum").wait();
-  for (int r = 0; r < world_size(); ++r) {
-    if (hashes[r].item<int64_t>() != hashes[0].item<int64_t>()) {
-      throw Error("weights of rank " + std::to_string(r) + " differ from rank 0's after the broadcast (checksum " +
-                  std::to_string(hashes[r].item<int64_t>()) + " vs " + std::to_string(hashes[0].item<int64_t>()) + ")");
-    }
-  }
 }
 
 namespace {
@@ -58,7 +33,7 @@ class GradientReadyHook final : public torch::autograd::FunctionPostHook {
 
 }  // namespace
 
-void DdpStrategy::build_buckets(const LlamaModel& model) {
+void DdpInner::build_buckets(const LlamaModel& model) {
   const auto& parameters = model.parameters();
   Bucket current;
   int64_t current_bytes = 0;
@@ -84,15 +59,15 @@ void DdpStrategy::build_buckets(const LlamaModel& model) {
   }
 }
 
-void DdpStrategy::before_backward(bool last) { hooks_armed_ = last; }
+void DdpInner::before_backward(bool last) { hooks_armed_ = last; }
 
-void DdpStrategy::on_gradient_ready(size_t bucket) {
+void DdpInner::on_gradient_ready(size_t bucket) {
   if (!hooks_armed_) return;  // an earlier micro-batch: gradients are still accumulating
   ++buckets_[bucket].ready;
   launch_ready_buckets();
 }
 
-void DdpStrategy::launch_ready_buckets() {
+void DdpInner::launch_ready_buckets() {
   while (next_to_launch_ < buckets_.size() &&
          buckets_[next_to_launch_].ready == buckets_[next_to_launch_].parameters.size()) {
     launch(buckets_[next_to_launch_++]);
@@ -100,7 +75,7 @@ void DdpStrategy::launch_ready_buckets() {
   }
 }
 
-void DdpStrategy::launch(Bucket& bucket) {
+void DdpInner::launch(Bucket& bucket) {
   torch::NoGradGuard no_grad;
   int64_t offset = 0;
   for (const auto& parameter : bucket.parameters) {
@@ -113,19 +88,28 @@ void DdpStrategy::launch(Bucket& bucket) {
   bucket.reduction = all_reduce(bucket.buffer);
 }
 
-comm::Work DdpStrategy::all_reduce(const torch::Tensor& buffer) {
-  if (options_.hierarchical && comm_->topology().num_nodes > 1) {
-    return comm_->hierarchical_all_reduce_sum(buffer);  // three phases, one asynchronous Work
+comm::Work DdpInner::all_reduce(const torch::Tensor& buffer) {
+  const bool whole_job = &replica_ == &comm_.world();
+  if (options_.hierarchical && whole_job && comm_.topology().num_nodes > 1) {
+    return comm_.hierarchical_all_reduce_sum(buffer);
   }
-  return comm_->world().all_reduce_sum(buffer, "allreduce_gradients");
+  return replica_.all_reduce_sum(buffer, "allreduce_gradients");
 }
 
-void DdpStrategy::reduce_gradients(LlamaModel& model) {
+double DdpInner::step(LlamaModel& model, AdamW& optimizer, double lr, double max_norm) {
+  reduce_gradients(model);
+  // Every rank holds the same averaged gradient, so the norm and the update are the same too.
+  const double norm = clip_grad_norm(model.parameters(), max_norm);
+  optimizer.step(lr);
+  return norm;
+}
+
+void DdpInner::reduce_gradients(const LlamaModel& model) {
   torch::NoGradGuard no_grad;
-  if (buckets_.empty()) build_buckets(model);
+  prepare(model);
   // Buckets the hooks did not start (the first step, unused parameters) start now, in order.
   while (next_to_launch_ < buckets_.size()) launch(buckets_[next_to_launch_++]);
-  const double scale = 1.0 / static_cast<double>(world_size());
+  const double scale = 1.0 / static_cast<double>(replica_.size());
   for (auto& bucket : buckets_) {
     bucket.reduction->wait();
     bucket.buffer.mul_(scale);  // average = sum / replicas (this Gloo has no AVG)
@@ -144,27 +128,14 @@ void DdpStrategy::reduce_gradients(LlamaModel& model) {
   hooks_armed_ = false;
 }
 
-double DdpStrategy::mean_over_replicas(double value) {
+double DdpInner::mean(double value) {
   auto scalar = torch::tensor({value}, torch::kFloat64);
-  comm_->world().all_reduce_sum(scalar, "allreduce_metrics").wait();
-  return scalar.item<double>() / static_cast<double>(world_size());
+  replica_.all_reduce_sum(scalar, "allreduce_metrics").wait();
+  return scalar.item<double>() / static_cast<double>(replica_.size());
 }
 
-nlohmann::json DdpStrategy::take_step_traffic() {
-  auto now = comm_->ledger().snapshot();
-  auto step = now - last_snapshot_;
-  last_snapshot_ = now;
-  auto json = step.to_json();
-  json.erase("operations");
-  return json;
+nlohmann::json DdpInner::report() const {
+  return {{"buckets", buckets_.size()}, {"buckets_started_during_backward", buckets_started_in_backward_}};
 }
-
-nlohmann::json DdpStrategy::report() {
-  return {{"traffic", comm_->ledger().to_json()},
-          {"buckets", buckets_.size()},
-          {"buckets_started_during_backward", buckets_started_in_backward_}};
-}
-
-void DdpStrategy::barrier() { comm_->world().barrier().wait(); }
 
 }  // namespace strait

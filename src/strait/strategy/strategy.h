@@ -1,26 +1,29 @@
-// A Strategy is everything that differs between ways of training on several processes: how
-// replicas agree on their weights and how a step's local gradients become the update every
-// replica applies. The training loop calls it at fixed points and knows nothing else about
-// distribution:
+// A Strategy is everything that differs between ways of training on several processes. The
+// training loop calls it at fixed points and knows nothing else about distribution:
 //
-//   strategy.synchronize_weights(model);      // after init or a checkpoint load
+//   strategy.synchronize_weights(model, restored);   // after init or a checkpoint load
 //   for each step:
 //     for each micro-batch: strategy.before_backward(last micro-batch?); loss.backward();
-//     strategy.reduce_gradients(model);       // .grad() now holds the global-batch gradient
-//     clip, optimizer step (identical on every replica)
-//     strategy.mean_over_replicas(loss); strategy.take_step_traffic();   // for metrics
+//     grad_norm = strategy.step(model, optimizer, lr, grad_clip);  // reduce, clip, update
+//     strategy.after_step(step, model, final);     // outer synchronisation, when due
+//     loss = strategy.mean_over_replica(loss);      // metrics: never a cross-replica collective
 //
-// One implementation per method (single process, DDP; ZeRO, DiLoCo and SparseLoCo later),
-// each talking to the network only through strait::comm.
+// Every strategy is a composition (strategy/composed.h): ranks form *replicas*; inside a replica
+// an InnerSync (single process, DDP) synchronises every step and owns the gradient reduction,
+// clipping and optimizer step; across replicas an OuterSync (none, local SGD) synchronises after
+// optimizer steps. DDP alone is one replica of every rank with no outer method.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "strait/core/config.h"
+#include "strait/core/placement.h"
 #include "strait/model/llama.h"
+#include "strait/train/optimizer.h"
 
 namespace strait {
 
@@ -31,43 +34,68 @@ struct RankEnvironment;
 class Strategy {
  public:
   virtual ~Strategy() = default;
+  // e.g. "single", "ddp", "local-sgd(ddp x 2)".
   virtual std::string name() const = 0;
 
-  // This process's place among the replicas; rank 0 writes metrics and checkpoints.
+  // This process's place in the job; rank 0 writes metrics and checkpoints.
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
 
-  // Makes every replica's weights identical to rank 0's. Throws strait::Error if they still
-  // differ afterwards.
-  virtual void synchronize_weights(LlamaModel& model) = 0;
+  // The model weights and the inner optimizer's state: Replicated when every rank applies the
+  // same update every step; PerRank when replicas train apart between outer synchronisations.
+  virtual Placement model_placement() const = 0;
+
+  // After initialisation (restored = false) every rank takes rank 0's weights. After a
+  // checkpoint load, replicated weights are only re-broadcast; per-rank weights are each rank's
+  // own and stay. Either way replicated weights are then verified by checksum: Error if a rank
+  // still differs.
+  virtual void synchronize_weights(LlamaModel& model, bool restored) = 0;
 
   // Called before each micro-batch's backward; `last` is true for the step's last one, whose
   // backward completes the gradients (DDP starts reducing buckets during it).
   virtual void before_backward(bool last) = 0;
 
-  // Turns each replica's gradients (of its mean loss over its own batch) into the gradient of
-  // the mean loss over the global batch, on every replica.
-  virtual void reduce_gradients(LlamaModel& model) = 0;
+  // Turns this rank's accumulated gradients into the update: reduces them over the replica,
+  // clips them to a global L2 norm of `max_norm` (<= 0: no clipping; the norm is over the whole
+  // model, whatever the method shards) and applies optimizer.step(lr). Returns the norm before
+  // clipping, the same on every rank of the replica.
+  virtual double step(LlamaModel& model, AdamW& optimizer, double lr, double max_norm) = 0;
 
-  // The mean of a per-replica scalar over all replicas (the same value on every replica).
-  virtual double mean_over_replicas(double value) = 0;
+  // After optimizer step `step` (1-based); `final_step` is true for the run's last step. Outer
+  // methods synchronise the replicas here when a sync is due (and always at the final step, so
+  // the run ends on one model).
+  virtual void after_step(int64_t step, LlamaModel& model, bool final_step) = 0;
+
+  // The mean of a per-rank training metric over this rank's replica: cheap enough for every
+  // step, never crossing replicas.
+  virtual double mean_over_replica(double value) = 0;
+  // The mean over every rank of the job (validation, a few times per run).
+  virtual double mean_over_all(double value) = 0;
+
+  // Every rank must pass the same `value` (e.g. the checkpoint step to resume from); otherwise
+  // every rank throws the same strait::Error naming the ranks that differ from rank 0 and both
+  // values.
+  virtual void require_same_everywhere(const std::string& what, int64_t value) = 0;
+
+  // Blocks until every rank has called it with the same `what`, for up to `timeout`, which is
+  // meant to be longer than a collective's: a checkpoint's slowest writer may take minutes, and
+  // the other ranks must not fail for waiting on it.
+  virtual void wait_for_every_rank(const std::string& what, std::chrono::milliseconds timeout) = 0;
 
   // Bytes moved since the previous call, by link class, for the metrics line ({} if none).
   virtual nlohmann::json take_step_traffic() = 0;
-  // What the run summary reports about the strategy: {"traffic": ledger totals} where there is
-  // traffic, plus method-specific figures ({} for a single process).
+  // What the run summary reports about the strategy (every rank calls it): {"traffic": this
+  // rank's ledger totals, "traffic_by_rank": [every rank's {"intra_node": .., "cross_node": ..}]}
+  // where there is traffic, plus method-specific figures ({} for a single process).
   virtual nlohmann::json report() = 0;
-
-  // Completes when every replica has reached this point (e.g. rank 0 finished a checkpoint).
-  virtual void barrier() = 0;
 };
 
-// Training in one process: nothing to reduce.
-std::unique_ptr<Strategy> make_single_process_strategy();
-
-// The strategy the configuration asks for on the ranks the launcher started: one process ->
-// single; several -> DDP over a Communicator that rendezvouses at MASTER_ADDR:MASTER_PORT and
-// checks that every rank runs the same configuration.
+// The strategy the configuration asks for on the ranks the launcher started. Every combination
+// that is not meaningful (e.g. --inner ddp with one-rank replicas, a replica size that does not
+// divide the world) is a strait::Error before any process connects. With several processes,
+// connects the Communicator (rendezvous at MASTER_ADDR:MASTER_PORT) and checks that every rank
+// runs the same configuration (shared_settings: per-machine paths, interface and threads may
+// differ).
 std::unique_ptr<Strategy> make_strategy(const TrainConfig& config, const launch::RankEnvironment& environment);
 
 }  // namespace strait

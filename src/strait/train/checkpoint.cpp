@@ -16,7 +16,8 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kFormat = "strait-checkpoint";
-constexpr int kVersion = 1;
+constexpr int kVersion = 2;  // 2 added placement, world_size and rank directories
+constexpr int kOldestReadable = 1;
 const char* const kTokenizerFiles[] = {"tokenizer.json", "tokenizer.model"};
 
 NamedTensors model_tensors(const LlamaModel& model) {
@@ -54,6 +55,34 @@ std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path& run_d
   return found;
 }
 
+std::string rank_dir_name(int rank) {
+  char name[32];
+  std::snprintf(name, sizeof(name), "rank-%05d", rank);
+  return name;
+}
+
+fs::path per_rank_staging_dir(const fs::path& run_dir, int64_t step) {
+  const fs::path final_dir = checkpoint_dir(run_dir, step);
+  return final_dir.parent_path() / ("." + final_dir.filename().string() + ".ranks");
+}
+
+// model.safetensors and optimizer.safetensors (moments and the RNG state) into `dir`.
+void write_model_and_optimizer(const fs::path& dir, const LlamaModel& model, const AdamW& optimizer) {
+  save_tensors(dir / "model.safetensors", model_tensors(model), {{"format", "pt"}});
+  NamedTensors optimizer_state = optimizer_tensors(optimizer);
+  optimizer_state.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+  save_tensors(dir / "optimizer.safetensors", optimizer_state);
+}
+
+// Every regular file under `dir`, by its path relative to `dir`, with its checksum.
+nlohmann::json checksums_of(const fs::path& dir) {
+  nlohmann::json files = nlohmann::json::object();
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    if (entry.is_regular_file()) files[fs::relative(entry.path(), dir).generic_string()] = xxh64_file_hex(entry.path());
+  }
+  return files;
+}
+
 template <typename T>
 T required(const nlohmann::json& json, const char* key, const fs::path& source) {
   if (!json.contains(key)) throw Error(source.string() + ": missing '" + key + "'");
@@ -72,6 +101,13 @@ fs::path checkpoint_dir(const fs::path& run_dir, int64_t step) {
   return run_dir / "checkpoints" / name;
 }
 
+void save_rank_state(const fs::path& run_dir, int64_t step, int rank, const LlamaModel& model,
+                     const AdamW& optimizer) {
+  const fs::path dir = per_rank_staging_dir(run_dir, step) / rank_dir_name(rank);
+  fs::create_directories(dir);
+  write_model_and_optimizer(dir, model, optimizer);
+}
+
 void save_checkpoint(const fs::path& run_dir, const CheckpointState& state, const LlamaModel& model,
                      const AdamW& optimizer, const fs::path& data_dir) {
   const fs::path final_dir = checkpoint_dir(run_dir, state.step);
@@ -79,20 +115,24 @@ void save_checkpoint(const fs::path& run_dir, const CheckpointState& state, cons
   StagedDirectory staged(final_dir);
   const fs::path& dir = staged.staging_path();
 
-  save_tensors(dir / "model.safetensors", model_tensors(model), {{"format", "pt"}});
-  NamedTensors optimizer_state = optimizer_tensors(optimizer);
-  optimizer_state.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
-  save_tensors(dir / "optimizer.safetensors", optimizer_state);
+  write_model_and_optimizer(dir, model, optimizer);
   for (const char* name : kTokenizerFiles) {
     if (fs::exists(data_dir / name)) {
       atomic_write_file(dir / name, read_whole_file(data_dir / name));
     }
   }
-
-  nlohmann::json files = nlohmann::json::object();
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    files[entry.path().filename().string()] = xxh64_file_hex(entry.path());
+  const fs::path ranks_dir = per_rank_staging_dir(run_dir, state.step);
+  if (state.placement == Placement::PerRank) {
+    for (int rank = 0; rank < state.world_size; ++rank) {
+      const fs::path written = ranks_dir / rank_dir_name(rank);
+      if (!fs::is_directory(written)) {
+        throw Error("checkpoint of step " + std::to_string(state.step) + ": rank " + std::to_string(rank) +
+                    " wrote no state to " + written.string());
+      }
+      fs::rename(written, dir / rank_dir_name(rank));
+    }
   }
+  const nlohmann::json files = checksums_of(dir);
   nlohmann::json json = {
       {"format", kFormat},
       {"version", kVersion},
@@ -101,6 +141,8 @@ void save_checkpoint(const fs::path& run_dir, const CheckpointState& state, cons
       {"cursor", data::cursor_to_json(state.cursor)},
       {"train_config", to_json(state.train_config)},
       {"model_config", to_hf_config(state.model_config)},
+      {"placement", to_string(state.placement)},
+      {"world_size", state.world_size},
       {"files", files},
   };
   atomic_write_file(dir / "state.json", json.dump(2) + "\n");
@@ -108,6 +150,7 @@ void save_checkpoint(const fs::path& run_dir, const CheckpointState& state, cons
   // apart from a finished one), the existing directory is valid and must not be clobbered.
   if (fs::exists(final_dir)) throw Error("checkpoint " + final_dir.string() + " already exists");
   staged.commit();
+  fs::remove_all(ranks_dir);  // emptied by the moves above (or never made)
 }
 
 CheckpointState read_checkpoint_state(const fs::path& dir) {
@@ -122,9 +165,10 @@ CheckpointState read_checkpoint_state(const fs::path& dir) {
   if (!json.is_object() || json.value("format", "") != kFormat) {
     throw Error(state_path.string() + ": not a strait checkpoint (missing \"format\": \"" + kFormat + "\")");
   }
-  if (required<int>(json, "version", state_path) != kVersion) {
-    throw Error(state_path.string() + ": checkpoint version " + json["version"].dump() + " is not supported (expected " +
-                std::to_string(kVersion) + ")");
+  const int version = required<int>(json, "version", state_path);
+  if (version < kOldestReadable || version > kVersion) {
+    throw Error(state_path.string() + ": checkpoint version " + json["version"].dump() + " is not supported (this strait reads versions " +
+                std::to_string(kOldestReadable) + " to " + std::to_string(kVersion) + ")");
   }
   const auto files = required<nlohmann::json>(json, "files", state_path);
   for (const char* needed : {"model.safetensors", "optimizer.safetensors"}) {
@@ -147,18 +191,36 @@ CheckpointState read_checkpoint_state(const fs::path& dir) {
                                               state_path.string() + " train_config");
   state.model_config = from_hf_config(required<nlohmann::json>(json, "model_config", state_path),
                                       state_path.string() + " model_config");
+  if (version >= 2) {
+    const auto placement = required<std::string>(json, "placement", state_path);
+    if (placement != to_string(Placement::Replicated) && placement != to_string(Placement::PerRank)) {
+      throw Error(state_path.string() + ": placement '" + placement + "' is neither replicated nor per_rank");
+    }
+    state.placement = placement == to_string(Placement::PerRank) ? Placement::PerRank : Placement::Replicated;
+    state.world_size = required<int64_t>(json, "world_size", state_path);
+    if (state.world_size < 1) throw Error(state_path.string() + ": world_size must be >= 1");
+    for (int rank = 0; state.placement == Placement::PerRank && rank < state.world_size; ++rank) {
+      const std::string needed = rank_dir_name(rank) + "/model.safetensors";
+      if (!files.contains(needed)) throw Error(state_path.string() + ": lists no checksum for " + needed);
+    }
+  }
   return state;
 }
 
-void load_checkpoint(const fs::path& dir, LlamaModel& model, AdamW* optimizer) {
+void load_checkpoint(const fs::path& dir, LlamaModel& model, AdamW* optimizer, int rank) {
   const CheckpointState state = read_checkpoint_state(dir);
-  const auto weights = SafetensorsFile::load(dir / "model.safetensors");
+  if (state.placement == Placement::PerRank && (rank < 0 || rank >= state.world_size)) {
+    throw Error("checkpoint " + dir.string() + " holds the state of ranks 0.." + std::to_string(state.world_size - 1) +
+                ", not of rank " + std::to_string(rank));
+  }
+  const fs::path files = state.placement == Placement::PerRank ? dir / rank_dir_name(rank) : dir;
+  const auto weights = SafetensorsFile::load(files / "model.safetensors");
   if (optimizer == nullptr) {
     load_into(weights, model_tensors(model));
     return;
   }
   // Validate both files completely before changing any state.
-  const auto optimizer_file = SafetensorsFile::load(dir / "optimizer.safetensors");
+  const auto optimizer_file = SafetensorsFile::load(files / "optimizer.safetensors");
   NamedTensors moments = optimizer_tensors(*optimizer);
   auto rng_state = tensor_from_file(optimizer_file, "rng.cpu");
   for (const auto& [name, tensor] : moments) optimizer_file.info(name);

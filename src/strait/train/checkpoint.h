@@ -6,11 +6,19 @@
 //                           LibTorch CPU generator state ("rng.cpu")
 //     tokenizer.json (+ tokenizer.model)   copied from the data directory, so the checkpoint
 //                           alone is enough for eval, generate and export
+//     rank-00001/           only when the model and optimizer are per rank (outer methods, whose
+//                           replicas train apart): each rank's model.safetensors and
+//                           optimizer.safetensors (the top-level ones are rank 0's, for tools)
 //     state.json            step, optimizer step count, data cursor, training and model config,
-//                           and the xxh64 checksum of every other file
+//                           placement ("replicated" or "per_rank") and world size, and the xxh64
+//                           checksum of every other file (rank directories included)
 //
 // A checkpoint is written in a staging directory, fsync'ed and renamed into place, so a crash
-// never leaves a partial step-N directory; loading verifies every checksum first.
+// never leaves a partial step-N directory; loading verifies every checksum first. Per-rank
+// files are first written by each rank to RUN/checkpoints/.step-N.ranks/rank-R/; once every
+// rank has written (a barrier), rank 0 moves them into its staging directory and commits. The
+// run directory must be one shared file system for all ranks, or each rank's copy of it must
+// hold the same checkpoints (resume checks that ranks agree on the step).
 #pragma once
 
 #include <filesystem>
@@ -19,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "strait/core/config.h"
+#include "strait/core/placement.h"
 #include "strait/data/loader.h"
 #include "strait/model/llama.h"
 #include "strait/train/optimizer.h"
@@ -31,11 +40,20 @@ struct CheckpointState {
   data::Cursor cursor;  // where the next training batch is read
   TrainConfig train_config;
   ModelConfig model_config;
+  Placement placement = Placement::Replicated;  // of the model and optimizer state
+  int64_t world_size = 1;                        // ranks whose state a PerRank checkpoint holds
 };
 
 std::filesystem::path checkpoint_dir(const std::filesystem::path& run_dir, int64_t step);
 
+// Every rank of a PerRank checkpoint, before rank 0's save_checkpoint: writes this rank's model
+// and optimizer state to RUN/checkpoints/.step-N.ranks/rank-R/ (each file atomically).
+void save_rank_state(const std::filesystem::path& run_dir, int64_t step, int rank, const LlamaModel& model,
+                     const AdamW& optimizer);
+
 // Writes RUN/checkpoints/step-N atomically. `data_dir` is where the tokenizer files come from.
+// With state.placement PerRank, moves in the state.world_size rank directories that
+// save_rank_state wrote; Error (and nothing committed) if one is missing.
 void save_checkpoint(const std::filesystem::path& run_dir, const CheckpointState& state, const LlamaModel& model,
                      const AdamW& optimizer, const std::filesystem::path& data_dir);
 
@@ -43,8 +61,9 @@ void save_checkpoint(const std::filesystem::path& run_dir, const CheckpointState
 // is missing or corrupt.
 CheckpointState read_checkpoint_state(const std::filesystem::path& dir);
 
-// Loads weights (and optimizer state and RNG) into objects built from state.model_config.
-void load_checkpoint(const std::filesystem::path& dir, LlamaModel& model, AdamW* optimizer);
+// Loads weights (and optimizer state and RNG) into objects built from state.model_config; from a
+// PerRank checkpoint, `rank`'s own.
+void load_checkpoint(const std::filesystem::path& dir, LlamaModel& model, AdamW* optimizer, int rank = 0);
 
 // A model built from a checkpoint directory, for eval, generate and export.
 LlamaModel load_model(const std::filesystem::path& dir);

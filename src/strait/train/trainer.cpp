@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iostream>
 #include <optional>
+#include <thread>
 
 #include "strait/core/error.h"
 #include "strait/core/fileio.h"
@@ -73,10 +74,24 @@ void check_resume_compatible(const CheckpointState& state, const ModelConfig& mo
   }
 }
 
+// Fault injection for tests: STRAIT_TEST_SLOW_CHECKPOINT_MS=N makes rank 0's every checkpoint
+// write N ms slower, as a slow or remote file system would, so a test can show that the other
+// ranks wait for it (checkpoint_timeout_s) instead of failing at comm_timeout_s.
+void simulate_slow_storage() {
+  if (const char* delay = std::getenv("STRAIT_TEST_SLOW_CHECKPOINT_MS")) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::atoll(delay)));
+  }
+}
+
 struct StepResult {
   double loss = 0.0;       // mean over the step's micro-batches
   double lr = 0.0;
   double grad_norm = 0.0;  // before clipping
+  // Where the step's time went: forward passes, backward passes (communication that overlaps
+  // them included), and the strategy's step (waiting for reductions, clipping, the update).
+  double forward_seconds = 0.0;
+  double backward_seconds = 0.0;
+  double update_seconds = 0.0;
 };
 
 class Trainer {
@@ -154,13 +169,27 @@ void Trainer::check_all_tokens() const {
 int64_t Trainer::restore() {
   if (!config_.resume) return 0;
   auto latest = latest_checkpoint(run_dir_);
+  // Rank 0 decides which step the job resumes from; every other rank must have found the same
+  // one in its run directory, or all stop here with one message.
+  try {
+    strategy_->require_same_everywhere("resume_step", latest ? read_checkpoint_state(*latest).step : 0);
+  } catch (const Error& disagreement) {
+    throw Error(std::string("cannot resume: ranks would resume from different checkpoints: ") + disagreement.what() +
+                " (each rank resumes from the newest checkpoint in its --out directory; give every rank the same "
+                "checkpoints, e.g. a shared run directory)");
+  }
   if (!latest) {
     if (prints()) std::cerr << "strait: no checkpoint in " << run_dir_.string() << "; starting from step 0\n";
     return 0;
   }
   const CheckpointState state = read_checkpoint_state(*latest);
   check_resume_compatible(state, model_.config(), *latest);
-  load_checkpoint(*latest, model_, &optimizer_);
+  if (state.placement == Placement::PerRank && state.world_size != strategy_->world_size()) {
+    throw Error("cannot resume from " + latest->string() + ": it holds the per-rank state of " +
+                std::to_string(state.world_size) + " ranks, and this job has " +
+                std::to_string(strategy_->world_size()));
+  }
+  load_checkpoint(*latest, model_, &optimizer_, strategy_->rank());
   train_loader_.seek(state.cursor);
   if (prints()) std::cerr << "strait: resumed from " << latest->string() << " (step " << state.step << ")\n";
   return state.step;
@@ -174,35 +203,53 @@ StepResult Trainer::train_step(int64_t step) {
     train_loader_.next_batch(inputs_, targets_);
     auto inputs = torch::from_blob(inputs_.data(), {config_.batch_size, seq_len_}, torch::kInt64);
     auto targets = torch::from_blob(targets_.data(), {config_.batch_size, seq_len_}, torch::kInt64);
+    const auto forward_start = Clock::now();
     // Dividing each micro-batch's mean loss makes the accumulated gradient that of the mean
     // over the whole step's batch.
     auto loss = model_.loss(inputs, targets) / static_cast<double>(config_.grad_accum);
+    result.forward_seconds += seconds_since(forward_start);
     strategy_->before_backward(micro + 1 == config_.grad_accum);
+    const auto backward_start = Clock::now();
     loss.backward();
+    result.backward_seconds += seconds_since(backward_start);
     result.loss += loss.item<double>();
   }
-  strategy_->reduce_gradients(model_);
-  result.loss = strategy_->mean_over_replicas(result.loss);
-  result.grad_norm = clip_grad_norm(model_.parameters(), config_.grad_clip);
-  optimizer_.step(result.lr);
+  const auto update_start = Clock::now();
+  result.grad_norm = strategy_->step(model_, optimizer_, result.lr, config_.grad_clip);
+  result.update_seconds = seconds_since(update_start);
+  result.loss = strategy_->mean_over_replica(result.loss);
   return result;
 }
 
 double Trainer::validation_loss() {
   val_loader_.reset();
-  return strategy_->mean_over_replicas(mean_loss(model_, val_loader_, config_.eval_batches));
+  return strategy_->mean_over_all(mean_loss(model_, val_loader_, config_.eval_batches));
 }
 
+// Every rank calls it. Per-rank state is written by each rank first; rank 0 then writes the
+// replicated state and commits the checkpoint; nobody goes on until the commit is done. The
+// waits use checkpoint_timeout_s: a slow write must not trip the others' comm_timeout_s.
 void Trainer::save(int64_t step) {
-  if (!is_writer()) return;  // replicated state: rank 0's copy is everyone's
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(config_.checkpoint_timeout_s * 1000.0));
+  const std::string what = "checkpoint of step " + std::to_string(step);
   CheckpointState state;
   state.step = step;
   state.optimizer_steps = optimizer_.step_count();
   state.cursor = train_loader_.cursor();
   state.train_config = config_;
   state.model_config = model_.config();
-  save_checkpoint(run_dir_, state, model_, optimizer_, config_.data);
-  prune_checkpoints(run_dir_, config_.keep_checkpoints);
+  state.placement = strategy_->model_placement();
+  state.world_size = strategy_->world_size();
+  if (state.placement == Placement::PerRank) {
+    save_rank_state(run_dir_, step, strategy_->rank(), model_, optimizer_);
+    strategy_->wait_for_every_rank(what + ": every rank's files written", timeout);
+  }
+  if (is_writer()) {
+    simulate_slow_storage();
+    save_checkpoint(run_dir_, state, model_, optimizer_, config_.data);
+    prune_checkpoints(run_dir_, config_.keep_checkpoints);
+  }
+  strategy_->wait_for_every_rank(what + ": committed", timeout);
 }
 
 void Trainer::print_configuration(int64_t first_step) const {
@@ -237,8 +284,7 @@ void Trainer::log_progress(int64_t step, const StepResult& result, double tokens
 nlohmann::json Trainer::run(Strategy& strategy) {
   strategy_ = &strategy;
   const int64_t start_step = restore();
-  // After initialisation or a checkpoint load every replica must hold rank 0's weights.
-  strategy.synchronize_weights(model_);
+  strategy.synchronize_weights(model_, start_step > 0);
   strategy.take_step_traffic();  // start-up traffic (the weight broadcast) is not a step's; totals keep it
   first_step_ = start_step + 1;
   std::optional<MetricsWriter> metrics;
@@ -258,11 +304,15 @@ nlohmann::json Trainer::run(Strategy& strategy) {
   const auto run_start = Clock::now();
   double timed_seconds = 0.0;  // step time after the first step of this process (warm-up)
   int64_t timed_tokens = 0;
-  nlohmann::json last_line;
+  nlohmann::json last_line = nlohmann::json::object();  // stays empty when resuming a finished run
   double last_val_loss = std::nan("");
   for (int64_t step = first_step_; step <= config_.steps; ++step) {
     const auto step_start = Clock::now();
-    const StepResult result = train_step(step);
+    StepResult result = train_step(step);
+    const bool last = step == config_.steps;
+    const auto outer_start = Clock::now();
+    strategy.after_step(step, model_, last);
+    result.update_seconds += seconds_since(outer_start);
     const double step_seconds = seconds_since(step_start);
     if (!std::isfinite(result.loss)) {
       throw Error("loss became " + std::to_string(result.loss) + " at step " + std::to_string(step) +
@@ -277,12 +327,14 @@ nlohmann::json Trainer::run(Strategy& strategy) {
         {"grad_norm", result.grad_norm},
         {"tokens", tokens_per_step},
         {"step_ms", step_seconds * 1000.0},
+        {"forward_ms", result.forward_seconds * 1000.0},
+        {"backward_ms", result.backward_seconds * 1000.0},
+        {"update_ms", result.update_seconds * 1000.0},
         {"tokens_per_s", tokens_per_s},
         {"elapsed_s", seconds_since(run_start)},
         {"mfu", flops_per_token * tokens_per_s / peak_flops},
     };
     if (auto traffic = strategy.take_step_traffic(); !traffic.empty()) line["traffic"] = traffic;
-    const bool last = step == config_.steps;
     const bool stopping = step == config_.stop_after;
     if ((config_.eval_every > 0 && step % config_.eval_every == 0) || last) {
       last_val_loss = validation_loss();
@@ -332,7 +384,9 @@ nlohmann::json Trainer::run(Strategy& strategy) {
     summary["cross_node_bytes_sent_per_rank_per_token"] =
         cross_node / static_cast<double>(steps_done * tokens_per_step);
   }
-  strategy.barrier();  // rank 0's last checkpoint is complete before anyone reports success
+  // Rank 0's last checkpoint is complete before anyone reports success.
+  strategy.wait_for_every_rank("end of the run",
+                               std::chrono::milliseconds(static_cast<int64_t>(config_.checkpoint_timeout_s * 1000.0)));
   if (!is_writer()) return summary;
   if (auto latest = latest_checkpoint(run_dir_)) summary["checkpoint"] = latest->string();
   atomic_write_file(run_dir_ / "summary.json", summary.dump(2) + "\n");

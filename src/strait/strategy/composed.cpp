@@ -1,0 +1,294 @@
+// The one Strategy implementation: an inner method inside each replica composed with an
+// optional outer method across replicas, plus what every composition needs (weight
+// synchronisation at start-up, metric means, agreement checks, traffic figures).
+#include <cstdlib>
+#include <numeric>
+
+#include "strait/comm/communicator.h"
+#include "strait/core/checksum.h"
+#include "strait/core/error.h"
+#include "strait/launch/rank_environment.h"
+#include "strait/strategy/ddp.h"
+#include "strait/strategy/local_sgd.h"
+#include "strait/strategy/strategy.h"
+
+namespace strait {
+
+namespace {
+
+class SingleInner final : public InnerSync {
+ public:
+  std::string name() const override { return "single"; }
+  void prepare(const LlamaModel&) override {}
+  void before_backward(bool) override {}
+  double step(LlamaModel& model, AdamW& optimizer, double lr, double max_norm) override {
+    const double norm = clip_grad_norm(model.parameters(), max_norm);
+    optimizer.step(lr);
+    return norm;
+  }
+  double mean(double value) override { return value; }
+  nlohmann::json report() const override { return nlohmann::json::object(); }
+};
+
+uint64_t weights_hash(const LlamaModel& model) {
+  uint64_t hash = 0;
+  for (const auto& parameter : model.parameters()) {
+    auto contiguous = parameter.tensor.detach().contiguous();
+    hash = xxh64(contiguous.data_ptr(), contiguous.numel() * contiguous.element_size(), hash);
+  }
+  return hash;
+}
+
+// Every member's value, in group rank order.
+std::vector<int64_t> gather_int64(comm::Group& group, int64_t value, const std::string& label) {
+  torch::Tensor mine = torch::tensor({value}, torch::kInt64);
+  std::vector<torch::Tensor> all;
+  for (int i = 0; i < group.size(); ++i) all.push_back(torch::empty({1}, torch::kInt64));
+  group.all_gather(mine, all, label).wait();
+  std::vector<int64_t> values;
+  for (const auto& tensor : all) values.push_back(tensor.item<int64_t>());
+  return values;
+}
+
+class ComposedStrategy final : public Strategy {
+ public:
+  // Without a communicator (one process) `replica` is null and there is no outer method.
+  ComposedStrategy(std::string name, std::unique_ptr<comm::Communicator> communicator, comm::Group* replica,
+                   std::unique_ptr<InnerSync> inner, std::unique_ptr<OuterSync> outer, Placement placement)
+      : name_(std::move(name)),
+        comm_(std::move(communicator)),
+        replica_(replica),
+        inner_(std::move(inner)),
+        outer_(std::move(outer)),
+        placement_(placement) {
+    if (comm_) last_snapshot_ = comm_->ledger().snapshot();
+  }
+
+  std::string name() const override { return name_; }
+  int rank() const override { return comm_ ? comm_->topology().rank : 0; }
+  int world_size() const override { return comm_ ? comm_->topology().world_size : 1; }
+  Placement model_placement() const override { return placement_; }
+
+  void synchronize_weights(LlamaModel& model, bool restored) override {
+    inner_->prepare(model);
+    if (!comm_) return;
+    if (restored && placement_ == Placement::PerRank) {
+      // Each rank loaded its own replica's weights; the ranks of one replica must agree.
+      require_same_weights(*replica_, model, "after loading the checkpoint");
+      return;
+    }
+    torch::NoGradGuard no_grad;
+    std::vector<comm::Work> pending;
+    for (const auto& parameter : model.parameters()) {
+      pending.push_back(comm_->world().broadcast(parameter.tensor, 0, "broadcast_weights"));
+    }
+    for (auto& work : pending) work.wait();
+    require_same_weights(comm_->world(), model, "after the broadcast");
+  }
+
+  void before_backward(bool last) override { inner_->before_backward(last); }
+
+  double step(LlamaModel& model, AdamW& optimizer, double lr, double max_norm) override {
+    return inner_->step(model, optimizer, lr, max_norm);
+  }
+
+  void after_step(int64_t step, LlamaModel& model, bool final_step) override {
+    if (outer_) outer_->after_step(step, model, final_step);
+  }
+
+  double mean_over_replica(double value) override { return inner_->mean(value); }
+
+  double mean_over_all(double value) override {
+    if (!comm_) return value;
+    auto scalar = torch::tensor({value}, torch::kFloat64);
+    comm_->world().all_reduce_sum(scalar, "allreduce_metrics").wait();
+    return scalar.item<double>() / static_cast<double>(world_size());
+  }
+
+  void require_same_everywhere(const std::string& what, int64_t value) override {
+    if (!comm_) return;
+    const std::vector<int64_t> values = gather_int64(comm_->world(), value, "allgather_agreement");
+    std::string differences;
+    for (size_t r = 1; r < values.size(); ++r) {
+      if (values[r] != values[0]) {
+        differences += std::string(differences.empty() ? "" : "; ") + "rank " + std::to_string(r) + " has " + what +
+                       "=" + std::to_string(values[r]) + " where rank 0 has " + what + "=" + std::to_string(values[0]);
+      }
+    }
+    if (!differences.empty()) throw Error("ranks disagree: " + differences);
+  }
+
+  void wait_for_every_rank(const std::string& what, std::chrono::milliseconds timeout) override {
+    if (comm_) comm_->wait_for_every_rank(what, timeout);
+  }
+
+  nlohmann::json take_step_traffic() override {
+    if (!comm_) return nlohmann::json::object();
+    auto now = comm_->ledger().snapshot();
+    auto step = now - last_snapshot_;
+    last_snapshot_ = now;
+    auto json = step.to_json();
+    json.erase("operations");
+    return json;
+  }
+
+  nlohmann::json report() override {
+    nlohmann::json report = inner_->report();
+    if (outer_) report.update(outer_->report());
+    if (!comm_) return report;
+    report["replica_ranks"] = replica_->size();
+    report["replicas"] = world_size() / replica_->size();
+    report["traffic"] = comm_->ledger().to_json();  // before the gathers below add to it
+    report["traffic_by_rank"] = traffic_by_rank();
+    return report;
+  }
+
+ private:
+  void require_same_weights(comm::Group& group, const LlamaModel& model, const std::string& when) {
+    const std::vector<int64_t> hashes =
+        gather_int64(group, static_cast<int64_t>(weights_hash(model)), "weights_checksum");
+    for (size_t r = 0; r < hashes.size(); ++r) {
+      if (hashes[r] != hashes[0]) {
+        throw Error("weights of rank " + std::to_string(group.members()[r]) + " differ from rank " +
+                    std::to_string(group.members()[0]) + "'s " + when + " (checksum " + std::to_string(hashes[r]) +
+                    " vs " + std::to_string(hashes[0]) + ")");
+      }
+    }
+  }
+
+  // Every rank's ledger totals, so a node's traffic can be summed over its ranks.
+  nlohmann::json traffic_by_rank() {
+    const comm::LinkTraffic totals = comm_->ledger().snapshot().totals;
+    torch::Tensor mine = torch::tensor({static_cast<int64_t>(totals.intra_node.sent),
+                                        static_cast<int64_t>(totals.intra_node.received),
+                                        static_cast<int64_t>(totals.cross_node.sent),
+                                        static_cast<int64_t>(totals.cross_node.received)},
+                                       torch::kInt64);
+    std::vector<torch::Tensor> all;
+    for (int i = 0; i < world_size(); ++i) all.push_back(torch::empty({4}, torch::kInt64));
+    comm_->world().all_gather(mine, all, "allgather_traffic").wait();
+    nlohmann::json by_rank = nlohmann::json::array();
+    for (const auto& entry : all) {
+      const int64_t* v = entry.data_ptr<int64_t>();
+      by_rank.push_back({{"intra_node", {{"sent", v[0]}, {"received", v[1]}}},
+                         {"cross_node", {{"sent", v[2]}, {"received", v[3]}}}});
+    }
+    return by_rank;
+  }
+
+  std::string name_;
+  std::unique_ptr<comm::Communicator> comm_;
+  comm::Group* replica_;
+  std::unique_ptr<InnerSync> inner_;
+  std::unique_ptr<OuterSync> outer_;
+  Placement placement_;
+  comm::LedgerSnapshot last_snapshot_;
+};
+
+// How the job's ranks are grouped, resolved from the configuration and the launcher's
+// environment; every check happens here, before any process connects.
+struct Layout {
+  bool has_outer = false;
+  int replica_ranks = 1;      // ranks per replica
+  std::string inner;          // "single" or "ddp"
+};
+
+Layout resolve_layout(const TrainConfig& config, const launch::RankEnvironment& environment) {
+  Layout layout;
+  const int world = environment.world_size;
+  layout.has_outer = config.strategy == "local-sgd";
+  if (!layout.has_outer) {
+    layout.replica_ranks = world;
+  } else if (config.replica_ranks == "node") {
+    layout.replica_ranks = environment.local_world_size;
+  } else if (config.replica_ranks != "auto") {
+    layout.replica_ranks = std::stoi(config.replica_ranks);  // validate() checked the form
+  }
+  if (world % layout.replica_ranks != 0) {
+    throw Error("invalid configuration: replica_ranks " + std::to_string(layout.replica_ranks) +
+                " does not divide the " + std::to_string(world) + " ranks of this job into whole replicas");
+  }
+  layout.inner = config.inner == "auto" ? (layout.replica_ranks > 1 ? "ddp" : "single") : config.inner;
+  if (layout.inner == "single" && layout.replica_ranks > 1) {
+    throw Error("invalid configuration: inner single needs one-rank replicas, but replicas have " +
+                std::to_string(layout.replica_ranks) + " ranks (use --inner ddp, or --replica-ranks 1)");
+  }
+  if (layout.inner == "ddp" && layout.replica_ranks == 1 && world > 1) {
+    throw Error("invalid configuration: inner ddp needs replicas of at least 2 ranks, but replica_ranks is 1 "
+                "(use --inner single, or --replica-ranks N / node)");
+  }
+  return layout;
+}
+
+std::string interface_for(const TrainConfig& config) {
+  if (!config.gloo_interface.empty()) return config.gloo_interface;
+  const char* from_environment = std::getenv("GLOO_SOCKET_IFNAME");  // PyTorch's variable
+  return from_environment ? from_environment : "";
+}
+
+std::unique_ptr<comm::Communicator> connect(const TrainConfig& config, const launch::RankEnvironment& environment) {
+  comm::CommOptions options;
+  options.topology = {environment.rank,       environment.world_size, environment.local_rank,
+                      environment.local_world_size, environment.node_rank, environment.num_nodes};
+  options.master_addr = environment.master_addr;
+  options.master_port = environment.master_port;
+  options.launcher_serves_store = environment.launcher_serves_store;
+  options.interface = interface_for(config);
+  options.timeout = std::chrono::milliseconds(static_cast<int64_t>(config.comm_timeout_s * 1000.0));
+  auto communicator = comm::Communicator::create(options);
+  // Ranks started with different options would silently train different things; per-machine
+  // settings (paths, interface, threads) may differ.
+  const std::string dump = shared_settings(config).dump();
+  communicator->check_consistency(xxh64_hex(dump.data(), dump.size()));
+  return communicator;
+}
+
+std::vector<int> ranks_from(int first, int count, int stride) {
+  std::vector<int> ranks;
+  for (int i = 0; i < count; ++i) ranks.push_back(first + i * stride);
+  return ranks;
+}
+
+}  // namespace
+
+std::unique_ptr<Strategy> make_strategy(const TrainConfig& config, const launch::RankEnvironment& environment) {
+  const Layout layout = resolve_layout(config, environment);
+  const int world = environment.world_size;
+  const int replicas = world / layout.replica_ranks;
+  std::string name = layout.inner;
+  if (layout.has_outer) name = config.strategy + "(" + layout.inner + " x " + std::to_string(layout.replica_ranks) + ")";
+  const Placement placement = layout.has_outer ? Placement::PerRank : Placement::Replicated;
+  if (world == 1) {
+    // One replica of one rank: an outer sync over a single replica is the identity.
+    return std::make_unique<ComposedStrategy>(name, nullptr, nullptr, std::make_unique<SingleInner>(), nullptr,
+                                              placement);
+  }
+  auto communicator = connect(config, environment);
+  const int rank = environment.rank;
+  // Every rank makes its replica's group, then its outer group, so groups connect in one order.
+  comm::Group* replica = &communicator->world();
+  if (layout.replica_ranks < world) {
+    const int index = rank / layout.replica_ranks;
+    replica = &communicator->make_group(ranks_from(index * layout.replica_ranks, layout.replica_ranks, 1),
+                                        "replica[" + std::to_string(index) + "]");
+  }
+  std::unique_ptr<InnerSync> inner;
+  if (layout.inner == "ddp") {
+    DdpOptions ddp;
+    ddp.bucket_bytes = static_cast<int64_t>(config.bucket_mb * (1 << 20));
+    inner = std::make_unique<DdpInner>(*communicator, *replica, ddp);
+  } else {
+    inner = std::make_unique<SingleInner>();
+  }
+  std::unique_ptr<OuterSync> outer;
+  if (layout.has_outer) {
+    const int position = rank % layout.replica_ranks;
+    comm::Group& across = communicator->make_group(ranks_from(position, replicas, layout.replica_ranks),
+                                                   "across_replicas[" + std::to_string(position) + "]");
+    outer = std::make_unique<LocalSgd>(across, config.sync_every);
+  }
+  return std::make_unique<ComposedStrategy>(name, std::move(communicator), replica, std::move(inner),
+                                            std::move(outer), placement);
+}
+
+}  // namespace strait

@@ -1,0 +1,31 @@
+// The inner half of a strategy: how the ranks of one replica turn their gradients into one
+// update every step. It owns what differs between inner methods: the gradient reduction, the
+// global-norm clipping (over whatever the method shards) and the optimizer step.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "strait/model/llama.h"
+#include "strait/train/optimizer.h"
+
+namespace strait {
+
+class InnerSync {
+ public:
+  virtual ~InnerSync() = default;
+  virtual std::string name() const = 0;
+  // Called once the model exists, before its first backward (DDP puts its hooks in place).
+  virtual void prepare(const LlamaModel& model) = 0;
+  // See Strategy::before_backward and Strategy::step; `step` reduces over the replica only.
+  virtual void before_backward(bool last) = 0;
+  virtual double step(LlamaModel& model, AdamW& optimizer, double lr, double max_norm) = 0;
+  // The mean of a per-rank scalar over the replica.
+  virtual double mean(double value) = 0;
+  // Method-specific figures for the run summary ({} if none).
+  virtual nlohmann::json report() const = 0;
+};
+
+}  // namespace strait

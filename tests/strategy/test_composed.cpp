@@ -1,0 +1,133 @@
+// Composed strategies: the strategy-owned step against the loop's former clip-then-step path,
+// and the configuration checks that must fire before any process connects.
+#include <gtest/gtest.h>
+
+#include "strait/core/error.h"
+#include "strait/launch/rank_environment.h"
+#include "strait/model/model_config.h"
+#include "strait/strategy/strategy.h"
+#include "train/fixtures.h"
+
+namespace strait {
+namespace {
+
+LlamaModel tiny_model() {
+  ModelConfig config = model_preset("nano", 256);
+  config.context_length = 16;
+  LlamaModel model(config);
+  model.init_weights(7);
+  return model;
+}
+
+// A fixed batch of byte tokens.
+std::pair<torch::Tensor, torch::Tensor> batch(int64_t step) {
+  auto tokens = torch::arange(step, step + 4 * 17, torch::kInt64).remainder(251).view({4, 17});
+  return {tokens.narrow(1, 0, 16).contiguous(), tokens.narrow(1, 1, 16).contiguous()};
+}
+
+TEST(StrategyStep, SingleProcessStepEqualsClipThenAdamWBitForBit) {
+  TrainConfig config;
+  config.data = "unused";
+  launch::RankEnvironment one_process;
+  auto strategy = make_strategy(config, one_process);
+  EXPECT_EQ(strategy->name(), "single");
+  EXPECT_EQ(strategy->model_placement(), Placement::Replicated);
+
+  LlamaModel by_strategy = tiny_model(), by_hand = tiny_model();
+  AdamW strategy_optimizer(by_strategy.parameters(), {}), hand_optimizer(by_hand.parameters(), {});
+  strategy->synchronize_weights(by_strategy, false);
+  for (int64_t step = 0; step < 8; ++step) {
+    // A clip norm of 0.5 clips every step: both branches of the clipping are exercised.
+    const double max_norm = step % 2 == 0 ? 0.5 : 0.0;
+    auto [inputs, targets] = batch(step);
+    strategy_optimizer.zero_grad();
+    strategy->before_backward(true);
+    by_strategy.loss(inputs, targets).backward();
+    const double strategy_norm = strategy->step(by_strategy, strategy_optimizer, 1e-2, max_norm);
+
+    hand_optimizer.zero_grad();
+    by_hand.loss(inputs, targets).backward();
+    const double hand_norm = clip_grad_norm(by_hand.parameters(), max_norm);
+    hand_optimizer.step(1e-2);
+
+    ASSERT_EQ(strategy_norm, hand_norm) << "step " << step;
+    for (size_t i = 0; i < by_hand.parameters().size(); ++i) {
+      ASSERT_TRUE(torch::equal(by_strategy.parameters()[i].tensor, by_hand.parameters()[i].tensor))
+          << by_hand.parameters()[i].name << " differs after step " << step;
+    }
+  }
+}
+
+// A job of four ranks on two nodes, as rank 0 sees it; nothing listens on the port, so a
+// configuration that slipped through would fail to connect instead (with another message).
+launch::RankEnvironment four_ranks_on_two_nodes() {
+  launch::RankEnvironment environment;
+  environment.world_size = 4;
+  environment.local_world_size = 2;
+  environment.num_nodes = 2;
+  environment.master_port = 1;
+  return environment;
+}
+
+std::string strategy_error(const TrainConfig& config) {
+  try {
+    validate(config);
+    make_strategy(config, four_ranks_on_two_nodes());
+  } catch (const Error& error) {
+    return error.what();
+  }
+  return "(no error)";
+}
+
+TEST(StrategyConfiguration, MeaninglessCombinationsFailBeforeAnyProcessConnects) {
+  TrainConfig base;
+  base.data = "data";
+  base.comm_timeout_s = 1;
+  struct Case {
+    std::string strategy, inner, replica_ranks;
+    int64_t sync_every;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {"zero3", "auto", "auto", 50, "strategy must be auto, ddp or local-sgd, got 'zero3'"},
+      {"ddp", "single", "auto", 50, "inner 'single' needs an outer method"},
+      {"ddp", "auto", "2", 50, "replica_ranks '2' needs an outer method"},
+      {"local-sgd", "bogus", "auto", 50, "inner must be auto, single or ddp, got 'bogus'"},
+      {"local-sgd", "auto", "two", 50, "replica_ranks must be a positive number of ranks, node or auto, got 'two'"},
+      {"local-sgd", "auto", "0", 50, "replica_ranks must be a positive number of ranks"},
+      {"local-sgd", "auto", "auto", 0, "sync_every must be >= 1"},
+      {"local-sgd", "auto", "3", 50, "replica_ranks 3 does not divide the 4 ranks of this job into whole replicas"},
+      {"local-sgd", "single", "2", 50, "inner single needs one-rank replicas, but replicas have 2 ranks"},
+      {"local-sgd", "single", "node", 50, "inner single needs one-rank replicas, but replicas have 2 ranks"},
+      {"local-sgd", "ddp", "1", 50, "inner ddp needs replicas of at least 2 ranks"},
+  };
+  for (const Case& c : cases) {
+    TrainConfig config = base;
+    config.strategy = c.strategy;
+    config.inner = c.inner;
+    config.replica_ranks = c.replica_ranks;
+    config.sync_every = c.sync_every;
+    const std::string message = strategy_error(config);
+    EXPECT_NE(message.find(c.expected), std::string::npos)
+        << c.strategy << "/" << c.inner << "/" << c.replica_ranks << ": " << message;
+    EXPECT_NE(message.find("invalid configuration"), std::string::npos) << message;
+  }
+}
+
+TEST(StrategyConfiguration, PerMachineSettingsAreNotComparedAcrossRanks) {
+  TrainConfig a, b;
+  a.data = "/mnt/a/data";
+  b.data = "/srv/data";
+  a.out = "runs/x";
+  b.out = "/scratch/x";
+  a.gloo_interface = "eth0";
+  b.gloo_interface = "ens5";
+  a.threads = 2;
+  b.threads = 8;
+  EXPECT_EQ(shared_settings(a), shared_settings(b));
+  b.lr = 1e-3;
+  EXPECT_NE(shared_settings(a), shared_settings(b));
+}
+
+}  // namespace
+}  // namespace strait

@@ -11,7 +11,7 @@ MASTER_PORT), with exactly reference/train_ref.py's options:
 Every rank does what train_ref.py does (same LlamaForCausalLM, init, AdamW groups, learning-
 rate schedule, gradient clipping at global norm 1.0 and step timing, all imported from
 reference/), with --threads K threads of its own, the model wrapped in
-torch.nn.parallel.DistributedDataParallel over the gloo backend (default 25 MB buckets), so
+torch.nn.parallel.DistributedDataParallel over the gloo backend (--bucket-cap-mb, default 25), so
 the gradients clipped and stepped on are the mean over ranks. Data is read llm.c style, as
 strait's DDP reads it: at global position p of a shard, rank r's batch is
 tokens[p + r*B*T : p + (r+1)*B*T + 1], then p += P*B*T; when p + P*B*T + 1 would pass the end
@@ -25,6 +25,7 @@ where tokens_per_s is the global rate: P*B*T tokens per timed step / rank 0's su
 the steps after the first E, and final_loss is the last step's loss averaged over the ranks.
 """
 
+import argparse
 import json
 import os
 import sys
@@ -63,10 +64,16 @@ class RankShardLoader(train_ref.ShardLoader):
 
 
 def parse_args(argv):
+    """train_ref.py's options, plus --bucket-cap-mb (DDP's bucket_cap_mb, default 25)."""
     if "-h" in argv or "--help" in argv:
         print(__doc__)
-        print("Options (those of reference/train_ref.py):")
-    return train_ref.parse_args(argv)
+        print("Options: --bucket-cap-mb MB (default 25), then those of reference/train_ref.py:")
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--bucket-cap-mb", type=float, default=25.0)
+    own, rest = extra.parse_known_args(argv)
+    args = train_ref.parse_args(rest)
+    args.bucket_cap_mb = own.bucket_cap_mb
+    return args
 
 
 def mean_over_ranks(value, world_size):
@@ -87,7 +94,7 @@ def main(argv):
 
     config, model = train_ref.build_model(args)
     # DDP broadcasts rank 0's weights at construction; every rank's are the same anyway.
-    ddp_model = DistributedDataParallel(model)
+    ddp_model = DistributedDataParallel(model, bucket_cap_mb=args.bucket_cap_mb)
     optimizer = train_ref.make_optimizer(model, args.lr)
     loader = RankShardLoader(args.data, args.batch_size, args.seq_len, config.vocab_size,
                              rank, world_size)

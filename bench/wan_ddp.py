@@ -124,7 +124,7 @@ def strait_run(args, threads, run_dir, label):
         "--seq-len", str(args.seq_len), "--threads", str(threads),
         "--eval-every", "0", "--eval-batches", "1", "--checkpoint-every", "0",
         "--warmup-steps", str(args.warmup_steps), "--lr", str(tp.LR),
-        "--precision", PRECISION, "--out", run_dir, "--overwrite"]
+        "--precision", PRECISION, "--out", run_dir, "--overwrite", "--bucket-mb", str(args.bucket_mb)]
     loadavg = os.getloadavg()[0]
     tp.run_child(label, command)
     ranks = args.nodes * args.nproc_per_node
@@ -199,7 +199,8 @@ def reference_run(args, threads, config_path, run_dir, label):
         "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
         "--steps", str(args.steps), "--threads", str(threads),
         "--warmup-steps-excluded", str(args.warmup_steps), "--lr", str(tp.LR),
-        "--warmup", str(args.warmup_steps), "--seed", str(tp.SEED), "--precision", PRECISION]
+        "--warmup", str(args.warmup_steps), "--seed", str(tp.SEED), "--precision", PRECISION,
+        "--bucket-cap-mb", str(args.bucket_mb)]
     loadavg = os.getloadavg()[0]
     proc = tp.run_child(label, command)
     result = ddp.parse_rank0_result(node0_stdout(proc.stdout), label)
@@ -328,7 +329,8 @@ def markdown(report):
         f"{report['date'][:10]}; scripts/wan testbed: {s['nodes']} nodes × {s['nproc_per_node']} "
         f"ranks, {s['link']} per node each way (tc tbf, no added delay); {s['preset']} "
         f"({tp.format_params(r['params'])} parameters), fp32, batch {s['batch_size']} × "
-        f"{s['seq_len']} per rank, {r['threads_per_rank']} thread(s) per rank; {s['steps']} steps, "
+        f"{s['seq_len']} per rank, {r['threads_per_rank']} thread(s) per rank, {s['bucket_mb']:g} MiB "
+        f"gradient buckets on both sides; {s['steps']} steps, "
         f"first {s['warmup_steps']} untimed; {rounds} round{'s' if rounds != 1 else ''} after "
         f"{s['warmup_runs']} warm-up run(s) per side, starting side alternated.",
         "",
@@ -368,6 +370,10 @@ def parse_args(argv):
     parser.add_argument("--warmup-runs", type=int, default=1,
                         help="discarded runs per side before the rounds (default 1)")
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--bucket-mb", type=float, default=1.0,
+                        help="gradient bucket size of both sides in MiB (strait --bucket-mb, PyTorch "
+                             "bucket_cap_mb; default 1: on a slow link small buckets let the "
+                             "transfer start early in backward)")
     parser.add_argument("--warmup-steps", type=int, default=1,
                         help="leading steps left out of the timing (and LR warmup length)")
     parser.add_argument("--batch-size", type=int, default=4, help="per rank")
@@ -405,7 +411,8 @@ def main(argv):
                 "rounds": args.rounds, "warmup_runs": args.warmup_runs, "steps": args.steps,
                 "warmup_steps": args.warmup_steps, "batch_size": args.batch_size,
                 "seq_len": args.seq_len, "lr": tp.LR, "seed": tp.SEED,
-                "precision": PRECISION, "backend": "gloo", "data": args.data,
+                "precision": PRECISION, "backend": "gloo", "bucket_mb": args.bucket_mb,
+                "data": args.data,
                 "strait": args.strait, "python": args.python}
     report = tp.new_report(machine, settings)
     warn_if_busy("before starting")

@@ -100,10 +100,12 @@ struct Communicator::State {
   std::unique_ptr<Group> world;
   std::unique_ptr<Group> intra_node;
   std::unique_ptr<Group> cross_node;
-  // Private to hierarchical_all_reduce_sum. Its tasks run on tiered_intra's lane and use
-  // tiered_cross too, so tiered_intra is declared after it: destroyed, its lane drained, first.
+  // Private to hierarchical_all_reduce_sum, one group per phase so that successive calls
+  // pipeline (see there). Each phase's task waits for the previous phase's Work, so they are
+  // declared in phase order and destroyed, their lanes drained, last phase first.
+  std::unique_ptr<Group> tiered_scatter;
   std::unique_ptr<Group> tiered_cross;
-  std::unique_ptr<Group> tiered_intra;
+  std::unique_ptr<Group> tiered_gather;
   std::vector<std::unique_ptr<Group>> made;
   std::map<std::vector<int>, int> groups_made_of;  // rank set -> how many groups of it were made
   int consistency_checks = 0;
@@ -131,8 +133,11 @@ std::unique_ptr<Communicator> Communicator::create(const CommOptions& options) {
   state->world = state->connect("world", "world", everyone);
   state->intra_node = state->connect(intra, "intra_node/" + std::to_string(topology.node_rank), node_ranks);
   state->cross_node = state->connect(cross, "cross_node/" + std::to_string(topology.local_rank), peer_ranks);
-  state->tiered_intra = state->connect(kHierarchical + "." + intra, kHierarchical + "/" + intra, node_ranks);
+  state->tiered_scatter = state->connect(kHierarchical + ".scatter." + intra, kHierarchical + "/scatter/" + intra,
+                                         node_ranks);
   state->tiered_cross = state->connect(kHierarchical + "." + cross, kHierarchical + "/" + cross, peer_ranks);
+  state->tiered_gather = state->connect(kHierarchical + ".gather." + intra, kHierarchical + "/gather/" + intra,
+                                        node_ranks);
   // Rank 0 serves the store that the groups connect through: nobody may go on (and perhaps
   // finish and exit) until every rank has connected all its groups.
   state->world->barrier().wait();
@@ -173,11 +178,12 @@ Group& Communicator::make_group(std::vector<int> global_ranks, std::string name)
 
 Work Communicator::hierarchical_all_reduce_sum(const torch::Tensor& tensor) {
   require_summable("hierarchical_all_reduce_sum", "tensor", tensor);
-  Group& intra = *state_->tiered_intra;
+  Group& scatter = *state_->tiered_scatter;
   Group& cross = *state_->tiered_cross;
+  Group& gather = *state_->tiered_gather;
   const int k = topology().local_world_size;
   // With one node, or one rank a node, one of the two spans every rank, in world()'s order.
-  if (topology().num_nodes == 1 || k == 1) return (k == 1 ? cross : intra).all_reduce_sum(tensor, kHierarchical);
+  if (topology().num_nodes == 1 || k == 1) return (k == 1 ? cross : scatter).all_reduce_sum(tensor, kHierarchical);
   // bfloat16 is summed in float32 throughout, so it is rounded once, at the end.
   const auto options =
       tensor.options().dtype(tensor.scalar_type() == torch::kBFloat16 ? torch::kFloat : tensor.scalar_type());
@@ -187,13 +193,24 @@ Work Communicator::hierarchical_all_reduce_sum(const torch::Tensor& tensor) {
   torch::Tensor slice = torch::empty({slice_count}, options);
   std::vector<torch::Tensor> slices;
   for (int i = 0; i < k; ++i) slices.push_back(torch::empty_like(slice));
-  Group::Step reduce_scatter = intra.prepare_reduce_scatter_sum(padded, slice, kHierarchical + "/reduce_scatter");
+  Group::Step reduce_scatter = scatter.prepare_reduce_scatter_sum(padded, slice, kHierarchical + "/reduce_scatter");
   Group::Step all_reduce = cross.prepare_all_reduce_sum(slice, kHierarchical + "/allreduce");
-  Group::Step all_gather = intra.prepare_all_gather(slice, slices, kHierarchical + "/allgather");
-  return intra.submit([=] {
+  Group::Step all_gather = gather.prepare_all_gather(slice, slices, kHierarchical + "/allgather");
+  // A pipeline: each phase runs on its own group's lane and first waits for this call's previous
+  // phase. All three are queued now, from the caller's thread, so every lane runs its phase of
+  // successive calls in program order on every rank, while the lanes overlap different calls:
+  // call i's cross-node all-reduce runs while call i + 1 reduce-scatters inside the node and
+  // call i - 1 all-gathers, keeping the slow link busy.
+  Work scattered = scatter.submit([=] {
     padded.narrow(0, 0, count).copy_(tensor.reshape({-1}));
     reduce_scatter();
+  });
+  Work reduced = cross.submit([=]() mutable {
+    scattered.wait();
     all_reduce();
+  });
+  return gather.submit([=]() mutable {
+    reduced.wait();
     all_gather();
     tensor.view({-1}).copy_(torch::cat(slices).narrow(0, 0, count));
   });

@@ -16,7 +16,7 @@
 // (make_group). Each is its own ProcessGroupGloo on its own store prefix, with its own lane
 // (group.h): collectives on different groups never wait on each other's order, so two threads
 // that communicate at once use two groups. create() builds, on every rank in this order, world,
-// intra-node, cross-node and two groups private to hierarchical_all_reduce_sum (the same
+// intra-node, cross-node and three groups private to hierarchical_all_reduce_sum (the same
 // intra-node and cross-node members); a rank builds only the groups it belongs to, so no rank
 // waits on a group that another builds later.
 //
@@ -101,10 +101,12 @@ class Communicator {
   //   3. all_gather of the slices inside the node.
   // With one node, or one rank per node, it is a plain all_reduce_sum over every rank (world()'s
   // algorithm and result), booked in the ledger as "hierarchical_allreduce".
-  // The phases run on two groups that nothing else uses, so hierarchical all-reduces issued
-  // from one thread never interleave with collectives that other threads issue on world(),
-  // intra_node() or cross_node(); issue the hierarchical all-reduces themselves from one thread,
-  // in program order, like any group's collectives.
+  // The phases run on three groups that nothing else uses (one per phase, so successive calls
+  // pipeline: one call's cross-node phase overlaps the next one's reduce-scatter and the
+  // previous one's all-gather), so hierarchical all-reduces issued from one thread never
+  // interleave with collectives that other threads issue on world(), intra_node() or
+  // cross_node(); issue the hierarchical all-reduces themselves from one thread, in program
+  // order, like any group's collectives.
   // Bytes, with N nodes, e bytes per element (4 for bfloat16, reduced in float32) and slice
   // S = e * P / k bytes, each way, for one rank:
   //   intra-node: (k - 1) * S in phase 1 + (k - 1) * S in phase 3

@@ -2,6 +2,8 @@
 // and the configuration checks that must fire before any process connects.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "strait/core/error.h"
 #include "strait/launch/rank_environment.h"
 #include "strait/model/model_config.h"
@@ -89,7 +91,7 @@ TEST(StrategyConfiguration, MeaninglessCombinationsFailBeforeAnyProcessConnects)
     std::string expected;
   };
   const std::vector<Case> cases = {
-      {"zero3", "auto", "auto", 50, "strategy must be auto, ddp or local-sgd, got 'zero3'"},
+      {"zero3", "auto", "auto", 50, "strategy must be auto, ddp, local-sgd or diloco, got 'zero3'"},
       {"ddp", "single", "auto", 50, "inner 'single' needs an outer method"},
       {"ddp", "auto", "2", 50, "replica_ranks '2' needs an outer method"},
       {"local-sgd", "bogus", "auto", 50, "inner must be auto, single or ddp, got 'bogus'"},
@@ -111,6 +113,27 @@ TEST(StrategyConfiguration, MeaninglessCombinationsFailBeforeAnyProcessConnects)
     EXPECT_NE(message.find(c.expected), std::string::npos)
         << c.strategy << "/" << c.inner << "/" << c.replica_ranks << ": " << message;
     EXPECT_NE(message.find("invalid configuration"), std::string::npos) << message;
+  }
+}
+
+TEST(StrategyConfiguration, BadOuterOptimizerSettingsAreNamed) {
+  TrainConfig config;
+  config.data = "data";
+  config.strategy = "diloco";
+  const std::vector<std::pair<std::function<void(TrainConfig&)>, std::string>> cases = {
+      {[](TrainConfig& c) { c.outer_dtype = "int2"; }, "outer_dtype must be fp32, bf16, int8 or int4, got 'int2'"},
+      {[](TrainConfig& c) { c.outer_lr = 0; }, "outer_lr must be a positive number"},
+      {[](TrainConfig& c) { c.outer_momentum = 1; }, "outer_momentum must be in [0, 1)"},
+  };
+  for (const auto& [change, expected] : cases) {
+    TrainConfig bad = config;
+    change(bad);
+    try {
+      validate(bad);
+      ADD_FAILURE() << "accepted: " << expected;
+    } catch (const Error& error) {
+      EXPECT_EQ(std::string(error.what()), "invalid configuration: " + expected);
+    }
   }
 }
 

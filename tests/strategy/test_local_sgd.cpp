@@ -3,6 +3,8 @@
 // nodes whose per-machine settings differ.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "strait/core/metrics.h"
@@ -88,7 +90,15 @@ TEST_F(OuterMethods, TwoReplicasOfTwoRanksEqualTwoReplicasOfOneRankWithTheDouble
   // Between outer syncs nothing crosses a replica boundary: in the 2x2 job, rank 0 talks to
   // rank 1 (its replica) every step and to rank 2 only at syncs.
   const auto summary = nlohmann::json::parse(testing::read_file(wide / "summary.json"));
-  EXPECT_EQ(summary.at("traffic").at("operations").at("outer_allreduce_weights").at("calls"), 3);
+  const auto& operations = summary.at("traffic").at("operations");
+  EXPECT_EQ(operations.at("outer_weights/alltoall").at("calls"), 3);
+  EXPECT_EQ(operations.at("outer_weights/in_replica").at("calls"), 3);
+  // Rank 0 exchanges half the model (its position's shard) with rank 2, per sync: half of that
+  // half to the other owner, and the other owner's mean back: 2 x 4 bytes x P/4 (fp32).
+  const double parameters = summary.at("parameters").get<double>();
+  const double padded_quarter = std::ceil(std::ceil(parameters / 2) / 2);
+  EXPECT_EQ(summary.at("traffic_by_rank").at(0).at("cross_replica").at("sent").get<double>(),
+            3 * (2 * 4 * padded_quarter + 8));
 }
 
 TEST_F(OuterMethods, PerRankStateSurvivesACheckpointAndResume) {

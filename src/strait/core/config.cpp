@@ -46,11 +46,15 @@ const std::vector<OptionSpec> kOptions = {
     {"log_every", "progress line every N steps", &TrainConfig::log_every},
     {"seed", "random seed for weight initialisation", &TrainConfig::seed},
     {"threads", "LibTorch threads (0 = all cores of this process's share)", &TrainConfig::threads},
-    {"strategy", "auto (one process: single; several: ddp), ddp, or an outer method: local-sgd",
+    {"strategy", "auto (one process: single; several: ddp), ddp, or an outer method: local-sgd, diloco",
      &TrainConfig::strategy},
     {"inner", "method inside each replica of an outer method: auto, single or ddp", &TrainConfig::inner},
     {"replica_ranks", "ranks per replica of an outer method: a number, node, or auto (1)", &TrainConfig::replica_ranks},
     {"sync_every", "outer methods: inner steps between outer synchronisations (H)", &TrainConfig::sync_every},
+    {"outer_lr", "diloco: outer SGD learning rate", &TrainConfig::outer_lr},
+    {"outer_momentum", "diloco: outer SGD momentum", &TrainConfig::outer_momentum},
+    {"outer_nesterov", "diloco: Nesterov momentum in the outer SGD", &TrainConfig::outer_nesterov},
+    {"outer_dtype", "outer methods: wire dtype of the exchange (fp32, bf16, int8, int4)", &TrainConfig::outer_dtype},
     {"bucket_mb", "DDP gradient bucket size in MiB", &TrainConfig::bucket_mb},
     {"comm_timeout_s", "seconds before a missing peer or stuck collective fails the run", &TrainConfig::comm_timeout_s},
     {"checkpoint_timeout_s", "seconds ranks wait for the slowest checkpoint writer", &TrainConfig::checkpoint_timeout_s},
@@ -144,6 +148,10 @@ nlohmann::json toml_to_json(const toml::node& node, const std::string& key, cons
 
 const std::vector<OptionSpec>& train_options() { return kOptions; }
 
+bool has_outer_method(const TrainConfig& config) {
+  return config.strategy == "local-sgd" || config.strategy == "diloco";
+}
+
 void load_config_file(const std::filesystem::path& path, TrainConfig& config) {
   const std::string source = path.string();
   const std::string text = read_whole_file(path);
@@ -230,18 +238,23 @@ void validate_strategy_choice(const TrainConfig& config) {
   auto require = [](bool ok, const std::string& message) {
     if (!ok) throw Error("invalid configuration: " + message);
   };
-  require(is_one_of(config.strategy, {"auto", "ddp", "local-sgd"}),
-          "strategy must be auto, ddp or local-sgd, got '" + config.strategy + "'");
+  require(is_one_of(config.strategy, {"auto", "ddp", "local-sgd", "diloco"}),
+          "strategy must be auto, ddp, local-sgd or diloco, got '" + config.strategy + "'");
   require(is_one_of(config.inner, {"auto", "single", "ddp"}),
           "inner must be auto, single or ddp, got '" + config.inner + "'");
-  const bool outer = config.strategy == "local-sgd";
+  const bool outer = has_outer_method(config);
   if (!outer) {
-    require(config.inner == "auto", "inner '" + config.inner + "' needs an outer method (--strategy local-sgd); '" +
+    require(config.inner == "auto", "inner '" + config.inner +
+                                        "' needs an outer method (--strategy local-sgd or diloco); '" +
                                         config.strategy + "' synchronises every rank every step by itself");
-    require(config.replica_ranks == "auto",
-            "replica_ranks '" + config.replica_ranks + "' needs an outer method (--strategy local-sgd); with '" +
-                config.strategy + "' the whole job is one replica");
+    require(config.replica_ranks == "auto", "replica_ranks '" + config.replica_ranks +
+                                                "' needs an outer method (--strategy local-sgd or diloco); with '" +
+                                                config.strategy + "' the whole job is one replica");
   }
+  require(is_one_of(config.outer_dtype, {"fp32", "bf16", "int8", "int4"}),
+          "outer_dtype must be fp32, bf16, int8 or int4, got '" + config.outer_dtype + "'");
+  require(std::isfinite(config.outer_lr) && config.outer_lr > 0, "outer_lr must be a positive number");
+  require(config.outer_momentum >= 0 && config.outer_momentum < 1, "outer_momentum must be in [0, 1)");
   if (config.replica_ranks != "auto" && config.replica_ranks != "node") {
     size_t used = 0;
     int64_t ranks = 0;

@@ -57,10 +57,16 @@ struct TrainConfig {
   // Several processes (strait launch, torchrun, mpirun). A replica is a group of ranks that
   // synchronises every step with the inner method; an outer method synchronises the replicas
   // after optimizer steps (see strategy/strategy.h).
-  std::string strategy = "auto";       // auto (single process or ddp), ddp, local-sgd
+  std::string strategy = "auto";       // auto (single process or ddp), ddp, local-sgd, diloco
   std::string inner = "auto";          // auto, single (one-rank replicas), ddp
   std::string replica_ranks = "auto";  // ranks per replica: a number, "node", or auto (1 for outer methods)
   int64_t sync_every = 50;             // outer methods: inner steps between outer synchronisations (H)
+  // DiLoCo's outer optimizer (SGD with Nesterov momentum on the averaged pseudo-gradient) and the
+  // dtype outer exchanges travel in (fp32, bf16, int8 or int4 with one scale per block).
+  double outer_lr = 0.7;
+  double outer_momentum = 0.9;
+  bool outer_nesterov = true;
+  std::string outer_dtype = "fp32";
   double bucket_mb = 25.0;        // DDP gradient bucket size
   double comm_timeout_s = 300.0;  // rendezvous and every collective; a lost peer fails within it
   double checkpoint_timeout_s = 3600.0;  // how long ranks wait for a checkpoint's slowest writer
@@ -86,6 +92,10 @@ void load_config_file(const std::filesystem::path& path, TrainConfig& config);
 // Sets one option from its command-line text (e.g. key "steps", text "200"); the error names
 // the flag and the expected type.
 void set_option_from_text(TrainConfig& config, const OptionSpec& option, const std::string& text);
+
+// Whether the configuration asks for an outer method (replicas that synchronise every
+// sync_every steps): local-sgd or diloco.
+bool has_outer_method(const TrainConfig& config);
 
 // Checks ranges and combinations that do not depend on the data or the model.
 void validate(const TrainConfig& config);

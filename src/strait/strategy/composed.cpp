@@ -9,7 +9,7 @@
 #include "strait/core/error.h"
 #include "strait/launch/rank_environment.h"
 #include "strait/strategy/ddp.h"
-#include "strait/strategy/local_sgd.h"
+#include "strait/strategy/outer_sgd.h"
 #include "strait/strategy/strategy.h"
 
 namespace strait {
@@ -69,9 +69,22 @@ class ComposedStrategy final : public Strategy {
   int world_size() const override { return comm_ ? comm_->topology().world_size : 1; }
   Placement model_placement() const override { return placement_; }
 
-  void synchronize_weights(LlamaModel& model, bool restored) override {
+  void prepare(const LlamaModel& model) override {
     inner_->prepare(model);
-    if (!comm_) return;
+    if (outer_) outer_->prepare(model);
+  }
+
+  NamedTensors replicated_state() override { return outer_ ? outer_->state() : NamedTensors{}; }
+
+  nlohmann::json take_outer_sync() override {
+    return outer_ ? outer_->take_sync_metrics() : nlohmann::json::object();
+  }
+
+  void synchronize_weights(LlamaModel& model, bool restored) override {
+    if (!comm_) {
+      if (outer_ && !restored) outer_->start_from(model);
+      return;
+    }
     if (restored && placement_ == Placement::PerRank) {
       // Each rank loaded its own replica's weights; the ranks of one replica must agree.
       require_same_weights(*replica_, model, "after loading the checkpoint");
@@ -84,6 +97,7 @@ class ComposedStrategy final : public Strategy {
     }
     for (auto& work : pending) work.wait();
     require_same_weights(comm_->world(), model, "after the broadcast");
+    if (outer_ && !restored) outer_->start_from(model);
   }
 
   void before_backward(bool last) override { inner_->before_backward(last); }
@@ -156,22 +170,31 @@ class ComposedStrategy final : public Strategy {
     }
   }
 
-  // Every rank's ledger totals, so a node's traffic can be summed over its ranks.
+  // Every rank's ledger totals, so a node's traffic can be summed over its ranks, and the bytes
+  // each rank sent to other replicas (the outer exchanges, without their in-replica gathers).
   nlohmann::json traffic_by_rank() {
-    const comm::LinkTraffic totals = comm_->ledger().snapshot().totals;
-    torch::Tensor mine = torch::tensor({static_cast<int64_t>(totals.intra_node.sent),
-                                        static_cast<int64_t>(totals.intra_node.received),
-                                        static_cast<int64_t>(totals.cross_node.sent),
-                                        static_cast<int64_t>(totals.cross_node.received)},
-                                       torch::kInt64);
+    const comm::LedgerSnapshot snapshot = comm_->ledger().snapshot();
+    uint64_t cross_replica = 0;
+    for (const auto& [operation, traffic] : snapshot.operations) {
+      const bool outer = operation.rfind("outer_", 0) == 0;
+      const bool in_replica = operation.size() >= 11 && operation.compare(operation.size() - 11, 11, "/in_replica") == 0;
+      if (outer && !in_replica) cross_replica += traffic.links.intra_node.sent + traffic.links.cross_node.sent;
+    }
+    const comm::LinkTraffic& totals = snapshot.totals;
+    const std::vector<uint64_t> figures = {totals.intra_node.sent, totals.intra_node.received, totals.cross_node.sent,
+                                           totals.cross_node.received, cross_replica};
+    const auto count = static_cast<int64_t>(figures.size());
+    torch::Tensor mine = torch::empty({count}, torch::kInt64);
+    for (int64_t i = 0; i < count; ++i) mine[i] = static_cast<int64_t>(figures[i]);
     std::vector<torch::Tensor> all;
-    for (int i = 0; i < world_size(); ++i) all.push_back(torch::empty({4}, torch::kInt64));
+    for (int i = 0; i < world_size(); ++i) all.push_back(torch::empty({count}, torch::kInt64));
     comm_->world().all_gather(mine, all, "allgather_traffic").wait();
     nlohmann::json by_rank = nlohmann::json::array();
     for (const auto& entry : all) {
       const int64_t* v = entry.data_ptr<int64_t>();
       by_rank.push_back({{"intra_node", {{"sent", v[0]}, {"received", v[1]}}},
-                         {"cross_node", {{"sent", v[2]}, {"received", v[3]}}}});
+                         {"cross_node", {{"sent", v[2]}, {"received", v[3]}}},
+                         {"cross_replica", {{"sent", v[4]}}}});
     }
     return by_rank;
   }
@@ -196,7 +219,7 @@ struct Layout {
 Layout resolve_layout(const TrainConfig& config, const launch::RankEnvironment& environment) {
   Layout layout;
   const int world = environment.world_size;
-  layout.has_outer = config.strategy == "local-sgd";
+  layout.has_outer = has_outer_method(config);
   if (!layout.has_outer) {
     layout.replica_ranks = world;
   } else if (config.replica_ranks == "node") {
@@ -249,6 +272,19 @@ std::vector<int> ranks_from(int first, int count, int stride) {
   return ranks;
 }
 
+// The outer method the configuration names, exchanging over `replica` and `across` (null: one
+// process).
+std::unique_ptr<OuterSync> make_outer(const TrainConfig& config, comm::Group* replica, comm::Group* across) {
+  OuterSgdOptions options;
+  options.rule = config.strategy == "diloco" ? OuterSgdOptions::Rule::Diloco : OuterSgdOptions::Rule::AverageWeights;
+  options.sync_every = config.sync_every;
+  options.lr = config.outer_lr;
+  options.momentum = config.outer_momentum;
+  options.nesterov = config.outer_nesterov;
+  options.wire = codec::parse_wire_dtype(config.outer_dtype);
+  return std::make_unique<OuterSgd>(std::make_unique<ReplicaExchange>(replica, across, options.wire), options);
+}
+
 }  // namespace
 
 std::unique_ptr<Strategy> make_strategy(const TrainConfig& config, const launch::RankEnvironment& environment) {
@@ -259,9 +295,10 @@ std::unique_ptr<Strategy> make_strategy(const TrainConfig& config, const launch:
   if (layout.has_outer) name = config.strategy + "(" + layout.inner + " x " + std::to_string(layout.replica_ranks) + ")";
   const Placement placement = layout.has_outer ? Placement::PerRank : Placement::Replicated;
   if (world == 1) {
-    // One replica of one rank: an outer sync over a single replica is the identity.
-    return std::make_unique<ComposedStrategy>(name, nullptr, nullptr, std::make_unique<SingleInner>(), nullptr,
-                                              placement);
+    std::unique_ptr<OuterSync> outer;
+    if (layout.has_outer) outer = make_outer(config, nullptr, nullptr);
+    return std::make_unique<ComposedStrategy>(name, nullptr, nullptr, std::make_unique<SingleInner>(),
+                                              std::move(outer), placement);
   }
   auto communicator = connect(config, environment);
   const int rank = environment.rank;
@@ -285,7 +322,7 @@ std::unique_ptr<Strategy> make_strategy(const TrainConfig& config, const launch:
     const int position = rank % layout.replica_ranks;
     comm::Group& across = communicator->make_group(ranks_from(position, replicas, layout.replica_ranks),
                                                    "across_replicas[" + std::to_string(position) + "]");
-    outer = std::make_unique<LocalSgd>(across, config.sync_every);
+    outer = make_outer(config, replica, &across);
   }
   return std::make_unique<ComposedStrategy>(name, std::move(communicator), replica, std::move(inner),
                                             std::move(outer), placement);

@@ -1,7 +1,7 @@
 // The outer half of a strategy: how replicas that train apart are brought together after
 // optimizer steps. Outer methods talk only to the group that links one rank of each replica
-// (the ranks with the same index inside their replicas), so an outer sync moves each replica's
-// share of the model across the replica boundary once.
+// (the ranks with the same index inside their replicas) and, to assemble what they exchanged, to
+// their own replica: an outer sync moves each replica's model across the replica boundary once.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "strait/model/llama.h"
+#include "strait/model/tensor_io.h"
 
 namespace strait {
 
@@ -17,8 +18,17 @@ class OuterSync {
  public:
   virtual ~OuterSync() = default;
   virtual std::string name() const = 0;
+  // Sizes the method's state for `model` (before a checkpoint is loaded into it).
+  virtual void prepare(const LlamaModel& model) = 0;
+  // Takes `model`'s weights, the same on every rank, as the starting point of a fresh run.
+  virtual void start_from(const LlamaModel& model) = 0;
   // See Strategy::after_step.
   virtual void after_step(int64_t step, LlamaModel& model, bool final_step) = 0;
+  // The method's own state, the same on every rank (checkpoints keep it once); loading into
+  // these tensors restores it.
+  virtual NamedTensors state() = 0;
+  // The figures of the outer sync done since the last call ({} if none).
+  virtual nlohmann::json take_sync_metrics() = 0;
   // Method-specific figures for the run summary.
   virtual nlohmann::json report() const = 0;
 };

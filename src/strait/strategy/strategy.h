@@ -10,7 +10,7 @@
 //
 // Every strategy is a composition (strategy/composed.h): ranks form *replicas*; inside a replica
 // an InnerSync (single process, DDP) synchronises every step and owns the gradient reduction,
-// clipping and optimizer step; across replicas an OuterSync (none, local SGD) synchronises after
+// clipping and optimizer step; across replicas an OuterSync (none, local SGD, DiLoCo) synchronises after
 // optimizer steps. DDP alone is one replica of every rank with no outer method.
 #pragma once
 
@@ -23,6 +23,7 @@
 #include "strait/core/config.h"
 #include "strait/core/placement.h"
 #include "strait/model/llama.h"
+#include "strait/model/tensor_io.h"
 #include "strait/train/optimizer.h"
 
 namespace strait {
@@ -44,6 +45,13 @@ class Strategy {
   // The model weights and the inner optimizer's state: Replicated when every rank applies the
   // same update every step; PerRank when replicas train apart between outer synchronisations.
   virtual Placement model_placement() const = 0;
+
+  // Called once the model exists, before a checkpoint is loaded into it or its first backward.
+  virtual void prepare(const LlamaModel& model) = 0;
+
+  // State of the strategy itself (e.g. DiLoCo's outer weights and momentum), the same on every
+  // rank: checkpoints keep it once, and a load into these tensors restores it ({} if none).
+  virtual NamedTensors replicated_state() = 0;
 
   // After initialisation (restored = false) every rank takes rank 0's weights. After a
   // checkpoint load, replicated weights are only re-broadcast; per-rank weights are each rank's
@@ -81,6 +89,10 @@ class Strategy {
   // meant to be longer than a collective's: a checkpoint's slowest writer may take minutes, and
   // the other ranks must not fail for waiting on it.
   virtual void wait_for_every_rank(const std::string& what, std::chrono::milliseconds timeout) = 0;
+
+  // The figures of an outer synchronisation done since the previous call ({} if none), for the
+  // metrics line: step, blocked_ms and, for DiLoCo, the pseudo-gradient norms.
+  virtual nlohmann::json take_outer_sync() = 0;
 
   // Bytes moved since the previous call, by link class, for the metrics line ({} if none).
   virtual nlohmann::json take_step_traffic() = 0;

@@ -19,6 +19,7 @@ constexpr const char* kFormat = "strait-checkpoint";
 constexpr int kVersion = 2;  // 2 added placement, world_size and rank directories
 constexpr int kOldestReadable = 1;
 const char* const kTokenizerFiles[] = {"tokenizer.json", "tokenizer.model"};
+constexpr const char* kStrategyFile = "strategy.safetensors";
 
 NamedTensors model_tensors(const LlamaModel& model) {
   NamedTensors tensors;
@@ -109,13 +110,14 @@ void save_rank_state(const fs::path& run_dir, int64_t step, int rank, const Llam
 }
 
 void save_checkpoint(const fs::path& run_dir, const CheckpointState& state, const LlamaModel& model,
-                     const AdamW& optimizer, const fs::path& data_dir) {
+                     const AdamW& optimizer, const fs::path& data_dir, const NamedTensors& strategy_state) {
   const fs::path final_dir = checkpoint_dir(run_dir, state.step);
   fs::create_directories(final_dir.parent_path());
   StagedDirectory staged(final_dir);
   const fs::path& dir = staged.staging_path();
 
   write_model_and_optimizer(dir, model, optimizer);
+  if (!strategy_state.empty()) save_tensors(dir / kStrategyFile, strategy_state);
   for (const char* name : kTokenizerFiles) {
     if (fs::exists(data_dir / name)) {
       atomic_write_file(dir / name, read_whole_file(data_dir / name));
@@ -207,7 +209,8 @@ CheckpointState read_checkpoint_state(const fs::path& dir) {
   return state;
 }
 
-void load_checkpoint(const fs::path& dir, LlamaModel& model, AdamW* optimizer, int rank) {
+void load_checkpoint(const fs::path& dir, LlamaModel& model, AdamW* optimizer, int rank,
+                     const NamedTensors& strategy_state) {
   const CheckpointState state = read_checkpoint_state(dir);
   if (state.placement == Placement::PerRank && (rank < 0 || rank >= state.world_size)) {
     throw Error("checkpoint " + dir.string() + " holds the state of ranks 0.." + std::to_string(state.world_size - 1) +
@@ -221,11 +224,21 @@ void load_checkpoint(const fs::path& dir, LlamaModel& model, AdamW* optimizer, i
   }
   // Validate both files completely before changing any state.
   const auto optimizer_file = SafetensorsFile::load(files / "optimizer.safetensors");
+  std::optional<SafetensorsFile> strategy_file;
+  if (!strategy_state.empty()) {
+    if (!fs::exists(dir / kStrategyFile)) {
+      throw Error("checkpoint " + dir.string() + " holds no " + kStrategyFile +
+                  " (the outer state of DiLoCo); it was written by a strategy without one");
+    }
+    strategy_file = SafetensorsFile::load(dir / kStrategyFile);
+    for (const auto& [name, tensor] : strategy_state) strategy_file->info(name);
+  }
   NamedTensors moments = optimizer_tensors(*optimizer);
   auto rng_state = tensor_from_file(optimizer_file, "rng.cpu");
   for (const auto& [name, tensor] : moments) optimizer_file.info(name);
   load_into(weights, model_tensors(model));
   load_into(optimizer_file, moments);
+  if (strategy_file) load_into(*strategy_file, strategy_state);
   optimizer->set_step_count(state.optimizer_steps);
   at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global generator
   generator.set_state(rng_state);

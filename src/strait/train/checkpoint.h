@@ -6,6 +6,8 @@
 //                           LibTorch CPU generator state ("rng.cpu")
 //     tokenizer.json (+ tokenizer.model)   copied from the data directory, so the checkpoint
 //                           alone is enough for eval, generate and export
+//     strategy.safetensors  the strategy's own replicated state, when it has some (DiLoCo's
+//                           outer weights "outer.weights" and momentum "outer.momentum", flat)
 //     rank-00001/           only when the model and optimizer are per rank (outer methods, whose
 //                           replicas train apart): each rank's model.safetensors and
 //                           optimizer.safetensors (the top-level ones are rank 0's, for tools)
@@ -30,6 +32,7 @@
 #include "strait/core/placement.h"
 #include "strait/data/loader.h"
 #include "strait/model/llama.h"
+#include "strait/model/tensor_io.h"
 #include "strait/train/optimizer.h"
 
 namespace strait {
@@ -54,8 +57,11 @@ void save_rank_state(const std::filesystem::path& run_dir, int64_t step, int ran
 // Writes RUN/checkpoints/step-N atomically. `data_dir` is where the tokenizer files come from.
 // With state.placement PerRank, moves in the state.world_size rank directories that
 // save_rank_state wrote; Error (and nothing committed) if one is missing.
+// `strategy_state` (e.g. DiLoCo's outer weights and momentum, the same on every rank) goes to
+// strategy.safetensors when not empty.
 void save_checkpoint(const std::filesystem::path& run_dir, const CheckpointState& state, const LlamaModel& model,
-                     const AdamW& optimizer, const std::filesystem::path& data_dir);
+                     const AdamW& optimizer, const std::filesystem::path& data_dir,
+                     const NamedTensors& strategy_state = {});
 
 // Reads state.json and verifies the checksums of all files it lists; Error names the file that
 // is missing or corrupt.
@@ -63,7 +69,10 @@ CheckpointState read_checkpoint_state(const std::filesystem::path& dir);
 
 // Loads weights (and optimizer state and RNG) into objects built from state.model_config; from a
 // PerRank checkpoint, `rank`'s own.
-void load_checkpoint(const std::filesystem::path& dir, LlamaModel& model, AdamW* optimizer, int rank = 0);
+// `strategy_state`, when not empty, is loaded from strategy.safetensors: Error if the checkpoint
+// has none (it was written by a strategy without such state) or a tensor is missing.
+void load_checkpoint(const std::filesystem::path& dir, LlamaModel& model, AdamW* optimizer, int rank = 0,
+                     const NamedTensors& strategy_state = {});
 
 // A model built from a checkpoint directory, for eval, generate and export.
 LlamaModel load_model(const std::filesystem::path& dir);

@@ -189,7 +189,7 @@ int64_t Trainer::restore() {
                 std::to_string(state.world_size) + " ranks, and this job has " +
                 std::to_string(strategy_->world_size()));
   }
-  load_checkpoint(*latest, model_, &optimizer_, strategy_->rank());
+  load_checkpoint(*latest, model_, &optimizer_, strategy_->rank(), strategy_->replicated_state());
   train_loader_.seek(state.cursor);
   if (prints()) std::cerr << "strait: resumed from " << latest->string() << " (step " << state.step << ")\n";
   return state.step;
@@ -246,7 +246,7 @@ void Trainer::save(int64_t step) {
   }
   if (is_writer()) {
     simulate_slow_storage();
-    save_checkpoint(run_dir_, state, model_, optimizer_, config_.data);
+    save_checkpoint(run_dir_, state, model_, optimizer_, config_.data, strategy_->replicated_state());
     prune_checkpoints(run_dir_, config_.keep_checkpoints);
   }
   strategy_->wait_for_every_rank(what + ": committed", timeout);
@@ -283,6 +283,7 @@ void Trainer::log_progress(int64_t step, const StepResult& result, double tokens
 
 nlohmann::json Trainer::run(Strategy& strategy) {
   strategy_ = &strategy;
+  strategy.prepare(model_);
   const int64_t start_step = restore();
   strategy.synchronize_weights(model_, start_step > 0);
   strategy.take_step_traffic();  // start-up traffic (the weight broadcast) is not a step's; totals keep it
@@ -335,6 +336,7 @@ nlohmann::json Trainer::run(Strategy& strategy) {
         {"mfu", flops_per_token * tokens_per_s / peak_flops},
     };
     if (auto traffic = strategy.take_step_traffic(); !traffic.empty()) line["traffic"] = traffic;
+    if (auto outer = strategy.take_outer_sync(); !outer.empty()) line["outer_sync"] = outer;
     const bool stopping = step == config_.stop_after;
     if ((config_.eval_every > 0 && step % config_.eval_every == 0) || last) {
       last_val_loss = validation_loss();
@@ -383,6 +385,13 @@ nlohmann::json Trainer::run(Strategy& strategy) {
     summary["cross_node_bytes_sent_per_rank_per_step"] = cross_node / static_cast<double>(steps_done);
     summary["cross_node_bytes_sent_per_rank_per_token"] =
         cross_node / static_cast<double>(steps_done * tokens_per_step);
+    // Outer methods: what all replicas sent each other, per token trained.
+    double cross_replica = 0;
+    for (const auto& rank : report.at("traffic_by_rank")) cross_replica += rank.at("cross_replica").at("sent").get<double>();
+    if (cross_replica > 0) {
+      summary["cross_replica_bytes_sent"] = cross_replica;
+      summary["cross_replica_bytes_per_token"] = cross_replica / static_cast<double>(steps_done * tokens_per_step);
+    }
   }
   // Rank 0's last checkpoint is complete before anyone reports success.
   strategy.wait_for_every_rank("end of the run",

@@ -200,7 +200,7 @@ def reference_run(args, threads, config_path, run_dir, label):
         "--steps", str(args.steps), "--threads", str(threads),
         "--warmup-steps-excluded", str(args.warmup_steps), "--lr", str(tp.LR),
         "--warmup", str(args.warmup_steps), "--seed", str(tp.SEED), "--precision", PRECISION,
-        "--bucket-cap-mb", str(args.bucket_mb)]
+        "--bucket-cap-mb", str(args.pytorch_bucket_mb)]
     loadavg = os.getloadavg()[0]
     proc = tp.run_child(label, command)
     result = ddp.parse_rank0_result(node0_stdout(proc.stdout), label)
@@ -329,8 +329,8 @@ def markdown(report):
         f"{report['date'][:10]}; scripts/wan testbed: {s['nodes']} nodes × {s['nproc_per_node']} "
         f"ranks, {s['link']} per node each way (tc tbf, no added delay); {s['preset']} "
         f"({tp.format_params(r['params'])} parameters), fp32, batch {s['batch_size']} × "
-        f"{s['seq_len']} per rank, {r['threads_per_rank']} thread(s) per rank, {s['bucket_mb']:g} MiB "
-        f"gradient buckets on both sides; {s['steps']} steps, "
+        f"{s['seq_len']} per rank, {r['threads_per_rank']} thread(s) per rank, gradient buckets of "
+        f"{s['bucket_mb']:g} MiB (strait) and {s['pytorch_bucket_mb']:g} MiB (PyTorch); {s['steps']} steps, "
         f"first {s['warmup_steps']} untimed; {rounds} round{'s' if rounds != 1 else ''} after "
         f"{s['warmup_runs']} warm-up run(s) per side, starting side alternated.",
         "",
@@ -371,9 +371,11 @@ def parse_args(argv):
                         help="discarded runs per side before the rounds (default 1)")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--bucket-mb", type=float, default=1.0,
-                        help="gradient bucket size of both sides in MiB (strait --bucket-mb, PyTorch "
-                             "bucket_cap_mb; default 1: on a slow link small buckets let the "
-                             "transfer start early in backward)")
+                        help="strait's gradient bucket size in MiB (default 1: on a slow link small "
+                             "buckets let the transfer start early in backward)")
+    parser.add_argument("--pytorch-bucket-mb", type=float, default=None,
+                        help="PyTorch DDP's bucket_cap_mb (default: the same as --bucket-mb; 25 is "
+                             "PyTorch's own default)")
     parser.add_argument("--warmup-steps", type=int, default=1,
                         help="leading steps left out of the timing (and LR warmup length)")
     parser.add_argument("--batch-size", type=int, default=4, help="per rank")
@@ -391,6 +393,8 @@ def parse_args(argv):
                      "--warmup-runs >= 0")
     if not 0 <= args.warmup_steps < args.steps:
         parser.error("need 0 <= --warmup-steps < --steps")
+    if args.pytorch_bucket_mb is None:
+        args.pytorch_bucket_mb = args.bucket_mb
     args.strait = os.path.abspath(args.strait)
     args.data = os.path.abspath(args.data)
     return args
@@ -412,7 +416,7 @@ def main(argv):
                 "warmup_steps": args.warmup_steps, "batch_size": args.batch_size,
                 "seq_len": args.seq_len, "lr": tp.LR, "seed": tp.SEED,
                 "precision": PRECISION, "backend": "gloo", "bucket_mb": args.bucket_mb,
-                "data": args.data,
+                "pytorch_bucket_mb": args.pytorch_bucket_mb, "data": args.data,
                 "strait": args.strait, "python": args.python}
     report = tp.new_report(machine, settings)
     warn_if_busy("before starting")

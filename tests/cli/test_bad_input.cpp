@@ -120,6 +120,22 @@ TEST_F(BadInput, CorruptCheckpointIsDetectedOnResumeEvalAndExport) {
                   "state.json");
 }
 
+TEST_F(BadInput, ResumingAFinishedRunSaysSoAndChangesNothing) {
+  // The run holds step 4; --steps 4 (finished) and --steps 3 (fewer) have nothing to train.
+  for (const char* steps : {"4", "3"}) {
+    const auto before = testing::snapshot_tree(scratch_.path());
+    const auto result = testing::run_strait("--quiet train --data '" + data_dir().string() + "' --out '" +
+                                            run_dir().string() + "' --preset nano --context-length 32 --batch-size 2 "
+                                            "--threads 1 --eval-every 0 --eval-batches 1 --resume --steps " + steps);
+    EXPECT_EQ(result.exit_code, 0) << result.output;
+    EXPECT_NE(result.output.find("is finished: its newest checkpoint is at step 4 and --steps is " + std::string(steps) +
+                                 "; nothing to do"),
+              std::string::npos)
+        << result.output;
+    EXPECT_TRUE(before == testing::snapshot_tree(scratch_.path())) << "files changed with --steps " << steps;
+  }
+}
+
 TEST_F(BadInput, ResumeWithADifferentModelIsRefused) {
   expect_rejected("--quiet train --data '" + data_dir().string() + "' --out '" + run_dir().string() +
                       "' --preset nano --context-length 32 --hidden-size 32 --batch-size 2 --steps 6 --threads 1 --resume",

@@ -127,6 +127,7 @@ class Trainer {
   void save(int64_t step);
   void log_progress(int64_t step, const StepResult& result, double tokens_per_s, double elapsed);
   void print_configuration(int64_t first_step) const;
+  nlohmann::json finished_run(int64_t checkpoint_step) const;
 
   TrainConfig config_;
   TrainOptions options_;
@@ -252,6 +253,19 @@ void Trainer::save(int64_t step) {
   strategy_->wait_for_every_rank(what + ": committed", timeout);
 }
 
+// A resumed run whose checkpoint is already at (or past) --steps: nothing to train, and nothing
+// on disk may change, its summary least of all. Every rank gets here (they agreed on the step).
+nlohmann::json Trainer::finished_run(int64_t checkpoint_step) const {
+  if (is_writer()) {  // even with --quiet: it is the command's whole outcome
+    std::fprintf(stderr, "strait: the run in %s is finished: its newest checkpoint is at step %lld and --steps is %lld; "
+                 "nothing to do (raise --steps to train further)\n",
+                 run_dir_.c_str(), static_cast<long long>(checkpoint_step), static_cast<long long>(config_.steps));
+  }
+  const fs::path summary = run_dir_ / "summary.json";
+  if (fs::exists(summary)) return nlohmann::json::parse(read_whole_file(summary));
+  return {{"last_step", checkpoint_step}, {"steps", config_.steps}, {"run_dir", run_dir_.string()}};
+}
+
 void Trainer::print_configuration(int64_t first_step) const {
   if (!prints()) return;
   const ModelConfig& m = model_.config();
@@ -285,6 +299,7 @@ nlohmann::json Trainer::run(Strategy& strategy) {
   strategy_ = &strategy;
   strategy.prepare(model_);
   const int64_t start_step = restore();
+  if (start_step >= config_.steps) return finished_run(start_step);
   strategy.synchronize_weights(model_, start_step > 0);
   strategy.take_step_traffic();  // start-up traffic (the weight broadcast) is not a step's; totals keep it
   first_step_ = start_step + 1;
@@ -305,7 +320,7 @@ nlohmann::json Trainer::run(Strategy& strategy) {
   const auto run_start = Clock::now();
   double timed_seconds = 0.0;  // step time after the first step of this process (warm-up)
   int64_t timed_tokens = 0;
-  nlohmann::json last_line = nlohmann::json::object();  // stays empty when resuming a finished run
+  nlohmann::json last_line = nlohmann::json::object();
   double last_val_loss = std::nan("");
   for (int64_t step = first_step_; step <= config_.steps; ++step) {
     const auto step_start = Clock::now();

@@ -139,6 +139,21 @@ TEST_F(Diloco, EveryWireDtypeKeepsReplicasIdenticalAndMovesTheBytesItsFormulaSay
   EXPECT_GT(bytes["fp32"] / bytes["bf16"], 1.99);
 }
 
+TEST_F(Diloco, ReplicasWhoseWeightsDifferAfterASyncStopTheRunNamingThem) {
+  // Rank 1's weights move by one float32 rounding after the outer step (fault injection), as a
+  // silently corrupted exchange would leave them: the weight hashes differ and every rank stops.
+  const fs::path run = scratch_ / "desync";
+  const auto result = testing::run_command("STRAIT_TEST_DESYNC_RANK=1 '" STRAIT_BINARY "' launch --nproc-per-node 2 "
+                                           "--master-port " + std::to_string(testing::free_tcp_port()) + " -- " +
+                                           train_args(run, "--outer-dtype int8"));
+  EXPECT_NE(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("diloco: after the outer step of step 4 the weights of replica 1 (rank 1) differ from "
+                               "replica 0's (rank 0); the replicas would silently train apart"),
+            std::string::npos)
+      << result.output;
+  EXPECT_FALSE(fs::exists(run / "checkpoints" / "step-000006")) << "the run stopped at its first sync";
+}
+
 TEST_F(Diloco, ResumesExactlyFromInsideAndTheEndOfAnHWindow) {
   const fs::path straight = scratch_ / "straight", resumed = scratch_ / "resumed";
   auto result = launch(2, train_args(straight, "--outer-dtype int4"));

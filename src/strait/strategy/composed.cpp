@@ -2,7 +2,6 @@
 // optional outer method across replicas, plus what every composition needs (weight
 // synchronisation at start-up, metric means, agreement checks, traffic figures).
 #include <cstdlib>
-#include <numeric>
 
 #include "strait/comm/communicator.h"
 #include "strait/core/checksum.h"
@@ -52,7 +51,8 @@ std::vector<int64_t> gather_int64(comm::Group& group, int64_t value, const std::
 
 class ComposedStrategy final : public Strategy {
  public:
-  // Without a communicator (one process) `replica` is null and there is no outer method.
+  // Without a communicator (one process) `replica` is null; an outer method then averages over
+  // the one replica (DiLoCo still takes its outer step).
   ComposedStrategy(std::string name, std::unique_ptr<comm::Communicator> communicator, comm::Group* replica,
                    std::unique_ptr<InnerSync> inner, std::unique_ptr<OuterSync> outer, Placement placement)
       : name_(std::move(name)),

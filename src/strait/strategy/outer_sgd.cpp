@@ -1,6 +1,9 @@
 #include "strait/strategy/outer_sgd.h"
 
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
 
 #include "strait/core/checksum.h"
 #include "strait/core/error.h"
@@ -75,6 +78,7 @@ void OuterSgd::after_step(int64_t step, LlamaModel& model, bool final_step) {
     global_.sub_(update, options_.lr);
     weights_.copy_(global_);
   }
+  simulate_silent_corruption(weights_);
   unflatten(weights_, model);
   require_identical_replicas(weights_, step);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -82,6 +86,16 @@ void OuterSgd::after_step(int64_t step, LlamaModel& model, bool final_step) {
   seconds_blocked_ += seconds;
   figures["blocked_ms"] = seconds * 1000.0;
   last_sync_ = std::move(figures);
+}
+
+// Fault injection for tests: STRAIT_TEST_DESYNC_RANK=R moves global rank R's weights by one
+// step of float32 rounding after every outer step, as a silent corruption of the exchange would,
+// so a test can show that the hash check stops the run.
+void OuterSgd::simulate_silent_corruption(const torch::Tensor& weights) const {
+  const char* rank = std::getenv("STRAIT_TEST_DESYNC_RANK");
+  comm::Group* across = exchange_->across();
+  if (rank == nullptr || across == nullptr || across->members()[across->rank()] != std::atoi(rank)) return;
+  weights[0] = std::nextafter(weights[0].item<float>(), std::numeric_limits<float>::infinity());
 }
 
 void OuterSgd::require_identical_replicas(const torch::Tensor& weights, int64_t step) {

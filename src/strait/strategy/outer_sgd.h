@@ -46,6 +46,7 @@ class OuterSgd final : public OuterSync {
  private:
   void flatten(const LlamaModel& model, const torch::Tensor& into) const;
   void unflatten(const torch::Tensor& from, LlamaModel& model) const;
+  void simulate_silent_corruption(const torch::Tensor& weights) const;
   void require_identical_replicas(const torch::Tensor& weights, int64_t step);
 
   std::unique_ptr<ReplicaExchange> exchange_;

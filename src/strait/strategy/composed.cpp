@@ -7,6 +7,7 @@
 #include "strait/core/checksum.h"
 #include "strait/core/error.h"
 #include "strait/launch/rank_environment.h"
+#include "strait/strategy/agreement.h"
 #include "strait/strategy/ddp.h"
 #include "strait/strategy/outer_sgd.h"
 #include "strait/strategy/strategy.h"
@@ -36,17 +37,6 @@ uint64_t weights_hash(const LlamaModel& model) {
     hash = xxh64(contiguous.data_ptr(), contiguous.numel() * contiguous.element_size(), hash);
   }
   return hash;
-}
-
-// Every member's value, in group rank order.
-std::vector<int64_t> gather_int64(comm::Group& group, int64_t value, const std::string& label) {
-  torch::Tensor mine = torch::tensor({value}, torch::kInt64);
-  std::vector<torch::Tensor> all;
-  for (int i = 0; i < group.size(); ++i) all.push_back(torch::empty({1}, torch::kInt64));
-  group.all_gather(mine, all, label).wait();
-  std::vector<int64_t> values;
-  for (const auto& tensor : all) values.push_back(tensor.item<int64_t>());
-  return values;
 }
 
 class ComposedStrategy final : public Strategy {

@@ -7,6 +7,7 @@
 
 #include "strait/core/checksum.h"
 #include "strait/core/error.h"
+#include "strait/strategy/agreement.h"
 
 namespace strait {
 
@@ -102,13 +103,10 @@ void OuterSgd::require_identical_replicas(const torch::Tensor& weights, int64_t 
   if (exchange_->across() == nullptr) return;  // one replica
   comm::Group& across = *exchange_->across();
   const auto hash = static_cast<int64_t>(xxh64(weights.data_ptr(), weights.numel() * sizeof(float), 0));
-  torch::Tensor mine = torch::tensor({hash}, torch::kInt64);
-  std::vector<torch::Tensor> all;
-  for (int r = 0; r < across.size(); ++r) all.push_back(torch::empty({1}, torch::kInt64));
-  across.all_gather(mine, all, "outer_weights_checksum").wait();
+  const std::vector<int64_t> hashes = gather_int64(across, hash, "outer_weights_checksum");
   std::string differences;
   for (int r = 1; r < across.size(); ++r) {
-    if (all[r].item<int64_t>() != all[0].item<int64_t>()) {
+    if (hashes[r] != hashes[0]) {
       differences += (differences.empty() ? "" : ", ") + std::string("replica ") + std::to_string(r) + " (rank " +
                      std::to_string(across.members()[r]) + ")";
     }

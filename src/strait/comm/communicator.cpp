@@ -27,6 +27,8 @@ void validate(const CommOptions& options) {
           "master_port is " + std::to_string(options.master_port) + " (expected 1..65535)");
   require(options.timeout.count() > 0, "communicator options",
           "timeout is " + std::to_string(options.timeout.count()) + " ms (expected > 0)");
+  require(options.wait_timeout.count() > 0, "communicator options",
+          "wait_timeout is " + std::to_string(options.wait_timeout.count()) + " ms (expected > 0)");
 }
 
 c10::intrusive_ptr<c10d::Store> connect_store(const CommOptions& options) {
@@ -98,6 +100,7 @@ struct Communicator::State {
   c10::intrusive_ptr<c10d::Store> store;  // declared before the groups, so it outlives them
   std::shared_ptr<gloo::transport::Device> device;
   std::unique_ptr<Group> world;
+  std::unique_ptr<Group> waits;  // every rank, for wait_for_every_rank only
   std::unique_ptr<Group> intra_node;
   std::unique_ptr<Group> cross_node;
   // Private to hierarchical_all_reduce_sum, one group per phase so that successive calls
@@ -109,12 +112,14 @@ struct Communicator::State {
   std::vector<std::unique_ptr<Group>> made;
   std::map<std::vector<int>, int> groups_made_of;  // rank set -> how many groups of it were made
   int consistency_checks = 0;
-  int waits = 0;  // wait_for_every_rank calls so far: each gets its own key space
 
-  std::unique_ptr<Group> connect(const std::string& name, const std::string& prefix, std::vector<int> members) {
+  std::unique_ptr<Group> connect(const std::string& name, const std::string& prefix, std::vector<int> members,
+                                 std::chrono::milliseconds timeout) {
     auto group_store = c10::make_intrusive<c10d::PrefixStore>("strait/group/" + prefix, store);
-    return Group::connect(name, std::move(members), options.topology.rank, group_store, device, options.timeout,
-                          ledger);
+    return Group::connect(name, std::move(members), options.topology.rank, group_store, device, timeout, ledger);
+  }
+  std::unique_ptr<Group> connect(const std::string& name, const std::string& prefix, std::vector<int> members) {
+    return connect(name, prefix, std::move(members), options.timeout);
   }
 };
 
@@ -130,6 +135,9 @@ std::unique_ptr<Communicator> Communicator::create(const CommOptions& options) {
   const std::vector<int> peer_ranks = topology.ranks_with_local_rank(topology.local_rank);
   std::vector<int> everyone(topology.world_size);
   std::iota(everyone.begin(), everyone.end(), 0);
+  // The long-timeout group first, right after every rank arrived: a rank lost while connecting
+  // it would keep the others waiting for wait_timeout.
+  state->waits = state->connect("wait_for_every_rank", "waits", everyone, options.wait_timeout);
   state->world = state->connect("world", "world", everyone);
   state->intra_node = state->connect(intra, "intra_node/" + std::to_string(topology.node_rank), node_ranks);
   state->cross_node = state->connect(cross, "cross_node/" + std::to_string(topology.local_rank), peer_ranks);
@@ -161,11 +169,13 @@ void Communicator::check_consistency(const std::string& config_hash) {
   agree_through_store(state_->store, handshake_options(state_->options, "check_consistency", key_space), fields);
 }
 
-void Communicator::wait_for_every_rank(const std::string& what, std::chrono::milliseconds timeout) {
-  const std::string key_space = "wait_for_every_rank/" + std::to_string(state_->waits++);
-  HandshakeOptions options = handshake_options(state_->options, what, key_space);
-  options.timeout = timeout;
-  agree_through_store(state_->store, options, {});
+void Communicator::wait_for_every_rank(const std::string& what) {
+  try {
+    state_->waits->barrier().wait();
+  } catch (const Error& failure) {
+    throw Error(what + ": not every rank arrived within " + std::to_string(state_->options.wait_timeout.count()) +
+                " ms, or one was lost: " + failure.what());
+  }
 }
 
 Group& Communicator::make_group(std::vector<int> global_ranks, std::string name) {

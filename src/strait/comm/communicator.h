@@ -15,8 +15,9 @@
 // ranks with this rank's local rank, one per node, ordered by node); groups made on demand
 // (make_group). Each is its own ProcessGroupGloo on its own store prefix, with its own lane
 // (group.h): collectives on different groups never wait on each other's order, so two threads
-// that communicate at once use two groups. create() builds, on every rank in this order, world,
-// intra-node, cross-node and three groups private to hierarchical_all_reduce_sum (the same
+// that communicate at once use two groups. create() builds, on every rank in this order, one
+// group private to wait_for_every_rank, world, intra-node, cross-node and three groups private
+// to hierarchical_all_reduce_sum (the same
 // intra-node and cross-node members); a rank builds only the groups it belongs to, so no rank
 // waits on a group that another builds later.
 //
@@ -52,6 +53,9 @@ struct CommOptions {
   bool launcher_serves_store = false;
   // Bounds rendezvous, group connection and every collective.
   std::chrono::milliseconds timeout{60000};
+  // Bounds wait_for_every_rank: how long ranks wait for the slowest of them (e.g. for a
+  // checkpoint writer), meant to be far longer than `timeout`.
+  std::chrono::milliseconds wait_timeout{3600000};
 };
 
 class Communicator {
@@ -87,11 +91,13 @@ class Communicator {
   // rank 0 has config_hash=cd34").
   void check_consistency(const std::string& config_hash);
 
-  // Every rank must call it with the same `what`. Returns once every rank has; waits up to
-  // `timeout` (chosen by the caller, e.g. far longer than a collective's for a checkpoint write)
-  // through the store, not a Gloo barrier bound by the groups' timeout. Throws strait::Error on
-  // every rank that arrived, naming `what` and the ranks that did not arrive in time.
-  void wait_for_every_rank(const std::string& what, std::chrono::milliseconds timeout);
+  // Every rank must call it with the same `what`, from one thread. Returns once every rank has.
+  // A barrier on a group of every rank that nothing else uses, connected with
+  // CommOptions::wait_timeout instead of `timeout`: a live but slow rank (writing a checkpoint)
+  // is waited for that long, while a dead one fails the wait at once (its connections close),
+  // which a wait through the store could not see. Throws strait::Error naming `what` and the
+  // barrier's failure.
+  void wait_for_every_rank(const std::string& what);
 
   // Sums `tensor` (in place) over all ranks in three phases run as one Work; returns at once,
   // like a collective (the tensor must stay alive and untouched until wait() returns):

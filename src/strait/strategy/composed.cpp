@@ -122,8 +122,8 @@ class ComposedStrategy final : public Strategy {
     if (!differences.empty()) throw Error("ranks disagree: " + differences);
   }
 
-  void wait_for_every_rank(const std::string& what, std::chrono::milliseconds timeout) override {
-    if (comm_) comm_->wait_for_every_rank(what, timeout);
+  void wait_for_every_rank(const std::string& what) override {
+    if (comm_) comm_->wait_for_every_rank(what);
   }
 
   nlohmann::json take_step_traffic() override {
@@ -248,6 +248,7 @@ std::unique_ptr<comm::Communicator> connect(const TrainConfig& config, const lau
   options.launcher_serves_store = environment.launcher_serves_store;
   options.interface = interface_for(config);
   options.timeout = std::chrono::milliseconds(static_cast<int64_t>(config.comm_timeout_s * 1000.0));
+  options.wait_timeout = std::chrono::milliseconds(static_cast<int64_t>(config.checkpoint_timeout_s * 1000.0));
   auto communicator = comm::Communicator::create(options);
   // Ranks started with different options would silently train different things; per-machine
   // settings (paths, interface, threads) may differ.

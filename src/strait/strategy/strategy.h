@@ -85,10 +85,10 @@ class Strategy {
   // values.
   virtual void require_same_everywhere(const std::string& what, int64_t value) = 0;
 
-  // Blocks until every rank has called it with the same `what`, for up to `timeout`, which is
-  // meant to be longer than a collective's: a checkpoint's slowest writer may take minutes, and
-  // the other ranks must not fail for waiting on it.
-  virtual void wait_for_every_rank(const std::string& what, std::chrono::milliseconds timeout) = 0;
+  // Blocks until every rank has called it with the same `what`, for up to checkpoint_timeout_s,
+  // which is meant to be longer than a collective's: a checkpoint's slowest writer may take
+  // minutes, and the other ranks must not fail for waiting on it. A lost rank fails it at once.
+  virtual void wait_for_every_rank(const std::string& what) = 0;
 
   // The figures of an outer synchronisation done since the previous call ({} if none), for the
   // metrics line: step, blocked_ms and, for DiLoCo, the pseudo-gradient norms.

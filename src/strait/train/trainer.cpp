@@ -231,7 +231,6 @@ double Trainer::validation_loss() {
 // replicated state and commits the checkpoint; nobody goes on until the commit is done. The
 // waits use checkpoint_timeout_s: a slow write must not trip the others' comm_timeout_s.
 void Trainer::save(int64_t step) {
-  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(config_.checkpoint_timeout_s * 1000.0));
   const std::string what = "checkpoint of step " + std::to_string(step);
   CheckpointState state;
   state.step = step;
@@ -243,14 +242,14 @@ void Trainer::save(int64_t step) {
   state.world_size = strategy_->world_size();
   if (state.placement == Placement::PerRank) {
     save_rank_state(run_dir_, step, strategy_->rank(), model_, optimizer_);
-    strategy_->wait_for_every_rank(what + ": every rank's files written", timeout);
+    strategy_->wait_for_every_rank(what + ": every rank's files written");
   }
   if (is_writer()) {
     simulate_slow_storage();
     save_checkpoint(run_dir_, state, model_, optimizer_, config_.data, strategy_->replicated_state());
     prune_checkpoints(run_dir_, config_.keep_checkpoints);
   }
-  strategy_->wait_for_every_rank(what + ": committed", timeout);
+  strategy_->wait_for_every_rank(what + ": committed");
 }
 
 // A resumed run whose checkpoint is already at (or past) --steps: nothing to train, and nothing
@@ -409,8 +408,7 @@ nlohmann::json Trainer::run(Strategy& strategy) {
     }
   }
   // Rank 0's last checkpoint is complete before anyone reports success.
-  strategy.wait_for_every_rank("end of the run",
-                               std::chrono::milliseconds(static_cast<int64_t>(config_.checkpoint_timeout_s * 1000.0)));
+  strategy.wait_for_every_rank("end of the run");
   if (!is_writer()) return summary;
   if (auto latest = latest_checkpoint(run_dir_)) summary["checkpoint"] = latest->string();
   atomic_write_file(run_dir_ / "summary.json", summary.dump(2) + "\n");

@@ -64,7 +64,7 @@ TEST(Llama, OverfitsOneSmallBatch) {
   torch::set_num_threads(1);
   LlamaModel model(nano_config());
   model.init_weights(3);
-  AdamW optimizer(model.parameters(), {0.9, 0.95, 1e-8, 0.0});
+  Optimizer optimizer(model.parameters(), {0.9, 0.95, 1e-8, 0.0});
   auto tokens = random_tokens(2, 33, 256, 2);
   auto inputs = tokens.narrow(1, 0, 32), targets = tokens.narrow(1, 1, 32);
   double first = 0, last = 0;

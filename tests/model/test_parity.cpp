@@ -21,7 +21,7 @@ void check_parity_with_pytorch(bool tie_embeddings) {
   config.tie_embeddings = tie_embeddings;
   LlamaModel model(config);
   model.init_weights(21);
-  AdamW optimizer(model.parameters(), {});
+  Optimizer optimizer(model.parameters(), {});
 
   // Export through the user-facing path: checkpoint, then `strait export`.
   CheckpointState state;

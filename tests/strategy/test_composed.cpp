@@ -36,7 +36,7 @@ TEST(StrategyStep, SingleProcessStepEqualsClipThenAdamWBitForBit) {
   EXPECT_EQ(strategy->model_placement(), Placement::Replicated);
 
   LlamaModel by_strategy = tiny_model(), by_hand = tiny_model();
-  AdamW strategy_optimizer(by_strategy.parameters(), {}), hand_optimizer(by_hand.parameters(), {});
+  Optimizer strategy_optimizer(by_strategy.parameters(), {}), hand_optimizer(by_hand.parameters(), {});
   strategy->synchronize_weights(by_strategy, false);
   for (int64_t step = 0; step < 8; ++step) {
     // A clip norm of 0.5 clips every step: both branches of the clipping are exercised.
@@ -124,6 +124,17 @@ TEST(StrategyConfiguration, BadOuterOptimizerSettingsAreNamed) {
       {[](TrainConfig& c) { c.outer_dtype = "int2"; }, "outer_dtype must be fp32, bf16, int8 or int4, got 'int2'"},
       {[](TrainConfig& c) { c.outer_lr = 0; }, "outer_lr must be a positive number"},
       {[](TrainConfig& c) { c.outer_momentum = 1; }, "outer_momentum must be in [0, 1)"},
+      {[](TrainConfig& c) { c.fragments = 0; }, "fragments must be >= 1, got 0"},
+      {[](TrainConfig& c) { c.sync_every = 10, c.overlap_steps = 10; },
+       "overlap_steps must be in [0, sync_every) (a fragment's exchange must land before its next sync), got 10 "
+       "with sync_every 10"},
+      {[](TrainConfig& c) { c.overlap_steps = -1; },
+       "overlap_steps must be in [0, sync_every) (a fragment's exchange must land before its next sync), got -1 "
+       "with sync_every 50"},
+      {[](TrainConfig& c) { c.fragment_mix = 1; }, "fragment_mix must be in [0, 1), got 1.000000"},
+      {[](TrainConfig& c) { c.strategy = "local-sgd", c.fragments = 2; },
+       "fragments, overlap_steps and fragment_mix are streaming DiLoCo's: they need --strategy diloco, got 'local-sgd'"},
+      {[](TrainConfig& c) { c.optimizer = "adam"; }, "optimizer must be adamw or sgd, got 'adam'"},
   };
   for (const auto& [change, expected] : cases) {
     TrainConfig bad = config;
@@ -135,6 +146,20 @@ TEST(StrategyConfiguration, BadOuterOptimizerSettingsAreNamed) {
       EXPECT_EQ(std::string(error.what()), "invalid configuration: " + expected);
     }
   }
+}
+
+TEST(StrategyConfiguration, MoreFragmentsThanLayersFailBeforeAnyProcessConnects) {
+  TrainConfig config;
+  config.data = "data";
+  config.comm_timeout_s = 1;
+  config.strategy = "diloco";
+  config.preset = "nano";
+  config.fragments = model_preset("nano", 256).num_layers + 1;
+  const std::string message = strategy_error(config);
+  EXPECT_NE(message.find("invalid configuration: fragments " + std::to_string(config.fragments) + " > the model's " +
+                         std::to_string(config.fragments - 1) + " layers"),
+            std::string::npos)
+      << message;
 }
 
 TEST(StrategyConfiguration, PerMachineSettingsAreNotComparedAcrossRanks) {

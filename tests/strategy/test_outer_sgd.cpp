@@ -7,8 +7,10 @@
 #include <nlohmann/json.hpp>
 
 #include "strait/codec/wire_codec.h"
+#include "strait/core/safetensors.h"
 #include "strait/core/metrics.h"
 #include "strait/model/model_config.h"
+#include "strait/model/tensor_io.h"
 #include "strait/strategy/outer_sgd.h"
 #include "strait/train/trainer.h"
 #include "test_support.h"
@@ -50,9 +52,12 @@ TEST(OuterSgd, DilocoStepsFollowNesterovMomentumOnThePseudoGradient) {
   diloco.start_from(model);
 
   // The reference, in float64: θ, m; each window the "inner steps" move the weights by a
-  // random amount, then Δ = θ − θ_r, m = μ m + Δ, θ = θ − lr (Δ + μ m).
+  // random amount, then Δ = θ − θ_r, m = μ m + Δ, θ = θ − lr (Δ + μ m). And the same in
+  // float32, one operation at a time: this is streaming DiLoCo's code with P = 1, τ = 0, which
+  // must be DiLoCo bit for bit.
   torch::Tensor theta = flat_weights(model).to(torch::kDouble);
   torch::Tensor momentum = torch::zeros_like(theta);
+  torch::Tensor theta32 = flat_weights(model).clone(), momentum32 = torch::zeros_like(theta32);
   torch::manual_seed(5);
   for (int64_t window = 1; window <= 3; ++window) {
     const torch::Tensor inner = flat_weights(model) + 0.01 * torch::randn({theta.numel()});
@@ -65,6 +70,10 @@ TEST(OuterSgd, DilocoStepsFollowNesterovMomentumOnThePseudoGradient) {
     theta = theta - 0.7 * (delta + 0.9 * momentum);
     const double error = (flat_weights(model).to(torch::kDouble) - theta).abs().max().item<double>();
     EXPECT_LT(error, 1e-6) << "window " << window;
+    torch::Tensor delta32 = theta32 - inner;
+    momentum32.mul_(0.9).add_(delta32);
+    theta32.sub_(delta32.add_(momentum32, 0.9), 0.7);
+    EXPECT_TRUE(torch::equal(flat_weights(model), theta32)) << "window " << window;
     const nlohmann::json sync = diloco.take_sync_metrics();
     EXPECT_EQ(sync.at("step"), 2 * window);
     EXPECT_NEAR(sync.at("pseudo_gradient_norm").get<double>(), delta.norm().item<double>(), 1e-4);
@@ -75,6 +84,86 @@ TEST(OuterSgd, DilocoStepsFollowNesterovMomentumOnThePseudoGradient) {
   ASSERT_EQ(state.size(), 2u);
   EXPECT_EQ(state[0].first, "outer.weights");
   EXPECT_LT((state[1].second.to(torch::kDouble) - momentum).abs().max().item<double>(), 1e-6);
+}
+
+TEST(OuterSgd, StreamingFragmentsSyncOnTheirOffsetsOverlapInnerStepsAndMix) {
+  // nano has 2 layers: P = 2 gives fragment 0 = the embedding and layer 0, fragment 1 = layer 1,
+  // the final norm and the head. H = 4: fragment 0 syncs at steps 4, 8, fragment 1 at 2, 6, 10;
+  // each exchange lands τ = 1 step later and is mixed with α = 0.5; the last step (10) ends on θ.
+  ModelConfig config = model_preset("nano", 256);
+  ASSERT_EQ(config.num_layers, 2);
+  LlamaModel model(config);
+  model.init_weights(3);
+  OuterSgdOptions options;
+  options.sync_every = 4;
+  options.fragments = 2;
+  options.overlap_steps = 1;
+  options.fragment_mix = 0.5;
+  OuterSgd streaming(std::make_unique<ReplicaExchange>(nullptr, nullptr, codec::WireDtype::Fp32), options,
+                     std::make_unique<ReplicaExchange>(nullptr, nullptr, codec::WireDtype::Fp32));
+  streaming.prepare(model);
+  streaming.start_from(model);
+
+  std::vector<torch::Tensor> in_fragment(2);  // float64 masks, from the parameter names
+  for (const auto& parameter : model.parameters()) {
+    const bool first = parameter.name.rfind("model.embed_tokens.", 0) == 0 || parameter.name.rfind("model.layers.0.", 0) == 0;
+    for (int p = 0; p < 2; ++p) {
+      in_fragment[p] = torch::cat({in_fragment[p].defined() ? in_fragment[p] : torch::empty({0}, torch::kDouble),
+                                   torch::full({parameter.tensor.numel()}, (p == 0) == first ? 1.0 : 0.0, torch::kDouble)});
+    }
+  }
+  // The reference, in float64.
+  torch::Tensor theta = flat_weights(model).to(torch::kDouble);
+  torch::Tensor momentum = torch::zeros_like(theta);
+  std::vector<torch::Tensor> pending(2);  // Δ of an exchange in flight
+  auto apply = [&](int p, const torch::Tensor& delta, torch::Tensor& local, double mix) {
+    momentum = momentum + in_fragment[p] * (0.9 * momentum + delta - momentum);
+    theta = theta - in_fragment[p] * 0.7 * (delta + 0.9 * momentum);
+    local = local + in_fragment[p] * (mix * local + (1 - mix) * theta - local);
+  };
+  torch::manual_seed(5);
+  for (int64_t step = 1; step <= 10; ++step) {
+    const bool final_step = step == 10;
+    const torch::Tensor inner = flat_weights(model) + 0.01 * torch::randn({theta.numel()});
+    set_weights(model, inner);
+    streaming.after_step(step, model, final_step);
+    torch::Tensor expected = inner.to(torch::kDouble);
+    std::vector<bool> applied(2, false);
+    const int started = step % 4 == 0 ? 0 : step % 4 == 2 ? 1 : -1;
+    if (started >= 0) pending[started] = in_fragment[started] * (theta - expected);
+    for (int p = 0; p < 2; ++p) {
+      if (!pending[p].defined() || (p == started && !final_step)) continue;
+      apply(p, pending[p], expected, final_step ? 0.0 : 0.5);
+      pending[p] = torch::Tensor();
+      applied[p] = true;
+    }
+    for (int p = 0; p < 2 && final_step; ++p) {
+      if (!applied[p]) apply(p, in_fragment[p] * (theta - expected), expected, 0.0);
+    }
+    const double error = (flat_weights(model).to(torch::kDouble) - expected).abs().max().item<double>();
+    EXPECT_LT(error, 1e-6) << "step " << step;
+    const nlohmann::json sync = streaming.take_sync_metrics();
+    if (step == 1) EXPECT_TRUE(sync.empty());
+    if (step == 2) EXPECT_EQ(sync.at("fragments_started"), nlohmann::json::array({1})) << sync;
+    if (step == 3) EXPECT_EQ(sync.at("fragments_applied"), nlohmann::json::array({1})) << sync;
+    if (step == 10) EXPECT_EQ(sync.at("fragments_applied"), nlohmann::json::array({1, 0})) << sync;
+  }
+  EXPECT_LT((flat_weights(model).to(torch::kDouble) - theta).abs().max().item<double>(), 1e-6)
+      << "the run ends on θ";
+  const NamedTensors state = streaming.state();
+  ASSERT_EQ(state.size(), 4u);
+  EXPECT_EQ(state[3].first, "outer.in_flight_since");
+  EXPECT_TRUE(torch::equal(state[3].second, torch::full({2}, int64_t{-1}))) << "nothing left in flight";
+  EXPECT_EQ(streaming.report().at("outer_syncs"), 6);  // 2, 4, 6, 8, 10 (fragment 1) and 10 (fragment 0)
+}
+
+TEST(OuterSgd, FragmentsAreStridedLayerGroups) {
+  EXPECT_EQ(fragment_of("model.layers.0.mlp.up_proj.weight", 6, 3), 0);
+  EXPECT_EQ(fragment_of("model.layers.4.self_attn.q_proj.weight", 6, 3), 1);
+  EXPECT_EQ(fragment_of("model.layers.5.input_layernorm.weight", 6, 3), 2);
+  EXPECT_EQ(fragment_of("model.embed_tokens.weight", 6, 3), 0);
+  EXPECT_EQ(fragment_of("model.norm.weight", 6, 3), 2);
+  EXPECT_EQ(fragment_of("lm_head.weight", 7, 3), 0);  // with layer 6
 }
 
 TEST(OuterSgd, OneReplicaWithOuterLrOneAndNoMomentumTrainsAsOneProcess) {
@@ -100,11 +189,14 @@ class Diloco : public ::testing::Test {
  protected:
   void SetUp() override { testing::make_byte_dataset(scratch_ / "data", 40000, 8000); }
 
-  std::string train_args(const fs::path& out, const std::string& extra = "") const {
+  std::string common_args(const fs::path& out) const {
     return "--quiet train --data '" + (scratch_ / "data").string() + "' --out '" + out.string() +
-           "' --preset nano --context-length 32 --batch-size 2 --steps 12 --warmup-steps 3 --lr 3e-3 --threads 1 "
-           "--precision fp32 --eval-every 6 --eval-batches 2 --checkpoint-every 3 --comm-timeout-s 20 "
-           "--strategy diloco --sync-every 4 " + extra;
+           "' --preset nano --context-length 32 --batch-size 2 --steps 12 --warmup-steps 3 --threads 1 "
+           "--precision fp32 --eval-every 6 --eval-batches 2 --checkpoint-every 3 --comm-timeout-s 20 ";
+  }
+
+  std::string train_args(const fs::path& out, const std::string& extra = "") const {
+    return common_args(out) + "--lr 3e-3 --strategy diloco --sync-every 4 " + extra;
   }
 
   testing::CommandResult launch(int ranks, const std::string& arguments) const {
@@ -165,6 +257,83 @@ TEST_F(Diloco, ResumesExactlyFromInsideAndTheEndOfAnHWindow) {
   }
   EXPECT_EQ(losses_of(resumed), losses_of(straight));
   EXPECT_TRUE(fs::exists(scratch_ / "resumed" / "checkpoints" / "step-000012" / "strategy.safetensors"));
+}
+
+TEST_F(Diloco, WithHOneInnerSgdAndAPlainOuterStepItIsDdpWithSgd) {
+  // H = 1: each replica takes θ − lr g_r, Δ_r = lr g_r, and θ − 1·mean Δ_r = θ − lr mean g_r,
+  // DDP's SGD step; equal up to the rounding of θ − (θ − lr g). Clipping is per replica in one
+  // and of the mean in the other, so it is off.
+  const fs::path ddp = scratch_ / "ddp", diloco = scratch_ / "diloco";
+  const std::string sgd = "--optimizer sgd --lr 0.3 --grad-clip 0 ";
+  auto result = launch(2, common_args(ddp) + sgd);
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  result = launch(2, common_args(diloco) + sgd + "--strategy diloco --sync-every 1 --outer-lr 1 --outer-momentum 0");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto summary = nlohmann::json::parse(testing::read_file(diloco / "summary.json"));
+  EXPECT_EQ(summary.at("optimizer"), "sgd");
+  EXPECT_EQ(summary.at("outer_syncs"), 12);
+  auto val_losses = [](const fs::path& run) {
+    std::vector<double> found;
+    for (const auto& line : read_metrics(run / "metrics.jsonl")) {
+      if (line.contains("val_loss")) found.push_back(line.at("val_loss").get<double>());
+    }
+    return found;
+  };
+  const auto expected = val_losses(ddp), actual = val_losses(diloco);
+  ASSERT_EQ(expected.size(), 2u);
+  ASSERT_EQ(actual.size(), 2u);
+  EXPECT_LT(expected[1], expected[0] - 0.05) << "SGD trains";
+  for (size_t i = 0; i < 2; ++i) EXPECT_NEAR(actual[i], expected[i], 1e-5 * expected[i]) << "evaluation " << i;
+  // The final weights, every tensor.
+  const auto ddp_model = SafetensorsFile::load(ddp / "checkpoints" / "step-000012" / "model.safetensors");
+  const auto diloco_model =
+      SafetensorsFile::load(diloco / "checkpoints" / "step-000012" / "rank-00000" / "model.safetensors");
+  for (const auto& info : ddp_model.tensors()) {
+    const torch::Tensor a = tensor_from_file(ddp_model, info.name), b = tensor_from_file(diloco_model, info.name);
+    EXPECT_TRUE(torch::allclose(b, a, 1e-4, 1e-6)) << info.name << ": max difference "
+                                                     << (b - a).abs().max().item<double>();
+  }
+}
+
+TEST_F(Diloco, StreamingFragmentsOverlapTheirExchangesAndResumeExactlyWithOneInFlight) {
+  // Two replicas, P = 2 fragments (nano's two layers), H = 4, τ = 1, α = 0.5, int8 on the wire:
+  // fragment 1 starts at steps 2, 6, 10 and lands one step later, fragment 0 at 4, 8 (+ the last
+  // step). The checkpoint of step 6 holds fragment 1's exchange in flight.
+  const std::string streaming = "--outer-dtype int8 --fragments 2 --overlap-steps 1 --fragment-mix 0.5 ";
+  const fs::path straight = scratch_ / "straight", resumed = scratch_ / "resumed";
+  auto result = launch(2, train_args(straight, streaming));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto summary = nlohmann::json::parse(testing::read_file(straight / "summary.json"));
+  // Fragment 1 lands at 3, 7, 11 and syncs again at the last step; fragment 0 lands at 5, 9 and
+  // 12 (started at 12, completed early as the run ends).
+  EXPECT_EQ(summary.at("outer_syncs"), 7);
+  std::map<int, nlohmann::json> syncs;
+  for (const auto& line : read_metrics(straight / "metrics.jsonl")) {
+    if (line.contains("outer_sync")) syncs[line.at("step").get<int>()] = line.at("outer_sync");
+  }
+  EXPECT_EQ(syncs.at(2).at("fragments_started"), nlohmann::json::array({1}));
+  EXPECT_FALSE(syncs.at(2).contains("fragments_applied"));
+  EXPECT_EQ(syncs.at(3).at("fragments_applied"), nlohmann::json::array({1}));
+  EXPECT_EQ(syncs.at(4).at("fragments_started"), nlohmann::json::array({0}));
+  EXPECT_EQ(syncs.at(5).at("fragments_applied"), nlohmann::json::array({0}));
+  EXPECT_EQ(syncs.count(1), 0u);
+  // Each exchange moves one fragment: its bytes, booked when it lands, are a part of the model's.
+  const double parameters = summary.at("parameters").get<double>();
+  const double whole = 2.0 * codec::WireCodec(codec::WireDtype::Int8).encoded_size(static_cast<size_t>((parameters + 1) / 2));
+  for (int step : {3, 5}) {
+    const double bytes = syncs.at(step).at("bytes_sent").get<double>();
+    EXPECT_GT(bytes, 0.2 * whole) << "step " << step;
+    EXPECT_LT(bytes, 0.8 * whole) << "step " << step;
+  }
+
+  for (const std::string stop : {"--stop-after 6", "--resume"}) {
+    result = launch(2, train_args(resumed, streaming + stop));
+    ASSERT_EQ(result.exit_code, 0) << stop << "\n" << result.output;
+  }
+  const auto in_flight = SafetensorsFile::load(resumed / "checkpoints" / "step-000006" / "strategy.safetensors");
+  const torch::Tensor since = tensor_from_file(in_flight, "outer.in_flight_since");
+  EXPECT_TRUE(torch::equal(since, torch::tensor({int64_t{-1}, int64_t{6}}))) << since;
+  EXPECT_EQ(losses_of(resumed), losses_of(straight));
 }
 
 }  // namespace

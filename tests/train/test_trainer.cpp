@@ -36,23 +36,27 @@ TEST(Trainer, LossFallsAndRunDirectoryHasEverything) {
 }
 
 TEST(Trainer, ResumedRunMatchesUninterruptedRunLossForLoss) {
-  testing::ScratchDir scratch;
-  testing::make_byte_dataset(scratch / "data");
-  TrainConfig straight = testing::tiny_train_config(scratch / "data", scratch / "straight");
-  train(straight, {false});
+  for (const std::string optimizer : {"adamw", "sgd"}) {
+    testing::ScratchDir scratch;
+    testing::make_byte_dataset(scratch / "data");
+    TrainConfig straight = testing::tiny_train_config(scratch / "data", scratch / "straight");
+    straight.optimizer = optimizer;
+    train(straight, {false});
 
-  TrainConfig interrupted = testing::tiny_train_config(scratch / "data", scratch / "resumed");
-  interrupted.stop_after = 10;
-  train(interrupted, {false});
-  EXPECT_EQ(losses_of(scratch / "resumed").size(), 10u);
-  interrupted.stop_after = 0;
-  interrupted.resume = true;
-  train(interrupted, {false});
+    TrainConfig interrupted = testing::tiny_train_config(scratch / "data", scratch / "resumed");
+    interrupted.optimizer = optimizer;
+    interrupted.stop_after = 10;
+    train(interrupted, {false});
+    EXPECT_EQ(losses_of(scratch / "resumed").size(), 10u);
+    interrupted.stop_after = 0;
+    interrupted.resume = true;
+    train(interrupted, {false});
 
-  auto expected = losses_of(scratch / "straight"), actual = losses_of(scratch / "resumed");
-  ASSERT_EQ(expected.size(), 20u);
-  ASSERT_EQ(actual.size(), 20u);
-  for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(expected[i], actual[i]) << "step " << i + 1;
+    auto expected = losses_of(scratch / "straight"), actual = losses_of(scratch / "resumed");
+    ASSERT_EQ(expected.size(), 20u) << optimizer;
+    ASSERT_EQ(actual.size(), 20u) << optimizer;
+    for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(expected[i], actual[i]) << optimizer << " step " << i + 1;
+  }
 }
 
 TEST(Trainer, ResumeDropsMetricsWrittenAfterTheCheckpoint) {
@@ -123,7 +127,7 @@ TEST(Optimizer, AdamWFirstStepsFollowTheFormula) {
   // One matrix (decayed) and one vector (not decayed), constant gradient g: after t steps with
   // bias correction m_hat = g and v_hat = g^2, so each step moves by lr * g / (|g| + eps).
   auto matrix = torch::ones({1, 1}, torch::requires_grad()), vector = torch::ones({1}, torch::requires_grad());
-  AdamW optimizer({{"m", matrix}, {"v", vector}}, {0.9, 0.95, 1e-8, 0.1});
+  Optimizer optimizer({{"m", matrix}, {"v", vector}}, {0.9, 0.95, 1e-8, 0.1});
   double expected_matrix = 1.0, expected_vector = 1.0;
   const double lr = 0.01, g = 0.5;
   for (int t = 0; t < 3; ++t) {
@@ -136,6 +140,24 @@ TEST(Optimizer, AdamWFirstStepsFollowTheFormula) {
   EXPECT_NEAR(matrix.item<double>(), expected_matrix, 1e-6);
   EXPECT_NEAR(vector.item<double>(), expected_vector, 1e-6);
   EXPECT_EQ(optimizer.step_count(), 3);
+}
+
+TEST(Optimizer, SgdStepsFollowTorchOptimSgd) {
+  // torch.optim.SGD(lr, weight_decay): d = g + wd θ; θ ← θ − lr d. Norms (vectors) are not decayed.
+  auto matrix = torch::ones({1, 1}, torch::requires_grad()), vector = torch::ones({1}, torch::requires_grad());
+  Optimizer optimizer({{"m", matrix}, {"v", vector}}, {0.9, 0.95, 1e-8, 0.1, OptimizerKind::Sgd});
+  double expected_matrix = 1.0, expected_vector = 1.0;
+  const double lr = 0.1, g = 0.5;
+  for (int t = 0; t < 3; ++t) {
+    matrix.mutable_grad() = torch::full({1, 1}, g);
+    vector.mutable_grad() = torch::full({1}, g);
+    optimizer.step(lr);
+    expected_matrix -= lr * (g + 0.1 * expected_matrix);
+    expected_vector -= lr * g;
+  }
+  EXPECT_NEAR(matrix.item<double>(), expected_matrix, 1e-6);
+  EXPECT_NEAR(vector.item<double>(), expected_vector, 1e-6);
+  EXPECT_TRUE(optimizer.exp_avg().empty()) << "SGD keeps no state";
 }
 
 }  // namespace

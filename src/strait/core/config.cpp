@@ -28,11 +28,13 @@ const std::vector<OptionSpec> kOptions = {
     {"batch_size", "sequences per micro-step", &TrainConfig::batch_size},
     {"seq_len", "tokens per sequence (0 = the model's context length)", &TrainConfig::seq_len},
     {"grad_accum", "micro-steps accumulated per optimizer step", &TrainConfig::grad_accum},
+    {"optimizer", "inner optimizer: adamw, or sgd (plain, no momentum)", &TrainConfig::optimizer},
     {"steps", "optimizer steps to train for", &TrainConfig::steps},
     {"lr", "peak learning rate", &TrainConfig::lr},
     {"min_lr_ratio", "final learning rate as a fraction of the peak", &TrainConfig::min_lr_ratio},
     {"warmup_steps", "linear warmup steps", &TrainConfig::warmup_steps},
-    {"weight_decay", "AdamW weight decay (matrices only)", &TrainConfig::weight_decay},
+    {"weight_decay", "weight decay (matrices only; AdamW: decoupled, SGD: added to the gradient)",
+     &TrainConfig::weight_decay},
     {"beta1", "AdamW beta1", &TrainConfig::beta1},
     {"beta2", "AdamW beta2", &TrainConfig::beta2},
     {"adam_eps", "AdamW epsilon", &TrainConfig::adam_eps},
@@ -55,6 +57,12 @@ const std::vector<OptionSpec> kOptions = {
     {"outer_momentum", "diloco: outer SGD momentum", &TrainConfig::outer_momentum},
     {"outer_nesterov", "diloco: Nesterov momentum in the outer SGD", &TrainConfig::outer_nesterov},
     {"outer_dtype", "outer methods: wire dtype of the exchange (fp32, bf16, int8, int4)", &TrainConfig::outer_dtype},
+    {"fragments", "diloco: streaming fragments P (strided layer groups, each synced on its own step of the H window)",
+     &TrainConfig::fragments},
+    {"overlap_steps", "diloco: inner steps tau a fragment's exchange runs in the background (< sync_every)",
+     &TrainConfig::overlap_steps},
+    {"fragment_mix", "diloco: alpha in [0, 1): a fragment becomes alpha * local + (1 - alpha) * global after its sync",
+     &TrainConfig::fragment_mix},
     {"bucket_mb", "DDP gradient bucket size in MiB", &TrainConfig::bucket_mb},
     {"comm_timeout_s", "seconds before a missing peer or stuck collective fails the run", &TrainConfig::comm_timeout_s},
     {"checkpoint_timeout_s", "seconds ranks wait for the slowest checkpoint writer", &TrainConfig::checkpoint_timeout_s},
@@ -268,6 +276,16 @@ void validate_strategy_choice(const TrainConfig& config) {
   }
   require(config.sync_every >= 1, "sync_every must be >= 1 (inner steps between outer synchronisations), got " +
                                        std::to_string(config.sync_every));
+  require(config.fragments >= 1, "fragments must be >= 1, got " + std::to_string(config.fragments));
+  require(config.overlap_steps >= 0 && config.overlap_steps < config.sync_every,
+          "overlap_steps must be in [0, sync_every) (a fragment's exchange must land before its next sync), got " +
+              std::to_string(config.overlap_steps) + " with sync_every " + std::to_string(config.sync_every));
+  require(config.fragment_mix >= 0 && config.fragment_mix < 1,
+          "fragment_mix must be in [0, 1), got " + std::to_string(config.fragment_mix));
+  const bool streaming = config.fragments > 1 || config.overlap_steps > 0 || config.fragment_mix > 0;
+  require(!streaming || config.strategy == "diloco",
+          "fragments, overlap_steps and fragment_mix are streaming DiLoCo's: they need --strategy diloco, got '" +
+              config.strategy + "'");
 }
 
 }  // namespace
@@ -293,6 +311,8 @@ void validate(const TrainConfig& config) {
   }
   require(std::isfinite(config.lr) && config.lr > 0, "lr must be a positive number");
   require(config.min_lr_ratio >= 0 && config.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]");
+  require(config.optimizer == "adamw" || config.optimizer == "sgd",
+          "optimizer must be adamw or sgd, got '" + config.optimizer + "'");
   require(config.weight_decay >= 0, "weight_decay must be >= 0");
   require(config.beta1 >= 0 && config.beta1 < 1, "beta1 must be in [0, 1)");
   require(config.beta2 >= 0 && config.beta2 < 1, "beta2 must be in [0, 1)");

@@ -34,7 +34,9 @@ struct TrainConfig {
   int64_t batch_size = 8;
   int64_t seq_len = 0;  // 0 = the model's context length
   int64_t grad_accum = 1;
-  // Optimisation: AdamW, linear warmup then cosine decay to min_lr_ratio * lr, global-norm clipping.
+  // Optimisation: AdamW (or plain SGD), linear warmup then cosine decay to min_lr_ratio * lr,
+  // global-norm clipping.
+  std::string optimizer = "adamw";  // adamw, sgd
   int64_t steps = 1000;
   double lr = 3e-4;
   double min_lr_ratio = 0.1;
@@ -67,6 +69,11 @@ struct TrainConfig {
   double outer_momentum = 0.9;
   bool outer_nesterov = true;
   std::string outer_dtype = "fp32";
+  // Streaming DiLoCo: P fragments (strided layer groups) on their own offsets in the H window,
+  // each exchange overlapping τ inner steps, merged as α·local + (1 − α)·global.
+  int64_t fragments = 1;
+  int64_t overlap_steps = 0;
+  double fragment_mix = 0.0;
   double bucket_mb = 25.0;        // DDP gradient bucket size
   double comm_timeout_s = 300.0;  // rendezvous and every collective; a lost peer fails within it
   double checkpoint_timeout_s = 3600.0;  // how long ranks wait for a checkpoint's slowest writer

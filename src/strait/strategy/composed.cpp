@@ -7,6 +7,7 @@
 #include "strait/core/checksum.h"
 #include "strait/core/error.h"
 #include "strait/launch/rank_environment.h"
+#include "strait/model/model_config.h"
 #include "strait/strategy/agreement.h"
 #include "strait/strategy/ddp.h"
 #include "strait/strategy/outer_sgd.h"
@@ -21,7 +22,7 @@ class SingleInner final : public InnerSync {
   std::string name() const override { return "single"; }
   void prepare(const LlamaModel&) override {}
   void before_backward(bool) override {}
-  double step(LlamaModel& model, AdamW& optimizer, double lr, double max_norm) override {
+  double step(LlamaModel& model, Optimizer& optimizer, double lr, double max_norm) override {
     const double norm = clip_grad_norm(model.parameters(), max_norm);
     optimizer.step(lr);
     return norm;
@@ -92,7 +93,7 @@ class ComposedStrategy final : public Strategy {
 
   void before_backward(bool last) override { inner_->before_backward(last); }
 
-  double step(LlamaModel& model, AdamW& optimizer, double lr, double max_norm) override {
+  double step(LlamaModel& model, Optimizer& optimizer, double lr, double max_norm) override {
     return inner_->step(model, optimizer, lr, max_norm);
   }
 
@@ -264,8 +265,14 @@ std::vector<int> ranks_from(int first, int count, int stride) {
 }
 
 // The outer method the configuration names, exchanging over `replica` and `across` (null: one
-// process).
-std::unique_ptr<OuterSync> make_outer(const TrainConfig& config, comm::Group* replica, comm::Group* across) {
+// process); `background` holds the groups of the exchanges that overlap inner steps (null
+// groups for one process).
+struct ExchangeGroups {
+  comm::Group* replica = nullptr;
+  comm::Group* across = nullptr;
+};
+
+std::unique_ptr<OuterSync> make_outer(const TrainConfig& config, ExchangeGroups groups, ExchangeGroups background) {
   OuterSgdOptions options;
   options.rule = config.strategy == "diloco" ? OuterSgdOptions::Rule::Diloco : OuterSgdOptions::Rule::AverageWeights;
   options.sync_every = config.sync_every;
@@ -273,13 +280,26 @@ std::unique_ptr<OuterSync> make_outer(const TrainConfig& config, comm::Group* re
   options.momentum = config.outer_momentum;
   options.nesterov = config.outer_nesterov;
   options.wire = codec::parse_wire_dtype(config.outer_dtype);
-  return std::make_unique<OuterSgd>(std::make_unique<ReplicaExchange>(replica, across, options.wire), options);
+  options.fragments = config.fragments;
+  options.overlap_steps = config.overlap_steps;
+  options.fragment_mix = config.fragment_mix;
+  std::unique_ptr<ReplicaExchange> overlapping;
+  if (options.overlap_steps > 0) {
+    overlapping = std::make_unique<ReplicaExchange>(background.replica, background.across, options.wire);
+  }
+  return std::make_unique<OuterSgd>(std::make_unique<ReplicaExchange>(groups.replica, groups.across, options.wire),
+                                    options, std::move(overlapping));
 }
 
 }  // namespace
 
 std::unique_ptr<Strategy> make_strategy(const TrainConfig& config, const launch::RankEnvironment& environment) {
   const Layout layout = resolve_layout(config, environment);
+  const int64_t layers = model_config_for(config, 256).num_layers;  // the vocabulary does not matter here
+  if (config.fragments > layers) {
+    throw Error("invalid configuration: fragments " + std::to_string(config.fragments) +
+                " > the model's " + std::to_string(layers) + " layers (each fragment is a group of whole layers)");
+  }
   const int world = environment.world_size;
   const int replicas = world / layout.replica_ranks;
   std::string name = layout.inner;
@@ -287,7 +307,7 @@ std::unique_ptr<Strategy> make_strategy(const TrainConfig& config, const launch:
   const Placement placement = layout.has_outer ? Placement::PerRank : Placement::Replicated;
   if (world == 1) {
     std::unique_ptr<OuterSync> outer;
-    if (layout.has_outer) outer = make_outer(config, nullptr, nullptr);
+    if (layout.has_outer) outer = make_outer(config, {}, {});
     return std::make_unique<ComposedStrategy>(name, nullptr, nullptr, std::make_unique<SingleInner>(),
                                               std::move(outer), placement);
   }
@@ -311,9 +331,18 @@ std::unique_ptr<Strategy> make_strategy(const TrainConfig& config, const launch:
   std::unique_ptr<OuterSync> outer;
   if (layout.has_outer) {
     const int position = rank % layout.replica_ranks;
-    comm::Group& across = communicator->make_group(ranks_from(position, replicas, layout.replica_ranks),
-                                                   "across_replicas[" + std::to_string(position) + "]");
-    outer = make_outer(config, replica, &across);
+    const std::vector<int> peers = ranks_from(position, replicas, layout.replica_ranks);
+    comm::Group& across = communicator->make_group(peers, "across_replicas[" + std::to_string(position) + "]");
+    // Exchanges that overlap inner steps run on a thread of their own: they get groups that
+    // nothing else uses, so their collectives never interleave with the inner method's.
+    ExchangeGroups background;
+    if (config.overlap_steps > 0) {
+      background.across = &communicator->make_group(peers, "streaming_across[" + std::to_string(position) + "]");
+      background.replica = replica->size() == 1 ? replica
+                                                : &communicator->make_group(replica->members(), "streaming_replica[" +
+                                                                                std::to_string(rank / layout.replica_ranks) + "]");
+    }
+    outer = make_outer(config, {replica, &across}, background);
   }
   return std::make_unique<ComposedStrategy>(name, std::move(communicator), replica, std::move(inner),
                                             std::move(outer), placement);

@@ -96,7 +96,7 @@ comm::Work DdpInner::all_reduce(const torch::Tensor& buffer) {
   return replica_.all_reduce_sum(buffer, "allreduce_gradients");
 }
 
-double DdpInner::step(LlamaModel& model, AdamW& optimizer, double lr, double max_norm) {
+double DdpInner::step(LlamaModel& model, Optimizer& optimizer, double lr, double max_norm) {
   reduce_gradients(model);
   // Every rank holds the same averaged gradient, so the norm and the update are the same too.
   const double norm = clip_grad_norm(model.parameters(), max_norm);

@@ -40,7 +40,7 @@ class DdpInner final : public InnerSync {
   std::string name() const override { return "ddp"; }
   void prepare(const LlamaModel& model) override;
   void before_backward(bool last) override;
-  double step(LlamaModel& model, AdamW& optimizer, double lr, double max_norm) override;
+  double step(LlamaModel& model, Optimizer& optimizer, double lr, double max_norm) override;
   double mean(double value) override;
   nlohmann::json report() const override;
 

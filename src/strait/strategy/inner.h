@@ -21,7 +21,7 @@ class InnerSync {
   virtual void prepare(const LlamaModel& model) = 0;
   // See Strategy::before_backward and Strategy::step; `step` reduces over the replica only.
   virtual void before_backward(bool last) = 0;
-  virtual double step(LlamaModel& model, AdamW& optimizer, double lr, double max_norm) = 0;
+  virtual double step(LlamaModel& model, Optimizer& optimizer, double lr, double max_norm) = 0;
   // The mean of a per-rank scalar over the replica.
   virtual double mean(double value) = 0;
   // Method-specific figures for the run summary ({} if none).

@@ -11,16 +11,50 @@
 
 namespace strait {
 
-OuterSgd::OuterSgd(std::unique_ptr<ReplicaExchange> exchange, OuterSgdOptions options)
-    : exchange_(std::move(exchange)), options_(options) {
+namespace {
+
+// Adds `norm` to the figure `key` as the root of the sum of squares, so that several fragments
+// at one step give the norm of their concatenation.
+void add_norm(nlohmann::json& figures, const std::string& key, double norm) {
+  const double earlier = figures.value(key, 0.0);
+  figures[key] = std::sqrt(earlier * earlier + norm * norm);
+}
+
+void add_to_list(nlohmann::json& figures, const std::string& key, size_t index) {
+  if (!figures.contains(key)) figures[key] = nlohmann::json::array();
+  figures[key].push_back(index);
+}
+
+}  // namespace
+
+int64_t fragment_of(const std::string& name, int64_t layers, int64_t fragments) {
+  static const std::string kLayerPrefix = "model.layers.";
+  if (name.rfind(kLayerPrefix, 0) == 0) return std::stoll(name.substr(kLayerPrefix.size())) % fragments;
+  if (name.rfind("model.embed_tokens.", 0) == 0) return 0;
+  return (layers - 1) % fragments;  // the final norm and the output head
+}
+
+OuterSgd::OuterSgd(std::unique_ptr<ReplicaExchange> exchange, OuterSgdOptions options,
+                   std::unique_ptr<ReplicaExchange> background)
+    : exchange_(std::move(exchange)), background_(std::move(background)), options_(options) {
   const std::string method = name();
-  if (options_.sync_every < 1) {
-    throw Error(method + ": sync_every must be >= 1, got " + std::to_string(options_.sync_every));
-  }
-  if (!(options_.lr > 0)) throw Error(method + ": outer lr must be > 0, got " + std::to_string(options_.lr));
-  if (options_.momentum < 0 || options_.momentum >= 1) {
-    throw Error(method + ": outer momentum must be in [0, 1), got " + std::to_string(options_.momentum));
-  }
+  auto require = [&](bool ok, const std::string& problem) {
+    if (!ok) throw Error(method + ": " + problem);
+  };
+  require(options_.sync_every >= 1, "sync_every must be >= 1, got " + std::to_string(options_.sync_every));
+  require(options_.lr > 0, "outer lr must be > 0, got " + std::to_string(options_.lr));
+  require(options_.momentum >= 0 && options_.momentum < 1,
+          "outer momentum must be in [0, 1), got " + std::to_string(options_.momentum));
+  require(options_.fragments >= 1, "fragments must be >= 1, got " + std::to_string(options_.fragments));
+  require(options_.overlap_steps >= 0 && options_.overlap_steps < options_.sync_every,
+          "overlap_steps must be in [0, sync_every = " + std::to_string(options_.sync_every) + "), got " +
+              std::to_string(options_.overlap_steps));
+  require(options_.fragment_mix >= 0 && options_.fragment_mix < 1,
+          "fragment_mix must be in [0, 1), got " + std::to_string(options_.fragment_mix));
+  require(options_.rule == OuterSgdOptions::Rule::Diloco || !streaming(),
+          "fragments and overlap_steps are streaming DiLoCo's (--strategy diloco)");
+  require((background_ != nullptr) == (options_.overlap_steps > 0),
+          "a background exchange is needed exactly when overlap_steps > 0");
 }
 
 std::string OuterSgd::name() const {
@@ -28,12 +62,35 @@ std::string OuterSgd::name() const {
 }
 
 void OuterSgd::prepare(const LlamaModel& model) {
+  const int64_t layers = model.config().num_layers;
+  if (options_.fragments > layers) {
+    throw Error(name() + ": " + std::to_string(options_.fragments) + " fragments need at least as many layers, but the model has " +
+                std::to_string(layers));
+  }
+  fragments_ = std::vector<Fragment>(static_cast<size_t>(options_.fragments));
   int64_t count = 0;
-  for (const auto& parameter : model.parameters()) count += parameter.tensor.numel();
+  for (const auto& parameter : model.parameters()) {
+    const int64_t n = parameter.tensor.numel();
+    auto& ranges = fragments_[static_cast<size_t>(fragment_of(parameter.name, layers, options_.fragments))].ranges;
+    if (!ranges.empty() && ranges.back().first + ranges.back().second == count) {
+      ranges.back().second += n;  // contiguous with the fragment's previous parameter
+    } else {
+      ranges.emplace_back(count, n);
+    }
+    count += n;
+  }
+  for (size_t p = 0; p < fragments_.size(); ++p) {
+    for (const auto& range : fragments_[p].ranges) fragments_[p].size += range.second;
+    fragments_[p].offset = static_cast<int64_t>(p) * options_.sync_every / options_.fragments;
+  }
   weights_ = torch::zeros({count}, torch::kFloat32);
   if (options_.rule == OuterSgdOptions::Rule::Diloco) {
     global_ = torch::zeros({count}, torch::kFloat32);
     momentum_ = torch::zeros({count}, torch::kFloat32);
+  }
+  if (options_.overlap_steps > 0) {
+    in_flight_ = torch::zeros({count}, torch::kFloat32);
+    in_flight_since_ = torch::full({options_.fragments}, int64_t{-1}, torch::kInt64);
   }
 }
 
@@ -60,33 +117,138 @@ void OuterSgd::unflatten(const torch::Tensor& from, LlamaModel& model) const {
   }
 }
 
+// The fragment's values of `flat`, contiguous: a view when the fragment is one range (P = 1),
+// so DiLoCo works on its flat tensors in place.
+torch::Tensor OuterSgd::gather(const torch::Tensor& flat, const Fragment& fragment) const {
+  if (fragment.ranges.size() == 1) return flat.narrow(0, fragment.ranges[0].first, fragment.ranges[0].second);
+  std::vector<torch::Tensor> parts;
+  for (const auto& [offset, n] : fragment.ranges) parts.push_back(flat.narrow(0, offset, n));
+  return torch::cat(parts);
+}
+
+void OuterSgd::scatter(const torch::Tensor& values, const torch::Tensor& flat, const Fragment& fragment) const {
+  if (fragment.ranges.size() == 1 && values.data_ptr<float>() == flat.data_ptr<float>() + fragment.ranges[0].first) {
+    return;  // `values` is gather's view of `flat`
+  }
+  int64_t position = 0;
+  for (const auto& [offset, n] : fragment.ranges) {
+    flat.narrow(0, offset, n).copy_(values.narrow(0, position, n));
+    position += n;
+  }
+}
+
 void OuterSgd::after_step(int64_t step, LlamaModel& model, bool final_step) {
-  if (step % options_.sync_every != 0 && !final_step) return;
   const auto start = std::chrono::steady_clock::now();
   torch::NoGradGuard no_grad;
-  flatten(model, weights_);
   nlohmann::json figures = {{"step", step}};
   if (options_.rule == OuterSgdOptions::Rule::AverageWeights) {
-    exchange_->mean(weights_, "outer_weights");
+    if (step % options_.sync_every != 0 && !final_step) return;
+    average_weights(step, model);
   } else {
-    torch::Tensor pseudo_gradient = global_ - weights_;  // Δ = θ − θ_r
-    figures["pseudo_gradient_norm"] = pseudo_gradient.norm().item<double>();
-    exchange_->mean(pseudo_gradient, "outer_pseudo_gradient");
-    figures["mean_pseudo_gradient_norm"] = pseudo_gradient.norm().item<double>();
-    momentum_.mul_(options_.momentum).add_(pseudo_gradient);
-    const torch::Tensor update =
-        options_.nesterov ? pseudo_gradient.add_(momentum_, options_.momentum) : momentum_;
-    global_.sub_(update, options_.lr);
-    weights_.copy_(global_);
+    const int64_t window_step = step % options_.sync_every;
+    std::vector<bool> synced(fragments_.size(), false);  // applied at this step
+    for (size_t p = 0; p < fragments_.size(); ++p) {
+      if (fragments_[p].offset != window_step) continue;
+      start_sync(step, p, model, options_.overlap_steps == 0 ? (final_step ? 0.0 : options_.fragment_mix) : -1.0,
+                 figures);
+      synced[p] = options_.overlap_steps == 0;
+    }
+    for (size_t p = 0; p < fragments_.size(); ++p) {
+      if (!in_flight(p)) continue;
+      const int64_t since = in_flight_since_[static_cast<int64_t>(p)].item<int64_t>();
+      if (step - since < options_.overlap_steps && !final_step) continue;
+      await_exchange(p);
+      finish_sync(step, p, model, gather(in_flight_, fragments_[p]), final_step ? 0.0 : options_.fragment_mix, figures);
+      in_flight_since_[static_cast<int64_t>(p)] = -1;
+      synced[p] = true;
+    }
+    // The run ends on θ, the same on every replica: every fragment not just applied syncs now,
+    // and the last syncs replace the replicas' fragments instead of mixing.
+    for (size_t p = 0; p < fragments_.size() && final_step; ++p) {
+      if (!synced[p]) start_sync(step, p, model, 0.0, figures);
+    }
+    if (figures.size() == 1) return;  // nothing due at this step
   }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  seconds_blocked_ += seconds;
+  figures["blocked_ms"] = seconds * 1000.0;
+  figures["bytes_sent"] = bytes_sent_;
+  bytes_sent_ = 0;
+  last_sync_ = std::move(figures);
+}
+
+void OuterSgd::average_weights(int64_t step, LlamaModel& model) {
+  flatten(model, weights_);
+  bytes_sent_ += exchange_->mean(weights_, "outer_weights");
   simulate_silent_corruption(weights_);
   unflatten(weights_, model);
   require_identical_replicas(weights_, step);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ++syncs_;
-  seconds_blocked_ += seconds;
-  figures["blocked_ms"] = seconds * 1000.0;
-  last_sync_ = std::move(figures);
+}
+
+// Takes fragment `index`'s pseudo-gradient Δ = θ − θ_r from the replica's weights now, and
+// exchanges it: at once, then the outer step with fragment mix `mix` (>= 0), or in the
+// background (mix < 0).
+void OuterSgd::start_sync(int64_t step, size_t index, LlamaModel& model, double mix, nlohmann::json& figures) {
+  Fragment& fragment = fragments_[index];
+  flatten(model, weights_);
+  torch::Tensor pseudo_gradient = gather(global_, fragment) - gather(weights_, fragment);
+  add_norm(figures, "pseudo_gradient_norm", pseudo_gradient.norm().item<double>());
+  if (streaming()) add_to_list(figures, "fragments_started", index);
+  if (mix >= 0) {
+    bytes_sent_ += exchange_->mean(pseudo_gradient, "outer_pseudo_gradient");
+    finish_sync(step, index, model, pseudo_gradient, mix, figures);
+    return;
+  }
+  fragment.received = pseudo_gradient;
+  in_flight_since_[static_cast<int64_t>(index)] = step;
+  auto done = std::make_shared<std::promise<int64_t>>();
+  fragment.exchange = done->get_future();
+  lane_.post([exchange = background_.get(), values = fragment.received, done] {
+    try {
+      done->set_value(exchange->mean(values, "outer_pseudo_gradient"));
+    } catch (...) {
+      done->set_exception(std::current_exception());
+    }
+  });
+}
+
+// Waits for fragment `index`'s background exchange, if still running, and records its mean Δ
+// in in_flight_ (where checkpoints keep it).
+void OuterSgd::await_exchange(size_t index) {
+  Fragment& fragment = fragments_[index];
+  if (!fragment.exchange.valid()) return;  // waited already, or restored from a checkpoint
+  bytes_sent_ += fragment.exchange.get();
+  scatter(fragment.received, in_flight_, fragment);
+  fragment.received = torch::Tensor();
+}
+
+// The outer step of fragment `index` with the replicas' mean Δ (consumed), then the replica's
+// fragment becomes mix·(its weights now) + (1 − mix)·θ_p.
+void OuterSgd::finish_sync(int64_t step, size_t index, LlamaModel& model, const torch::Tensor& mean, double mix,
+                           nlohmann::json& figures) {
+  const Fragment& fragment = fragments_[index];
+  add_norm(figures, "mean_pseudo_gradient_norm", mean.norm().item<double>());
+  if (streaming()) add_to_list(figures, "fragments_applied", index);
+  torch::Tensor momentum = gather(momentum_, fragment);
+  torch::Tensor global = gather(global_, fragment);
+  momentum.mul_(options_.momentum).add_(mean);
+  const torch::Tensor update = options_.nesterov ? mean.add_(momentum, options_.momentum) : momentum;
+  global.sub_(update, options_.lr);
+  simulate_silent_corruption(global);
+  scatter(momentum, momentum_, fragment);
+  scatter(global, global_, fragment);
+  flatten(model, weights_);
+  torch::Tensor local = gather(weights_, fragment);
+  if (mix == 0) {
+    local.copy_(global);  // exactly θ_p (mixing with 0 would round)
+  } else {
+    local.mul_(mix).add_(global, 1.0 - mix);
+  }
+  scatter(local, weights_, fragment);
+  unflatten(weights_, model);
+  require_identical_replicas(global, step);
+  ++syncs_;
 }
 
 // Fault injection for tests: STRAIT_TEST_DESYNC_RANK=R moves global rank R's weights by one
@@ -120,7 +282,14 @@ void OuterSgd::require_identical_replicas(const torch::Tensor& weights, int64_t 
 
 NamedTensors OuterSgd::state() {
   if (!global_.defined()) return {};
-  return {{"outer.weights", global_}, {"outer.momentum", momentum_}};
+  NamedTensors state = {{"outer.weights", global_}, {"outer.momentum", momentum_}};
+  if (!in_flight_.defined()) return state;
+  for (size_t p = 0; p < fragments_.size(); ++p) {
+    if (in_flight(p)) await_exchange(p);
+  }
+  state.emplace_back("outer.in_flight", in_flight_);
+  state.emplace_back("outer.in_flight_since", in_flight_since_);
+  return state;
 }
 
 nlohmann::json OuterSgd::take_sync_metrics() {
@@ -132,12 +301,15 @@ nlohmann::json OuterSgd::take_sync_metrics() {
 nlohmann::json OuterSgd::report() const {
   nlohmann::json report = {{"sync_every", options_.sync_every},
                            {"outer_dtype", codec::to_string(options_.wire)},
-                           {"outer_syncs", syncs_},
+                           {"outer_syncs", syncs_},  // fragment syncs with streaming
                            {"outer_sync_seconds", seconds_blocked_}};
   if (options_.rule == OuterSgdOptions::Rule::Diloco) {
     report["outer_lr"] = options_.lr;
     report["outer_momentum"] = options_.momentum;
     report["outer_nesterov"] = options_.nesterov;
+    report["fragments"] = options_.fragments;
+    report["overlap_steps"] = options_.overlap_steps;
+    report["fragment_mix"] = options_.fragment_mix;
   }
   return report;
 }

@@ -9,11 +9,31 @@
 // mismatch (quantized or not, the exchange promises identical bits) stops the run naming the
 // replicas. Between syncs no byte crosses a replica boundary; the inner optimizers' moments stay
 // each replica's own (per-rank state).
+//
+// Streaming DiLoCo (arXiv 2501.18512) splits the parameters into `fragments` P, strided layer
+// groups: fragment p holds layers p, p + P, p + 2P, ... (the token embedding goes with layer 0's
+// fragment, the final norm and output head with the last layer's). Fragment p syncs at the steps
+// t with t mod H = p·H/P (integer division), so only a 1/P of the model crosses the replica
+// boundary at a time: its Δ is taken at t, and its exchange runs in the background (on groups of
+// its own, so it never interleaves with the inner method's collectives) while the replica trains
+// `overlap_steps` τ further steps. At t + τ the outer step updates θ_p and the replica's fragment
+// becomes α·(its weights now) + (1 − α)·θ_p, α = `fragment_mix` (with τ = 0 too). With P = 1,
+// τ = 0, α = 0 (the defaults) this is DiLoCo, bit for bit. At the last step, fragments in
+// flight are completed early, every other fragment syncs at once, and all of them take θ_p
+// unmixed, so the run ends on θ, the same on every replica.
+// A fragment in flight at a checkpoint is recorded, not cut short: the checkpoint's writer waits
+// for its exchange and keeps the mean Δ ("outer.in_flight", flat, at the fragment's positions)
+// and the step it started at ("outer.in_flight_since", -1 if none); a resumed run applies it at
+// the same step as an uninterrupted one.
 #pragma once
 
 #include <cstdint>
+#include <future>
 #include <memory>
+#include <string>
+#include <vector>
 
+#include "strait/comm/lane.h"
 #include "strait/model/tensor_io.h"
 #include "strait/strategy/outer.h"
 #include "strait/strategy/replica_exchange.h"
@@ -28,14 +48,26 @@ struct OuterSgdOptions {
   double momentum = 0.9;    // diloco only
   bool nesterov = true;     // diloco only
   codec::WireDtype wire = codec::WireDtype::Fp32;
+  int64_t fragments = 1;      // diloco only: P
+  int64_t overlap_steps = 0;  // diloco only: τ, in [0, sync_every)
+  double fragment_mix = 0.0;  // diloco only: α, in [0, 1)
 };
+
+// Which fragment (of `fragments`) the parameter `name` (Hugging Face naming) belongs to, in a
+// model of `layers` decoder layers.
+int64_t fragment_of(const std::string& name, int64_t layers, int64_t fragments);
 
 class OuterSgd final : public OuterSync {
  public:
-  // Throws strait::Error on a sync_every < 1, lr <= 0 or momentum outside [0, 1).
-  OuterSgd(std::unique_ptr<ReplicaExchange> exchange, OuterSgdOptions options);
+  // `background` runs the exchanges that overlap inner steps; it must use groups that nothing
+  // else uses, and is required exactly when overlap_steps > 0. Throws strait::Error on a
+  // sync_every < 1, lr <= 0, momentum outside [0, 1), fragments < 1, overlap_steps outside
+  // [0, sync_every), fragment_mix outside [0, 1), or fragments / overlap with local-sgd.
+  OuterSgd(std::unique_ptr<ReplicaExchange> exchange, OuterSgdOptions options,
+           std::unique_ptr<ReplicaExchange> background = nullptr);
 
   std::string name() const override;
+  // Throws strait::Error if the model has fewer layers than fragments.
   void prepare(const LlamaModel& model) override;
   void start_from(const LlamaModel& model) override;
   void after_step(int64_t step, LlamaModel& model, bool final_step) override;
@@ -44,19 +76,44 @@ class OuterSgd final : public OuterSync {
   nlohmann::json report() const override;
 
  private:
+  struct Fragment {
+    std::vector<std::pair<int64_t, int64_t>> ranges;  // (offset, count) in the flat parameter order
+    int64_t size = 0;
+    int64_t offset = 0;                 // syncs at the steps t with t mod H = offset
+    torch::Tensor received;             // the background exchange's mean Δ, fragment-contiguous
+    std::future<int64_t> exchange;      // bytes sent; valid until the exchange is waited for
+  };
+
   void flatten(const LlamaModel& model, const torch::Tensor& into) const;
   void unflatten(const torch::Tensor& from, LlamaModel& model) const;
+  torch::Tensor gather(const torch::Tensor& flat, const Fragment& fragment) const;
+  void scatter(const torch::Tensor& values, const torch::Tensor& flat, const Fragment& fragment) const;
+  void average_weights(int64_t step, LlamaModel& model);
+  void start_sync(int64_t step, size_t index, LlamaModel& model, double mix, nlohmann::json& figures);
+  void finish_sync(int64_t step, size_t index, LlamaModel& model, const torch::Tensor& mean, double mix,
+                   nlohmann::json& figures);
+  void await_exchange(size_t index);
+  bool in_flight(size_t index) const {
+    return in_flight_since_.defined() && in_flight_since_[static_cast<int64_t>(index)].item<int64_t>() >= 0;
+  }
   void simulate_silent_corruption(const torch::Tensor& weights) const;
   void require_identical_replicas(const torch::Tensor& weights, int64_t step);
+  bool streaming() const { return options_.fragments > 1 || options_.overlap_steps > 0; }
 
   std::unique_ptr<ReplicaExchange> exchange_;
+  std::unique_ptr<ReplicaExchange> background_;
   OuterSgdOptions options_;
-  torch::Tensor weights_;   // (parameters) fp32 scratch: this replica's weights, flat
-  torch::Tensor global_;    // (parameters) fp32, diloco: θ, the weights of the last outer step
-  torch::Tensor momentum_;  // (parameters) fp32, diloco: m
+  std::vector<Fragment> fragments_;
+  torch::Tensor weights_;          // (parameters) fp32 scratch: this replica's weights, flat
+  torch::Tensor global_;           // (parameters) fp32, diloco: θ, the weights of the last outer steps
+  torch::Tensor momentum_;         // (parameters) fp32, diloco: m
+  torch::Tensor in_flight_;        // (parameters) fp32, overlap: mean Δ of fragments in flight
+  torch::Tensor in_flight_since_;  // (fragments) int64, overlap: the step each started at, or -1
   int64_t syncs_ = 0;
   double seconds_blocked_ = 0.0;  // in outer syncs, over the run
+  int64_t bytes_sent_ = 0;        // to other replicas by this rank, since the last metrics
   nlohmann::json last_sync_;      // the latest sync's figures, until taken
+  comm::Lane lane_;               // last: stops (running what was posted) before the rest goes
 };
 
 }  // namespace strait

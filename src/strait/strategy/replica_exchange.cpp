@@ -14,12 +14,12 @@ int64_t piece_size(int64_t count, int parts) { return (count + parts - 1) / part
 ReplicaExchange::ReplicaExchange(comm::Group* replica, comm::Group* across, codec::WireDtype dtype)
     : replica_(replica), across_(across), codec_(dtype) {}
 
-void ReplicaExchange::mean(const torch::Tensor& flat, const std::string& label) {
+int64_t ReplicaExchange::mean(const torch::Tensor& flat, const std::string& label) {
   if (across_ == nullptr) {  // one process: only the trip through the wire dtype remains
     std::vector<uint8_t> bytes(codec_.encoded_size(static_cast<size_t>(flat.numel())));
     codec_.encode(flat.data_ptr<float>(), static_cast<size_t>(flat.numel()), bytes.data());
     codec_.decode(bytes.data(), bytes.size(), flat.data_ptr<float>(), static_cast<size_t>(flat.numel()));
-    return;
+    return 0;
   }
   const int positions = replica_->size();
   const int64_t count = flat.numel();
@@ -27,7 +27,7 @@ void ReplicaExchange::mean(const torch::Tensor& flat, const std::string& label) 
   torch::Tensor padded = torch::zeros({shard_size * positions}, torch::kFloat32);
   padded.narrow(0, 0, count).copy_(flat);
   torch::Tensor shard = padded.narrow(0, shard_size * replica_->rank(), shard_size).clone();
-  mean_of_shard(shard, label);
+  const int64_t sent = mean_of_shard(shard, label);
   if (positions > 1) {
     std::vector<torch::Tensor> shards;
     for (int p = 0; p < positions; ++p) shards.push_back(padded.narrow(0, shard_size * p, shard_size));
@@ -36,9 +36,10 @@ void ReplicaExchange::mean(const torch::Tensor& flat, const std::string& label) 
     padded.copy_(shard);
   }
   flat.copy_(padded.narrow(0, 0, count));
+  return sent;
 }
 
-void ReplicaExchange::mean_of_shard(const torch::Tensor& shard, const std::string& label) {
+int64_t ReplicaExchange::mean_of_shard(const torch::Tensor& shard, const std::string& label) {
   const int owners = across_->size();
   const int64_t slice_size = piece_size(shard.numel(), owners);
   torch::Tensor values = torch::zeros({slice_size * owners}, torch::kFloat32);
@@ -74,6 +75,8 @@ void ReplicaExchange::mean_of_shard(const torch::Tensor& shard, const std::strin
                   values.data_ptr<float>() + slice_size * owner, static_cast<size_t>(slice_size));
   }
   shard.copy_(values.narrow(0, 0, shard.numel()));
+  // One encoded slice to each other owner, then this owner's mean to each of them.
+  return 2 * (owners - 1) * slice_bytes;
 }
 
 }  // namespace strait

@@ -31,16 +31,17 @@ class ReplicaExchange {
   ReplicaExchange(comm::Group* replica, comm::Group* across, codec::WireDtype dtype);
 
   // Replaces `flat` (1-D float32, contiguous) by its mean over the replicas, as decoded from
-  // the wire. Every rank of the job must call it in the same order. `label` names it in the
-  // ledger (label + "/alltoall", "/allgather", and "/in_replica" for the replica's all-gather).
-  // Throws strait::Error as the collectives and the codec do (a peer's malformed bytes).
-  void mean(const torch::Tensor& flat, const std::string& label);
+  // the wire, and returns the bytes this rank sent to other replicas. Every rank of the job must
+  // call it in the same order. `label` names it in the ledger (label + "/alltoall",
+  // "/allgather", and "/in_replica" for the replica's all-gather). Throws strait::Error as the
+  // collectives and the codec do (a peer's malformed bytes).
+  int64_t mean(const torch::Tensor& flat, const std::string& label);
 
   // Which replica each member of `across` belongs to is its group rank (null for one process).
   comm::Group* across() { return across_; }
 
  private:
-  void mean_of_shard(const torch::Tensor& shard, const std::string& label);
+  int64_t mean_of_shard(const torch::Tensor& shard, const std::string& label);
 
   comm::Group* replica_;
   comm::Group* across_;

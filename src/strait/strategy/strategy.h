@@ -67,7 +67,7 @@ class Strategy {
   // clips them to a global L2 norm of `max_norm` (<= 0: no clipping; the norm is over the whole
   // model, whatever the method shards) and applies optimizer.step(lr). Returns the norm before
   // clipping, the same on every rank of the replica.
-  virtual double step(LlamaModel& model, AdamW& optimizer, double lr, double max_norm) = 0;
+  virtual double step(LlamaModel& model, Optimizer& optimizer, double lr, double max_norm) = 0;
 
   // After optimizer step `step` (1-based); `final_step` is true for the run's last step. Outer
   // methods synchronise the replicas here when a sync is due (and always at the final step, so

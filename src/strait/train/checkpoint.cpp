@@ -27,10 +27,11 @@ NamedTensors model_tensors(const LlamaModel& model) {
   return tensors;
 }
 
-NamedTensors optimizer_tensors(const AdamW& optimizer) {
+// AdamW's moments; nothing for SGD, which keeps no state.
+NamedTensors optimizer_tensors(const Optimizer& optimizer) {
   NamedTensors tensors;
   const auto& parameters = optimizer.parameters();
-  for (size_t i = 0; i < parameters.size(); ++i) {
+  for (size_t i = 0; i < optimizer.exp_avg().size(); ++i) {
     tensors.emplace_back("exp_avg." + parameters[i].name, optimizer.exp_avg()[i]);
     tensors.emplace_back("exp_avg_sq." + parameters[i].name, optimizer.exp_avg_sq()[i]);
   }
@@ -68,7 +69,7 @@ fs::path per_rank_staging_dir(const fs::path& run_dir, int64_t step) {
 }
 
 // model.safetensors and optimizer.safetensors (moments and the RNG state) into `dir`.
-void write_model_and_optimizer(const fs::path& dir, const LlamaModel& model, const AdamW& optimizer) {
+void write_model_and_optimizer(const fs::path& dir, const LlamaModel& model, const Optimizer& optimizer) {
   save_tensors(dir / "model.safetensors", model_tensors(model), {{"format", "pt"}});
   NamedTensors optimizer_state = optimizer_tensors(optimizer);
   optimizer_state.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
@@ -103,14 +104,14 @@ fs::path checkpoint_dir(const fs::path& run_dir, int64_t step) {
 }
 
 void save_rank_state(const fs::path& run_dir, int64_t step, int rank, const LlamaModel& model,
-                     const AdamW& optimizer) {
+                     const Optimizer& optimizer) {
   const fs::path dir = per_rank_staging_dir(run_dir, step) / rank_dir_name(rank);
   fs::create_directories(dir);
   write_model_and_optimizer(dir, model, optimizer);
 }
 
 void save_checkpoint(const fs::path& run_dir, const CheckpointState& state, const LlamaModel& model,
-                     const AdamW& optimizer, const fs::path& data_dir, const NamedTensors& strategy_state) {
+                     const Optimizer& optimizer, const fs::path& data_dir, const NamedTensors& strategy_state) {
   const fs::path final_dir = checkpoint_dir(run_dir, state.step);
   fs::create_directories(final_dir.parent_path());
   StagedDirectory staged(final_dir);
@@ -209,7 +210,7 @@ CheckpointState read_checkpoint_state(const fs::path& dir) {
   return state;
 }
 
-void load_checkpoint(const fs::path& dir, LlamaModel& model, AdamW* optimizer, int rank,
+void load_checkpoint(const fs::path& dir, LlamaModel& model, Optimizer* optimizer, int rank,
                      const NamedTensors& strategy_state) {
   const CheckpointState state = read_checkpoint_state(dir);
   if (state.placement == Placement::PerRank && (rank < 0 || rank >= state.world_size)) {

@@ -2,7 +2,7 @@
 //
 //   RUN/checkpoints/step-000200/
 //     model.safetensors     fp32 weights under Hugging Face names
-//     optimizer.safetensors AdamW moments ("exp_avg.<name>", "exp_avg_sq.<name>") and the
+//     optimizer.safetensors the optimizer's state (AdamW moments ("exp_avg.<name>", "exp_avg_sq.<name>") and the
 //                           LibTorch CPU generator state ("rng.cpu")
 //     tokenizer.json (+ tokenizer.model)   copied from the data directory, so the checkpoint
 //                           alone is enough for eval, generate and export
@@ -52,7 +52,7 @@ std::filesystem::path checkpoint_dir(const std::filesystem::path& run_dir, int64
 // Every rank of a PerRank checkpoint, before rank 0's save_checkpoint: writes this rank's model
 // and optimizer state to RUN/checkpoints/.step-N.ranks/rank-R/ (each file atomically).
 void save_rank_state(const std::filesystem::path& run_dir, int64_t step, int rank, const LlamaModel& model,
-                     const AdamW& optimizer);
+                     const Optimizer& optimizer);
 
 // Writes RUN/checkpoints/step-N atomically. `data_dir` is where the tokenizer files come from.
 // With state.placement PerRank, moves in the state.world_size rank directories that
@@ -60,7 +60,7 @@ void save_rank_state(const std::filesystem::path& run_dir, int64_t step, int ran
 // `strategy_state` (e.g. DiLoCo's outer weights and momentum, the same on every rank) goes to
 // strategy.safetensors when not empty.
 void save_checkpoint(const std::filesystem::path& run_dir, const CheckpointState& state, const LlamaModel& model,
-                     const AdamW& optimizer, const std::filesystem::path& data_dir,
+                     const Optimizer& optimizer, const std::filesystem::path& data_dir,
                      const NamedTensors& strategy_state = {});
 
 // Reads state.json and verifies the checksums of all files it lists; Error names the file that
@@ -71,7 +71,7 @@ CheckpointState read_checkpoint_state(const std::filesystem::path& dir);
 // PerRank checkpoint, `rank`'s own.
 // `strategy_state`, when not empty, is loaded from strategy.safetensors: Error if the checkpoint
 // has none (it was written by a strategy without such state) or a tensor is missing.
-void load_checkpoint(const std::filesystem::path& dir, LlamaModel& model, AdamW* optimizer, int rank = 0,
+void load_checkpoint(const std::filesystem::path& dir, LlamaModel& model, Optimizer* optimizer, int rank = 0,
                      const NamedTensors& strategy_state = {});
 
 // A model built from a checkpoint directory, for eval, generate and export.

@@ -2,27 +2,44 @@
 
 #include <cmath>
 
+#include "strait/core/error.h"
 #include "strait/kernels/fused_ops.h"
 
 namespace strait {
 
-AdamW::AdamW(std::vector<NamedParameter> parameters, AdamWOptions options)
+std::string to_string(OptimizerKind kind) { return kind == OptimizerKind::Sgd ? "sgd" : "adamw"; }
+
+OptimizerKind optimizer_kind(const std::string& name) {
+  if (name != "adamw" && name != "sgd") throw Error("optimizer must be adamw or sgd, got '" + name + "'");
+  return name == "sgd" ? OptimizerKind::Sgd : OptimizerKind::AdamW;
+}
+
+Optimizer::Optimizer(std::vector<NamedParameter> parameters, OptimizerOptions options)
     : parameters_(std::move(parameters)), options_(options) {
+  if (options_.kind != OptimizerKind::AdamW) return;
   for (const auto& parameter : parameters_) {
     exp_avg_.push_back(torch::zeros_like(parameter.tensor, torch::MemoryFormat::Contiguous).detach());
     exp_avg_sq_.push_back(torch::zeros_like(parameter.tensor, torch::MemoryFormat::Contiguous).detach());
   }
 }
 
-void AdamW::zero_grad() {
+void Optimizer::zero_grad() {
   // Dropping the gradients (rather than zero-filling them) lets the next backward pass hand its
   // gradient buffers over instead of adding them into zeros: two passes over every gradient saved.
   for (auto& parameter : parameters_) parameter.tensor.mutable_grad().reset();
 }
 
-void AdamW::step(double lr) {
+void Optimizer::step(double lr) {
   torch::NoGradGuard no_grad;
   ++step_count_;
+  if (options_.kind == OptimizerKind::Sgd) {
+    sgd_step(lr);
+  } else {
+    adamw_step(lr);
+  }
+}
+
+void Optimizer::adamw_step(double lr) {
   const double bias_correction1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_count_));
   const double bias_correction2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step_count_));
   kernels::AdamWCoefficients coefficients{};
@@ -38,6 +55,21 @@ void AdamW::step(double lr) {
     if (!grad.defined()) continue;  // not used this step: left as it is, as torch.optim does
     coefficients.weight_decay = param.dim() >= 2 ? static_cast<float>(options_.weight_decay) : 0.0f;
     kernels::adamw_update(param, grad, exp_avg_[i], exp_avg_sq_[i], coefficients);
+  }
+}
+
+// θ ← θ − lr (g + wd θ), in torch.optim.SGD's order of operations (d_p = g + wd θ; θ += −lr d_p).
+void Optimizer::sgd_step(double lr) {
+  for (auto& parameter : parameters_) {
+    auto& param = parameter.tensor;
+    const auto& grad = param.grad();
+    if (!grad.defined()) continue;
+    const double decay = param.dim() >= 2 ? options_.weight_decay : 0.0;
+    if (decay != 0.0) {
+      param.add_(grad.add(param, decay), -lr);
+    } else {
+      param.add_(grad, -lr);
+    }
   }
 }
 

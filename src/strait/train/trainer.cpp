@@ -103,7 +103,8 @@ class Trainer {
         run_dir_(config.out),
         tokenizer_(data::load_tokenizer(config.data)),
         model_(model_config_for(config, tokenizer_->vocab_size())),
-        optimizer_(model_.parameters(), {config.beta1, config.beta2, config.adam_eps, config.weight_decay}),
+        optimizer_(model_.parameters(), {config.beta1, config.beta2, config.adam_eps, config.weight_decay,
+                                         optimizer_kind(config.optimizer)}),
         seq_len_(config.seq_len > 0 ? config.seq_len : model_.config().context_length),
         train_loader_(make_loader("train")),
         val_loader_(make_loader("val")),
@@ -136,7 +137,7 @@ class Trainer {
   fs::path run_dir_;
   std::unique_ptr<data::Tokenizer> tokenizer_;
   LlamaModel model_;
-  AdamW optimizer_;
+  Optimizer optimizer_;
   int64_t seq_len_;
   data::TokenLoader train_loader_;
   data::TokenLoader val_loader_;
@@ -382,6 +383,7 @@ nlohmann::json Trainer::run(Strategy& strategy) {
       {"tokens_per_step", tokens_per_step},
       {"tokens_per_s", timed_seconds > 0 ? static_cast<double>(timed_tokens) / timed_seconds : 0.0},
       {"precision", precision_},
+      {"optimizer", to_string(optimizer_.kind())},
       {"matmul_gflops", matmul_rates_.to_json()},
       {"model_flops_per_token", flops_per_token},
       {"mfu", timed_seconds > 0 ? flops_per_token * static_cast<double>(timed_tokens) / timed_seconds / peak_flops : 0.0},

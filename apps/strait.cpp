@@ -1,8 +1,11 @@
 // strait's command line: prepare, train, eval, export, generate, launch.
 // Every failure a user can cause ends as "strait: error: <what and where>" and exit status 1;
-// usage mistakes are reported by CLI11 with exit status 2 (its convention is 106+, mapped to 2).
+// usage mistakes (unknown flags, values of the wrong type or out of range) are reported by CLI11
+// with the same prefix and exit status 2 (its convention is 106+, mapped to 2).
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <iostream>
+#include <type_traits>
 #include <malloc.h>
 
 #include "strait/core/config.h"
@@ -21,6 +24,28 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// CLI11's own Range lets NaN through and prints its bounds as "0.000000 to 1797693...", so
+// numeric options are checked with this instead; CLI11 prefixes the message with the flag and
+// reports it as a usage error.
+template <typename T>
+CLI::Validator at_least(int64_t minimum) {
+  const std::string expected =
+      std::string(std::is_integral_v<T> ? "an integer" : "a finite number") + " >= " + std::to_string(minimum);
+  return CLI::Validator(
+      [minimum, expected](std::string& input) {
+        T value{};
+        const bool valid = CLI::detail::lexical_cast(input, value) && std::isfinite(static_cast<double>(value)) &&
+                           value >= static_cast<T>(minimum);
+        return valid ? std::string() : "got '" + input + "', expected " + expected;
+      },
+      "");  // no text in --help, where it would read "FLOAT:>= 0=0.8"
+}
+
+// An empty --out would otherwise resolve to the current directory or to nothing at all.
+const CLI::Validator kNonEmptyPath(
+    [](std::string& input) { return input.empty() ? std::string("got an empty path, expected a directory") : std::string(); },
+    "");
+
 struct Command {
   CLI::App* app;
   std::function<void()> run;
@@ -30,7 +55,7 @@ Command add_prepare(CLI::App& cli, bool& quiet) {
   auto options = std::make_shared<strait::data::PrepareOptions>();
   auto* app = cli.add_subcommand("prepare", "turn text files into token shards and a tokenizer");
   app->add_option("inputs,--input", options->inputs, "text files or directories")->required();
-  app->add_option("--out", options->out_dir, "output data directory")->required();
+  app->add_option("--out", options->out_dir, "output data directory")->required()->check(kNonEmptyPath);
   app->add_option("--tokenizer", options->tokenizer, "byte or bpe (SentencePiece)")->capture_default_str();
   app->add_option("--vocab-size", options->vocab_size, "vocabulary size for bpe")->capture_default_str();
   app->add_option("--format", options->format, "auto, text or brown (word/TAG corpus)")->capture_default_str();
@@ -101,9 +126,12 @@ Command add_eval(CLI::App& cli) {
   auto* app = cli.add_subcommand("eval", "mean next-token loss of a checkpoint on a token shard");
   app->add_option("--checkpoint", args->checkpoint, "checkpoint directory (RUN/checkpoints/step-N)")->required();
   app->add_option("--data", args->shard, "token shard (.bin)")->required();
-  app->add_option("--max-windows", args->max_windows, "evaluate at most this many windows (0: all)");
-  app->add_option("--batch-size", args->batch_size, "windows per forward pass")->capture_default_str();
-  app->add_option("--threads", args->threads, "LibTorch threads (0: all cores)");
+  app->add_option("--max-windows", args->max_windows, "evaluate at most this many windows (0: all)")
+      ->check(at_least<int64_t>(0));
+  app->add_option("--batch-size", args->batch_size, "windows per forward pass")
+      ->capture_default_str()
+      ->check(at_least<int64_t>(1));
+  app->add_option("--threads", args->threads, "LibTorch threads (0: all cores)")->check(at_least<int64_t>(0));
   return {app, [args] {
             torch::set_num_threads(strait::resolve_threads(args->threads));
             const auto model = strait::load_model(args->checkpoint);
@@ -123,9 +151,9 @@ Command add_export(CLI::App& cli) {
   auto options = std::make_shared<strait::ExportOptions>();
   auto* app = cli.add_subcommand("export", "write a checkpoint as a Hugging Face Llama directory");
   app->add_option("--checkpoint", *checkpoint, "checkpoint directory")->required();
-  app->add_option("--out", *out, "output directory (config.json + model.safetensors)")->required();
+  app->add_option("--out", *out, "output directory (config.json + model.safetensors)")->required()->check(kNonEmptyPath);
   app->add_option("--dtype", options->dtype, "float32 or bfloat16")->capture_default_str();
-  app->add_flag("--overwrite", options->overwrite, "replace an existing output directory");
+  app->add_flag("--overwrite", options->overwrite, "replace an earlier export at --out");
   return {app, [checkpoint, out, options] {
             strait::export_hf(*checkpoint, *out, *options);
             std::cerr << "strait: exported " << *checkpoint << " to " << *out << "\n";
@@ -142,11 +170,17 @@ Command add_generate(CLI::App& cli) {
   auto* app = cli.add_subcommand("generate", "sample text from a checkpoint");
   app->add_option("--checkpoint", args->checkpoint, "checkpoint directory")->required();
   app->add_option("--prompt", args->prompt, "text to continue")->required();
-  app->add_option("--max-tokens", sampling->max_new_tokens, "tokens to generate")->capture_default_str();
-  app->add_option("--temperature", sampling->temperature, "0 = greedy")->capture_default_str();
-  app->add_option("--top-k", sampling->top_k, "sample among the k likeliest (0: all)")->capture_default_str();
+  app->add_option("--max-tokens", sampling->max_new_tokens, "tokens to generate")
+      ->capture_default_str()
+      ->check(at_least<int64_t>(0));
+  app->add_option("--temperature", sampling->temperature, "0 = greedy")
+      ->capture_default_str()
+      ->check(at_least<double>(0));
+  app->add_option("--top-k", sampling->top_k, "sample among the k likeliest (0: all)")
+      ->capture_default_str()
+      ->check(at_least<int64_t>(0));
   app->add_option("--seed", sampling->seed, "sampling seed")->capture_default_str();
-  app->add_option("--threads", args->threads, "LibTorch threads (0: all cores)");
+  app->add_option("--threads", args->threads, "LibTorch threads (0: all cores)")->check(at_least<int64_t>(0));
   return {app, [args, sampling] {
             torch::set_num_threads(strait::resolve_threads(args->threads));
             const auto model = strait::load_model(args->checkpoint);
@@ -187,6 +221,10 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   CLI::App cli{"strait: LLM training for slow networks"};
   cli.require_subcommand(1);
+  // Usage errors start like every other error, so one pattern finds them all.
+  cli.failure_message([](const CLI::App* app, const CLI::Error& error) {
+    return "strait: error: " + CLI::FailureMessage::simple(app, error);
+  });
   bool quiet = false;
   cli.add_flag("-q,--quiet", quiet, "no progress output");
   int exit_status = 0;

@@ -2,6 +2,14 @@
 // every file already on disk exactly as it was.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "strait/core/checksum.h"
+#include "strait/model/tensor_io.h"
+#include "strait/train/checkpoint.h"
 #include "test_support.h"
 #include "train/fixtures.h"
 
@@ -25,12 +33,12 @@ class BadInput : public ::testing::Test {
   fs::path run_dir() const { return scratch_ / "run"; }
   fs::path checkpoint() const { return run_dir() / "checkpoints" / "step-000004"; }
 
-  // Runs strait with `arguments`, expects exit status 1 with `message` in its output, and checks
-  // that nothing under the scratch directory changed.
-  void expect_rejected(const std::string& arguments, const std::string& message) {
+  // Runs strait with `arguments`, expects `exit_code` (1; 2 for usage errors) with `message` in its
+  // output, and checks that nothing under the scratch directory changed.
+  void expect_rejected(const std::string& arguments, const std::string& message, int exit_code = 1) {
     const auto before = testing::snapshot_tree(scratch_.path());
     const auto result = testing::run_strait(arguments);
-    EXPECT_EQ(result.exit_code, 1) << result.output;
+    EXPECT_EQ(result.exit_code, exit_code) << result.output;
     EXPECT_NE(result.output.find("strait: error: "), std::string::npos) << result.output;
     EXPECT_NE(result.output.find(message), std::string::npos) << "expected '" << message << "' in:\n" << result.output;
     EXPECT_TRUE(before == testing::snapshot_tree(scratch_.path())) << "files changed after: " << arguments;
@@ -142,16 +150,163 @@ TEST_F(BadInput, ResumeWithADifferentModelIsRefused) {
                   "holds a different model");
 }
 
-TEST_F(BadInput, ExportNeverOverwritesWithoutBeingAsked) {
-  fs::create_directories(scratch_ / "hf");
-  testing::write_file(scratch_ / "hf" / "keep.txt", "mine");
-  expect_rejected("export --checkpoint '" + checkpoint().string() + "' --out '" + (scratch_ / "hf").string() + "'",
-                  "already exists; pass --overwrite");
+std::string quoted(const fs::path& path) { return "'" + path.string() + "'"; }
+
+// The value in "key=value" within `text` (up to a space or newline), "" if absent.
+std::string value_of(const std::string& text, const std::string& key) {
+  const auto at = text.find(key + "=");
+  if (at == std::string::npos) return "";
+  const auto start = at + key.size() + 1;
+  return text.substr(start, text.find_first_of(" \n", start) - start);
+}
+
+TEST_F(BadInput, ExportOverwriteReplacesNothingButAnEarlierExport) {
+  const std::string export_over = "export --checkpoint " + quoted(checkpoint()) + " --overwrite --out ";
+  // Its own input: the checkpoint, the run holding it, a directory inside it.
+  expect_rejected(export_over + quoted(checkpoint()),
+                  "export: " + checkpoint().string() + " is the checkpoint being exported; choose another output directory");
+  expect_rejected(export_over + quoted(run_dir()),
+                  "export: " + run_dir().string() + " contains the checkpoint being exported (" + checkpoint().string() + ")");
+  expect_rejected(export_over + quoted(checkpoint() / "hf"),
+                  "export: " + (checkpoint() / "hf").string() + " is inside the checkpoint being exported");
+  // What another command made, or the user did.
+  fs::copy(run_dir(), scratch_ / "other-run", fs::copy_options::recursive);
+  testing::write_file(scratch_ / "notes.txt", "mine");
+  testing::write_file(scratch_ / "home" / "thesis" / "chapter1.tex", "years of work");
+  for (const fs::path& other : {scratch_ / "other-run", data_dir(), scratch_ / "home"}) {
+    expect_rejected(export_over + quoted(other), "export: " + other.string() +
+                                                     " does not look like a directory written by strait export "
+                                                     "(no strait_export.json); refusing to replace it");
+  }
+  expect_rejected(export_over + quoted(scratch_ / "notes.txt"),
+                  "export: " + (scratch_ / "notes.txt").string() + " exists and is not a directory; refusing to replace it");
+  // Without --overwrite the answer is the same: --overwrite would not help.
+  expect_rejected("export --checkpoint " + quoted(checkpoint()) + " --out " + quoted(scratch_ / "home"),
+                  "does not look like a directory written by strait export");
+  expect_rejected(export_over + "''", "--out: got an empty path, expected a directory", 2);
+}
+
+TEST_F(BadInput, ExportOverwriteReplacesAnEarlierExport) {
+  const fs::path hf = scratch_ / "hf";
+  auto result = testing::run_strait("export --checkpoint " + quoted(checkpoint()) + " --out " + quoted(hf));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_EQ(nlohmann::json::parse(testing::read_file(hf / "strait_export.json")).at("dtype"), "float32");
+  expect_rejected("export --checkpoint " + quoted(checkpoint()) + " --out " + quoted(hf),
+                  "export: " + hf.string() + " already exists; pass --overwrite to replace it");
+
+  // A trailing separator names the same directory.
+  const auto float32_size = fs::file_size(hf / "model.safetensors");
+  result = testing::run_strait("export --checkpoint " + quoted(checkpoint()) + " --dtype bfloat16 --overwrite --out '" +
+                               hf.string() + "/'");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_EQ(nlohmann::json::parse(testing::read_file(hf / "strait_export.json")).at("dtype"), "bfloat16");
+  EXPECT_EQ(nlohmann::json::parse(testing::read_file(hf / "config.json")).at("torch_dtype"), "bfloat16");
+  EXPECT_LT(fs::file_size(hf / "model.safetensors"), float32_size);
+  std::set<std::string> entries;
+  for (const auto& entry : fs::directory_iterator(scratch_.path())) entries.insert(entry.path().filename().string());
+  EXPECT_EQ(entries, (std::set<std::string>{"data", "hf", "run"})) << "no staging or replaced copy is left behind";
 }
 
 TEST_F(BadInput, MissingCheckpoint) {
   expect_rejected("eval --checkpoint '" + (scratch_ / "nope").string() + "' --data '" + (data_dir() / "val_000000.bin").string() + "'",
                   "does not exist");
+}
+
+TEST_F(BadInput, ASecondTrainerOnARunDirectoryInUseStopsAtOnce) {
+  // The first trainer takes 4 s for each of its two checkpoints; while it runs, a second one
+  // with --resume and one with --overwrite must fail at once and change nothing.
+  const fs::path busy = scratch_ / "busy";
+  const std::string train = "'" STRAIT_BINARY "' --quiet train --data " + quoted(data_dir()) + " --out " + quoted(busy) +
+                            " --preset nano --context-length 32 --batch-size 2 --threads 1 --eval-every 0 "
+                            "--eval-batches 1 --checkpoint-every 2";
+  const std::string script =
+      "cd " + quoted(scratch_.path()) + "\n"
+      "STRAIT_TEST_SLOW_CHECKPOINT_MS=4000 " + train + " --steps 4 > first.log 2>&1 &\n"
+      "first=$!\n"
+      "for i in $(seq 600); do [ -s " + quoted(busy / "metrics.jsonl") + " ] && break; sleep 0.05; done\n"
+      "echo \"first=$first\"\n"
+      "for mode in resume overwrite; do\n"
+      "  start=$(date +%s%N)\n"
+      "  " + train + " --steps 8 --$mode > second-$mode.log 2>&1\n"
+      "  echo \"$mode-exit=$? $mode-ms=$(( ($(date +%s%N) - start) / 1000000 ))\"\n"
+      "done\n"
+      "wait $first; echo \"first-exit=$?\"\n";
+  testing::write_file(scratch_ / "lock.sh", script);
+  const auto others = testing::snapshot_tree(run_dir());
+  const auto result = testing::run_command("bash " + quoted(scratch_ / "lock.sh"));
+  const std::string first_pid = value_of(result.output, "first");
+  ASSERT_FALSE(first_pid.empty()) << result.output;
+  for (const std::string mode : {"resume", "overwrite"}) {
+    const std::string log = testing::read_file(scratch_ / ("second-" + mode + ".log"));
+    EXPECT_EQ(value_of(result.output, mode + "-exit"), "1") << result.output << log;
+    EXPECT_NE(log.find("strait: error: run directory " + busy.string() + " is in use by process " + first_pid +
+                       " (it holds " + (busy / ".lock").string() + ")"),
+              std::string::npos)
+        << log;
+    const std::string milliseconds = value_of(result.output, mode + "-ms");
+    ASSERT_FALSE(milliseconds.empty()) << result.output;
+    EXPECT_LT(std::stoi(milliseconds), 4000) << "it must not wait for the first trainer";
+  }
+  EXPECT_EQ(value_of(result.output, "first-exit"), "0") << result.output << testing::read_file(scratch_ / "first.log");
+  EXPECT_TRUE(others == testing::snapshot_tree(run_dir())) << "the other run changed";
+  // The first run is whole and alone: its configuration, every step once, both checkpoints.
+  EXPECT_EQ(nlohmann::json::parse(testing::read_file(busy / "train_config.json")).at("steps"), 4);
+  std::vector<int64_t> steps;
+  for (const auto& line : read_metrics(busy / "metrics.jsonl")) steps.push_back(line.at("step").get<int64_t>());
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4}));
+  EXPECT_TRUE(fs::exists(checkpoint_dir(busy, 2)) && fs::exists(checkpoint_dir(busy, 4)));
+  EXPECT_FALSE(fs::exists(busy / ".lock")) << "a finished run releases its lock";
+}
+
+TEST_F(BadInput, OutOfRangeEvalAndGenerateArguments) {
+  const std::string generate = "generate --checkpoint " + quoted(checkpoint()) + " --prompt hello --max-tokens 5 ";
+  const std::string eval = "eval --checkpoint " + quoted(checkpoint()) + " --data " + quoted(data_dir() / "val_000000.bin") + " ";
+  for (const char* temperature : {"nan", "inf", "-1"}) {
+    expect_rejected(generate + "--temperature " + temperature,
+                    "--temperature: got '" + std::string(temperature) + "', expected a finite number >= 0", 2);
+  }
+  expect_rejected(generate + "--top-k -1", "--top-k: got '-1', expected an integer >= 0", 2);
+  expect_rejected(generate + "--max-tokens -1", "--max-tokens: got '-1', expected an integer >= 0", 2);
+  expect_rejected(generate + "--threads -1", "--threads: got '-1', expected an integer >= 0", 2);
+  expect_rejected(eval + "--max-windows -1", "--max-windows: got '-1', expected an integer >= 0", 2);
+  expect_rejected(eval + "--threads -3", "--threads: got '-3', expected an integer >= 0", 2);
+  expect_rejected(eval + "--batch-size 0", "--batch-size: got '0', expected an integer >= 1", 2);
+  // The bounds themselves are valid: greedy decoding over the whole vocabulary.
+  const auto result = testing::run_strait(generate + "--temperature 0 --top-k 0 --threads 1");
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+}
+
+TEST_F(BadInput, NonFiniteWeightsAreRefusedOnLoad) {
+  // A copy of the run whose newest checkpoint has one NaN weight, with its checksum in state.json
+  // updated so that the loader's finiteness check, not the checksum, is what refuses it.
+  const fs::path run = scratch_ / "diverged";
+  fs::copy(run_dir(), run, fs::copy_options::recursive);
+  const fs::path weights = checkpoint_dir(run, 4) / "model.safetensors";
+  const std::string poisoned = "model.layers.0.mlp.down_proj.weight";
+  {
+    const auto file = SafetensorsFile::load(weights);
+    NamedTensors tensors;
+    for (const auto& info : file.tensors()) tensors.emplace_back(info.name, tensor_from_file(file, info.name));
+    bool found = false;
+    for (auto& [name, tensor] : tensors) {
+      if (name == poisoned) tensor.view(-1)[3] = std::nan(""), found = true;
+    }
+    ASSERT_TRUE(found) << poisoned;
+    save_tensors(weights, tensors, file.metadata());
+  }
+  auto state = nlohmann::json::parse(testing::read_file(checkpoint_dir(run, 4) / "state.json"));
+  state["files"]["model.safetensors"] = xxh64_file_hex(weights);
+  testing::write_file(checkpoint_dir(run, 4) / "state.json", state.dump(2));
+
+  const std::string message = weights.string() + ": tensor '" + poisoned +
+                              "' holds 1 non-finite value (NaN or infinity); refusing to load these weights";
+  expect_rejected("eval --checkpoint " + quoted(checkpoint_dir(run, 4)) + " --data " + quoted(data_dir() / "val_000000.bin"),
+                  message);
+  expect_rejected("generate --checkpoint " + quoted(checkpoint_dir(run, 4)) + " --prompt hello --max-tokens 5", message);
+  expect_rejected("export --checkpoint " + quoted(checkpoint_dir(run, 4)) + " --out " + quoted(scratch_ / "hf"), message);
+  expect_rejected("--quiet train --data " + quoted(data_dir()) + " --out " + quoted(run) +
+                      " --preset nano --context-length 32 --batch-size 2 --steps 6 --threads 1 --resume",
+                  message);
 }
 
 TEST_F(BadInput, UsageErrorsExitWithStatus2) {

@@ -87,7 +87,21 @@ std::string read_whole_file(const fs::path& path) {
   return contents.str();
 }
 
-StagedDirectory::StagedDirectory(fs::path final_path) : final_path_(std::move(final_path)) {
+void check_replaceable_output(const fs::path& path, bool overwrite, const OutputKind& kind) {
+  if (!fs::exists(path)) return;
+  const std::string where = std::string(kind.command) + ": " + path.string();
+  if (!fs::is_directory(path)) throw Error(where + " exists and is not a directory; refusing to replace it");
+  if (!fs::is_empty(path) && !fs::exists(path / kind.marker)) {
+    throw Error(where + " does not look like " + kind.description + " (no " + kind.marker +
+                "); refusing to replace it");
+  }
+  if (!overwrite) throw Error(where + " already exists; pass --overwrite to replace it");
+}
+
+// "out/" names the directory "out"; with the trailing separator its filename would be empty and
+// the staging directory would land inside it.
+StagedDirectory::StagedDirectory(fs::path final_path)
+    : final_path_(final_path.has_filename() ? std::move(final_path) : final_path.parent_path()) {
   staging_path_ = final_path_.parent_path() / ("." + final_path_.filename().string() + ".staging-" + unique_suffix());
   std::error_code error;
   fs::create_directories(staging_path_, error);

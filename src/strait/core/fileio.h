@@ -21,6 +21,21 @@ std::string read_whole_file(const std::filesystem::path& path);
 // fsync on a directory, so that entries created or renamed in it are durable.
 void fsync_directory(const std::filesystem::path& dir);
 
+// What a command writes to its --out directory, so that --overwrite replaces only directories
+// that command made: `marker` is a file it writes into every one of them.
+struct OutputKind {
+  const char* command;      // "prepare", "export": the start of every message
+  const char* marker;       // e.g. "prepare.json"
+  const char* description;  // e.g. "a prepared data directory"
+};
+
+// Before a command publishes its output at `path`: an existing `path` is an error unless it is
+// an empty directory or holds kind.marker (a path given by mistake, such as a home directory or
+// another command's output, is never deleted), and then unless `overwrite`. Each error names the
+// path and why, e.g. "prepare: X does not look like a prepared data directory (no prepare.json);
+// refusing to replace it".
+void check_replaceable_output(const std::filesystem::path& path, bool overwrite, const OutputKind& kind);
+
 // A directory built under a temporary name next to its final place and renamed into place by
 // commit(). If the object is destroyed without commit() (an exception, a crash), the temporary
 // directory is removed and nothing at the final path changes.

@@ -59,18 +59,7 @@ void validate_options(const PrepareOptions& options) {
   }
 }
 
-// --overwrite must never delete something that is not ours, such as a home directory given
-// by mistake: only an empty directory or one holding prepare.json may be replaced.
-void check_destination(const PrepareOptions& options) {
-  const fs::path& out = options.out_dir;
-  if (!fs::exists(out)) return;
-  if (!options.overwrite) throw Error("prepare: " + out.string() + " already exists; pass --overwrite to replace it");
-  if (!fs::is_directory(out)) throw Error("prepare: " + out.string() + " exists and is not a directory; refusing to replace it");
-  if (!fs::is_empty(out) && !fs::exists(out / "prepare.json")) {
-    throw Error("prepare: " + out.string() +
-                " does not look like a prepared data directory (no prepare.json); refusing to replace it");
-  }
-}
+constexpr OutputKind kPreparedData{"prepare", "prepare.json", "a prepared data directory"};
 
 bool is_hidden(const fs::path& path) { return path.filename().string().rfind('.', 0) == 0; }
 
@@ -316,7 +305,7 @@ void publish(StagedDirectory& staged, const PrepareOptions& options, const std::
 
 PrepareSummary prepare_checked(const PrepareOptions& options, const std::function<void(const std::string&)>& progress) {
   validate_options(options);
-  check_destination(options);
+  check_replaceable_output(options.out_dir, options.overwrite, kPreparedData);
   Corpus corpus = find_corpus(options);
   size_t val_count = static_cast<size_t>(std::count(corpus.is_val.begin(), corpus.is_val.end(), true));
   report(progress, "found " + std::to_string(corpus.documents.size()) + " documents: " +

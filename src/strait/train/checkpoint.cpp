@@ -85,6 +85,27 @@ nlohmann::json checksums_of(const fs::path& dir) {
   return files;
 }
 
+// NaN or infinite weights load without complaint and surface later as a null loss or garbage
+// tokens; refuse them on load instead, naming the tensor. Checked on the file, before any
+// destination changes.
+void check_finite_weights(const SafetensorsFile& file, const NamedTensors& parameters) {
+  for (const auto& [name, parameter] : parameters) {
+    if (!file.contains(name)) continue;  // load_into names the missing tensor
+    const int64_t bad = torch::isfinite(tensor_from_file(file, name)).logical_not().sum().item<int64_t>();
+    if (bad > 0) {
+      throw Error(file.path().string() + ": tensor '" + name + "' holds " + std::to_string(bad) +
+                  " non-finite value" + (bad == 1 ? "" : "s") + " (NaN or infinity); refusing to load these weights");
+    }
+  }
+}
+
+// The model's weights from `file`, checked first.
+void load_weights(const SafetensorsFile& file, const LlamaModel& model) {
+  const NamedTensors parameters = model_tensors(model);
+  check_finite_weights(file, parameters);
+  load_into(file, parameters);
+}
+
 template <typename T>
 T required(const nlohmann::json& json, const char* key, const fs::path& source) {
   if (!json.contains(key)) throw Error(source.string() + ": missing '" + key + "'");
@@ -220,7 +241,7 @@ void load_checkpoint(const fs::path& dir, LlamaModel& model, Optimizer* optimize
   const fs::path files = state.placement == Placement::PerRank ? dir / rank_dir_name(rank) : dir;
   const auto weights = SafetensorsFile::load(files / "model.safetensors");
   if (optimizer == nullptr) {
-    load_into(weights, model_tensors(model));
+    load_weights(weights, model);
     return;
   }
   // Validate both files completely before changing any state.
@@ -237,7 +258,7 @@ void load_checkpoint(const fs::path& dir, LlamaModel& model, Optimizer* optimize
   NamedTensors moments = optimizer_tensors(*optimizer);
   auto rng_state = tensor_from_file(optimizer_file, "rng.cpu");
   for (const auto& [name, tensor] : moments) optimizer_file.info(name);
-  load_into(weights, model_tensors(model));
+  load_weights(weights, model);
   load_into(optimizer_file, moments);
   if (strategy_file) load_into(*strategy_file, strategy_state);
   optimizer->set_step_count(state.optimizer_steps);
@@ -248,7 +269,7 @@ void load_checkpoint(const fs::path& dir, LlamaModel& model, Optimizer* optimize
 LlamaModel load_model(const fs::path& dir) {
   const CheckpointState state = read_checkpoint_state(dir);
   LlamaModel model(state.model_config);
-  load_into(SafetensorsFile::load(dir / "model.safetensors"), model_tensors(model));
+  load_weights(SafetensorsFile::load(dir / "model.safetensors"), model);
   return model;
 }
 

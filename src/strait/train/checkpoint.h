@@ -68,13 +68,15 @@ void save_checkpoint(const std::filesystem::path& run_dir, const CheckpointState
 CheckpointState read_checkpoint_state(const std::filesystem::path& dir);
 
 // Loads weights (and optimizer state and RNG) into objects built from state.model_config; from a
-// PerRank checkpoint, `rank`'s own.
+// PerRank checkpoint, `rank`'s own. A weight that is NaN or infinite is an Error naming its
+// tensor, raised before anything is loaded.
 // `strategy_state`, when not empty, is loaded from strategy.safetensors: Error if the checkpoint
 // has none (it was written by a strategy without such state) or a tensor is missing.
 void load_checkpoint(const std::filesystem::path& dir, LlamaModel& model, Optimizer* optimizer, int rank = 0,
                      const NamedTensors& strategy_state = {});
 
-// A model built from a checkpoint directory, for eval, generate and export.
+// A model built from a checkpoint directory, for eval, generate and export; non-finite weights
+// are refused as by load_checkpoint.
 LlamaModel load_model(const std::filesystem::path& dir);
 
 // The newest step-N directory under RUN/checkpoints (by N), if any.

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "strait/core/error.h"
+#include "strait/core/file_lock.h"
 #include "strait/core/fileio.h"
 #include "strait/core/metrics.h"
 #include "strait/core/threads.h"
@@ -50,11 +51,17 @@ bool holds_a_run(const fs::path& run_dir) {
   return false;
 }
 
-void prepare_run_dir(const TrainConfig& config) {
+// Rank 0, the run directory's writer, takes the directory's lock before it changes anything in
+// it and holds it until the run ends, so that a second trainer on the same directory (--resume
+// or --overwrite) stops at once instead of interleaving its metrics with ours and pruning our
+// checkpoints.
+FileLock prepare_run_dir(const TrainConfig& config) {
   const fs::path run_dir = config.out;
   if (fs::exists(run_dir) && !fs::is_directory(run_dir)) {
     throw Error("run directory " + run_dir.string() + " exists and is not a directory");
   }
+  fs::create_directories(run_dir);
+  FileLock lock(run_dir / ".lock", "run directory " + run_dir.string());
   if (holds_a_run(run_dir) && !config.resume) {
     if (!config.overwrite) {
       throw Error("run directory " + run_dir.string() +
@@ -62,7 +69,7 @@ void prepare_run_dir(const TrainConfig& config) {
     }
     for (const char* name : kRunFiles) fs::remove_all(run_dir / name);
   }
-  fs::create_directories(run_dir);
+  return lock;
 }
 
 // The model configuration of a resumed run must be the one its checkpoint was trained with.
@@ -444,7 +451,8 @@ nlohmann::json train(const TrainConfig& config, const TrainOptions& options) {
   // Build everything that reads input (tokenizer, shards, checkpoint) before touching the run
   // directory, so a bad input leaves an existing run exactly as it was.
   Trainer trainer(config, options, environment);
-  if (environment.rank == 0) prepare_run_dir(config);
+  std::optional<FileLock> run_lock;
+  if (environment.rank == 0) run_lock.emplace(prepare_run_dir(config));
   std::unique_ptr<Strategy> strategy = make_strategy(config, environment);
   return trainer.run(*strategy);
 }

@@ -7,6 +7,7 @@
 //                       val_loss on evaluation steps)
 //   summary.json        totals, written when the run ends
 //   checkpoints/step-N/ see checkpoint.h
+//   .lock               while a run trains: flock'ed by its writer (rank 0), holding its PID
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -1,13 +1,16 @@
-// strait's command line: prepare, train, eval, export, generate, launch.
+// strait's command line: prepare, train, eval, export, generate, codec, launch.
 // Every failure a user can cause ends as "strait: error: <what and where>" and exit status 1;
 // usage mistakes (unknown flags, values of the wrong type or out of range) are reported by CLI11
 // with the same prefix and exit status 2 (its convention is 106+, mapped to 2).
 #include <CLI/CLI.hpp>
 #include <cmath>
+#include <cstdio>
 #include <iostream>
+#include <optional>
 #include <type_traits>
 #include <malloc.h>
 
+#include "strait/codec/tensor_file.h"
 #include "strait/core/config.h"
 #include "strait/core/error.h"
 #include "strait/data/prepare.h"
@@ -160,6 +163,54 @@ Command add_export(CLI::App& cli) {
           }};
 }
 
+// Prints the per-tensor table of `strait codec` and its total.
+void print_codec_report(const nlohmann::json& report) {
+  std::fprintf(stderr, "%-48s %10s %8s %10s %6s %8s %8s %8s\n", "tensor", "elements", "kept", "bytes", "bits/i",
+               "vs fp32", "vs bf16", "rel err");
+  for (const auto& t : report.at("tensors")) {
+    std::fprintf(stderr, "%-48s %10lld %8lld %10.0f %6d %7.1fx %7.1fx %8.4f\n", t.at("name").get<std::string>().c_str(),
+                 t.at("elements").get<long long>(), t.at("kept").get<long long>(), t.at("payload_bytes").get<double>(),
+                 t.at("bits_per_index").get<int>(), t.at("ratio_fp32").get<double>(), t.at("ratio_bf16").get<double>(),
+                 t.at("relative_error").get<double>());
+  }
+  const auto& total = report.at("total");
+  std::fprintf(stderr, "%-48s %10.0f %8.0f %10.0f %6.2f %7.1fx %7.1fx\n", "total (with the 32-byte header)",
+               total.at("elements").get<double>(), total.at("kept").get<double>(), total.at("payload_bytes").get<double>(),
+               total.at("bits_per_index").get<double>(), total.at("ratio_fp32").get<double>(),
+               total.at("ratio_bf16").get<double>());
+}
+
+Command add_codec(CLI::App& cli, bool& quiet) {
+  struct Args {
+    std::string in, out;
+    std::vector<std::string> delta;
+    strait::codec::TensorFileOptions options;
+  };
+  auto args = std::make_shared<Args>();
+  auto* app = cli.add_subcommand(
+      "codec", "one SparseLoCo compression round over a safetensors file (or the difference of two): "
+               "what it would send, and the decoded tensors");
+  auto* in = app->add_option("--in", args->in, "safetensors file to compress");
+  auto* delta = app->add_option("--delta", args->delta, "two safetensors files A B: compress A - B")->expected(2);
+  in->excludes(delta);
+  app->add_option("--out", args->out, "where to write the decoded tensors (float32 safetensors)")
+      ->required()
+      ->check(kNonEmptyPath);
+  app->add_option("--topk", args->options.sparse.topk, "values kept per 4096 elements of a chunk")
+      ->capture_default_str()
+      ->check(at_least<int64_t>(1));
+  app->add_flag("--overwrite", args->options.overwrite, "replace an earlier strait codec output at --out");
+  return {app, [args, &quiet] {
+            if (args->in.empty() && args->delta.empty()) throw strait::Error("codec: pass --in FILE or --delta A B");
+            const bool is_delta = !args->delta.empty();
+            const auto report = strait::codec::compress_tensor_file(
+                is_delta ? args->delta[0] : args->in,
+                is_delta ? std::optional<fs::path>(args->delta[1]) : std::nullopt, args->out, args->options);
+            if (!quiet) print_codec_report(report);
+            std::cout << report.dump() << "\n";
+          }};
+}
+
 Command add_generate(CLI::App& cli) {
   struct Args {
     std::string checkpoint, prompt;
@@ -229,7 +280,7 @@ int main(int argc, char** argv) {
   cli.add_flag("-q,--quiet", quiet, "no progress output");
   int exit_status = 0;
   std::vector<Command> commands = {add_prepare(cli, quiet), add_train(cli, quiet), add_eval(cli), add_export(cli),
-                                   add_generate(cli), add_launch(cli, exit_status)};
+                                   add_generate(cli), add_codec(cli, quiet), add_launch(cli, exit_status)};
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

@@ -94,4 +94,12 @@ CommandResult run_strait(const std::string& arguments) {
   return run_command(std::string("'") + STRAIT_BINARY + "' " + arguments);
 }
 
+std::vector<float> normal_floats(size_t n, uint32_t seed, float stddev) {
+  std::mt19937 generator(seed);
+  std::normal_distribution<float> normal(0.0f, stddev);
+  std::vector<float> values(n);
+  for (float& value : values) value = normal(generator);
+  return values;
+}
+
 }  // namespace strait::testing

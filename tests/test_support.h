@@ -1,9 +1,11 @@
 // Helpers shared by strait's tests: scratch directories, file snapshots, running the CLI.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace strait::testing {
 
@@ -42,5 +44,9 @@ CommandResult run_command(const std::string& command_line);
 
 // Runs the strait binary built alongside the tests with the given arguments.
 CommandResult run_strait(const std::string& arguments);
+
+// `n` samples of N(0, stddev²) from a generator seeded with `seed`: test data that is the same
+// on every run.
+std::vector<float> normal_floats(size_t n, uint32_t seed, float stddev = 1.0f);
 
 }  // namespace strait::testing

@@ -5,7 +5,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <random>
 
 #include <nlohmann/json.hpp>
 
@@ -17,14 +16,6 @@ namespace strait {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::vector<float> random_values(size_t n, uint32_t seed) {
-  std::mt19937 generator(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> values(n);
-  for (float& v : values) v = normal(generator);
-  return values;
-}
 
 std::vector<float> read_floats(const fs::path& path, const std::string& name) {
   const SafetensorsFile file = SafetensorsFile::load(path);
@@ -44,9 +35,9 @@ nlohmann::json last_json_line(std::string output) {
 class CodecCommand : public ::testing::Test {
  protected:
   void SetUp() override {
-    matrix_ = random_values(64 * 64, 1);
-    later_ = random_values(64 * 64, 2);
-    vector_ = random_values(100, 3);
+    matrix_ = testing::normal_floats(64 * 64, 1);
+    later_ = testing::normal_floats(64 * 64, 2);
+    vector_ = testing::normal_floats(100, 3);
     write(scratch_ / "a.safetensors", matrix_);
     write(scratch_ / "b.safetensors", later_);
   }

@@ -10,22 +10,14 @@
 #include <functional>
 #include <limits>
 #include <numeric>
-#include <random>
 
 #include "strait/codec/sparse_codec.h"
 #include "strait/core/checksum.h"
 #include "strait/core/error.h"
+#include "test_support.h"
 
 namespace strait::codec {
 namespace {
-
-std::vector<float> random_values(size_t n, uint32_t seed) {
-  std::mt19937 generator(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> values(n);
-  for (float& v : values) v = normal(generator);
-  return values;
-}
 
 std::string error_of(const std::function<void()>& action) {
   try {
@@ -64,7 +56,7 @@ TEST(SparseCodec, KeptPerChunkScalesKAndRoundsHalfToEven) {
 
 TEST(SparseCodec, EachChunkKeepsExactlyItsKLargestMagnitudesLowerPositionsWinTies) {
   const std::vector<int64_t> shape = {128, 96};
-  std::vector<float> values = random_values(128 * 96, 1);
+  std::vector<float> values = testing::normal_floats(128 * 96, 1);
   // Rows 0 and 1 all ±9: chunk 0 (a 64 x 48 tile) has 96 tied values at positions 0..95.
   for (int i = 0; i < 2 * 96; ++i) values[i] = (i % 2 ? -1.0f : 1.0f) * 9.0f;
   SparseOptions options;
@@ -116,7 +108,7 @@ TEST(SparseCodec, ErrorFeedbackKeepsEveryUnsentBitOfTheBuffer) {
   // e_new == fl(fl(β e + Δ) − decoded) where a value was sent and fl(β e + Δ) elsewhere, bit for
   // bit: the buffer keeps both the unsent mass and the quantization error.
   const std::vector<int64_t> shape = {64, 80};
-  std::vector<float> error = random_values(64 * 80, 2), delta = random_values(64 * 80, 3);
+  std::vector<float> error = testing::normal_floats(64 * 80, 2), delta = testing::normal_floats(64 * 80, 3);
   const std::vector<float> before = error;
   SparseOptions options;
   const SparseTensor sent = error_feedback_step(error.data(), delta.data(), shape, options);
@@ -140,7 +132,7 @@ TEST(SparseCodec, PayloadsRoundTripAndTakeTheFormulasBytes) {
   SparseOptions options;
   std::vector<SparseTensor> tensors;
   for (size_t t = 0; t < shapes.size(); ++t) {
-    const auto values = random_values(static_cast<size_t>(shapes[t][0] * (shapes[t].size() > 1 ? shapes[t][1] : 1)),
+    const auto values = testing::normal_floats(static_cast<size_t>(shapes[t][0] * (shapes[t].size() > 1 ? shapes[t][1] : 1)),
                                       10 + static_cast<uint32_t>(t));
     tensors.push_back(compress(values.data(), shapes[t], options));
   }
@@ -197,7 +189,7 @@ class MalformedPayload : public ::testing::Test {
  protected:
   void SetUp() override {
     options_.quant_bins = 3;  // so that a 2-bit code can be out of range
-    const auto values = random_values(50, 4);
+    const auto values = testing::normal_floats(50, 4);
     payload_ = pack({compress(values.data(), shapes_[0], options_)}, options_);
   }
 
@@ -273,7 +265,7 @@ TEST(SparseCodec, RepeatedPositionsInAChunkAreRejected) {
   // first.
   SparseOptions options;
   options.topk = 256;
-  const auto values = random_values(64, 5);
+  const auto values = testing::normal_floats(64, 5);
   auto bytes = pack({compress(values.data(), {64}, options)}, options);
   const size_t bits = 32 + 8 + 4 + 16;
   const uint32_t stream = bytes[bits] | (bytes[bits + 1] << 8);

@@ -11,6 +11,7 @@
 
 #include "strait/codec/wire_codec.h"
 #include "strait/core/error.h"
+#include "test_support.h"
 
 namespace strait::codec {
 namespace {
@@ -23,16 +24,8 @@ std::vector<float> round_trip(const WireCodec& codec, const std::vector<float>& 
   return decoded;
 }
 
-std::vector<float> random_values(size_t n, uint32_t seed) {
-  std::mt19937 generator(seed);
-  std::normal_distribution<float> normal(0.0f, 0.01f);
-  std::vector<float> values(n);
-  for (float& value : values) value = normal(generator);
-  return values;
-}
-
 TEST(WireCodec, Fp32IsExact) {
-  const auto values = random_values(1001, 1);
+  const auto values = testing::normal_floats(1001, 1, 0.01f);
   EXPECT_EQ(round_trip(WireCodec(WireDtype::Fp32), values), values);
 }
 
@@ -69,7 +62,7 @@ TEST(WireCodec, QuantizedCodesFollowTheFormulaExactly) {
 TEST(WireCodec, QuantizationErrorIsAtMostHalfAScalePerValue) {
   for (auto [dtype, limit] : {std::pair{WireDtype::Int8, 127.0f}, std::pair{WireDtype::Int4, 7.0f}}) {
     for (size_t n : {size_t{1}, size_t{255}, size_t{256}, size_t{1000}}) {
-      const auto values = random_values(n, 7);
+      const auto values = testing::normal_floats(n, 7, 0.01f);
       const WireCodec codec(dtype);
       const auto decoded = round_trip(codec, values);
       for (size_t start = 0; start < n; start += WireCodec::kDefaultBlock) {

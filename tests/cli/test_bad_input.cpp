@@ -296,6 +296,7 @@ TEST_F(BadInput, NonFiniteWeightsAreRefusedOnLoad) {
   }
   auto state = nlohmann::json::parse(testing::read_file(checkpoint_dir(run, 4) / "state.json"));
   state["files"]["model.safetensors"] = xxh64_file_hex(weights);
+  state["manifest_xxh64"] = manifest_checksum(state);
   testing::write_file(checkpoint_dir(run, 4) / "state.json", state.dump(2));
 
   const std::string message = weights.string() + ": tensor '" + poisoned +
@@ -307,6 +308,28 @@ TEST_F(BadInput, NonFiniteWeightsAreRefusedOnLoad) {
   expect_rejected("--quiet train --data " + quoted(data_dir()) + " --out " + quoted(run) +
                       " --preset nano --context-length 32 --batch-size 2 --steps 6 --threads 1 --resume",
                   message);
+}
+
+TEST_F(BadInput, EditedCheckpointStateAndMisnamedStepsAreRefused) {
+  // A valid-JSON edit of state.json (where the data cursor stands) would change the run silently.
+  const fs::path edited = scratch_ / "edited";
+  fs::copy(run_dir(), edited, fs::copy_options::recursive);
+  const fs::path state_path = checkpoint_dir(edited, 4) / "state.json";
+  auto state = nlohmann::json::parse(testing::read_file(state_path));
+  state["step"] = 3;
+  testing::write_file(state_path, state.dump(2));
+  const std::string val = quoted(data_dir() / "val_000000.bin");
+  expect_rejected("eval --checkpoint " + quoted(checkpoint_dir(edited, 4)) + " --data " + val,
+                  state_path.string() + " was edited or is corrupt: its content has checksum ");
+  expect_rejected("--quiet train --data " + quoted(data_dir()) + " --out " + quoted(edited) +
+                      " --preset nano --context-length 32 --batch-size 2 --steps 6 --threads 1 --resume",
+                  "(state.json must not be edited by hand)");
+  // A checkpoint directory renamed to another step.
+  const fs::path renamed = scratch_ / "renamed";
+  fs::copy(run_dir(), renamed, fs::copy_options::recursive);
+  fs::rename(checkpoint_dir(renamed, 4), checkpoint_dir(renamed, 6));
+  expect_rejected("eval --checkpoint " + quoted(checkpoint_dir(renamed, 6)) + " --data " + val,
+                  (checkpoint_dir(renamed, 6) / "state.json").string() + " records step 4 but its directory is named step-000006");
 }
 
 TEST_F(BadInput, UsageErrorsExitWithStatus2) {

@@ -16,7 +16,8 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kFormat = "strait-checkpoint";
-constexpr int kVersion = 2;  // 2 added placement, world_size and rank directories
+constexpr int kVersion = 3;  // 2 added placement, world_size and rank directories; 3 manifest_xxh64
+constexpr const char* kManifestKey = "manifest_xxh64";
 constexpr int kOldestReadable = 1;
 const char* const kTokenizerFiles[] = {"tokenizer.json", "tokenizer.model"};
 constexpr const char* kStrategyFile = "strategy.safetensors";
@@ -169,12 +170,19 @@ void save_checkpoint(const fs::path& run_dir, const CheckpointState& state, cons
       {"world_size", state.world_size},
       {"files", files},
   };
+  json[kManifestKey] = manifest_checksum(json);
   atomic_write_file(dir / "state.json", json.dump(2) + "\n");
   // If a previous attempt at this step was interrupted after publishing (impossible to tell
   // apart from a finished one), the existing directory is valid and must not be clobbered.
   if (fs::exists(final_dir)) throw Error("checkpoint " + final_dir.string() + " already exists");
   staged.commit();
   fs::remove_all(ranks_dir);  // emptied by the moves above (or never made)
+}
+
+std::string manifest_checksum(nlohmann::json state) {
+  state.erase(kManifestKey);
+  const std::string canonical = state.dump();
+  return xxh64_hex(canonical.data(), canonical.size());
 }
 
 CheckpointState read_checkpoint_state(const fs::path& dir) {
@@ -194,6 +202,19 @@ CheckpointState read_checkpoint_state(const fs::path& dir) {
     throw Error(state_path.string() + ": checkpoint version " + json["version"].dump() + " is not supported (this strait reads versions " +
                 std::to_string(kOldestReadable) + " to " + std::to_string(kVersion) + ")");
   }
+  if (version >= 3) {
+    const auto recorded = required<std::string>(json, kManifestKey, state_path);
+    const std::string actual = manifest_checksum(json);
+    if (actual != recorded) {
+      throw Error(state_path.string() + " was edited or is corrupt: its content has checksum " + actual + ", not the " +
+                  recorded + " recorded in it (state.json must not be edited by hand)");
+    }
+  }
+  const int64_t step = required<int64_t>(json, "step", state_path);
+  if (const std::optional<int64_t> named = step_of(dir); named && *named != step) {
+    throw Error(state_path.string() + " records step " + std::to_string(step) + " but its directory is named " +
+                dir.filename().string());
+  }
   const auto files = required<nlohmann::json>(json, "files", state_path);
   for (const char* needed : {"model.safetensors", "optimizer.safetensors"}) {
     if (!files.contains(needed)) throw Error(state_path.string() + ": lists no checksum for " + needed);
@@ -208,7 +229,7 @@ CheckpointState read_checkpoint_state(const fs::path& dir) {
     }
   }
   CheckpointState state;
-  state.step = required<int64_t>(json, "step", state_path);
+  state.step = step;
   state.optimizer_steps = required<int64_t>(json, "optimizer_steps", state_path);
   state.cursor = data::cursor_from_json(required<nlohmann::json>(json, "cursor", state_path));
   state.train_config = train_config_from_json(required<nlohmann::json>(json, "train_config", state_path),

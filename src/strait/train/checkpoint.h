@@ -12,8 +12,9 @@
 //                           replicas train apart): each rank's model.safetensors and
 //                           optimizer.safetensors (the top-level ones are rank 0's, for tools)
 //     state.json            step, optimizer step count, data cursor, training and model config,
-//                           placement ("replicated" or "per_rank") and world size, and the xxh64
-//                           checksum of every other file (rank directories included)
+//                           placement ("replicated" or "per_rank") and world size, the xxh64
+//                           checksum of every other file (rank directories included), and
+//                           "manifest_xxh64", the checksum of state.json itself (version 3)
 //
 // A checkpoint is written in a staging directory, fsync'ed and renamed into place, so a crash
 // never leaves a partial step-N directory; loading verifies every checksum first. Per-rank
@@ -63,9 +64,14 @@ void save_checkpoint(const std::filesystem::path& run_dir, const CheckpointState
                      const Optimizer& optimizer, const std::filesystem::path& data_dir,
                      const NamedTensors& strategy_state = {});
 
-// Reads state.json and verifies the checksums of all files it lists; Error names the file that
-// is missing or corrupt.
+// Reads state.json and verifies its own checksum (an edit by hand, even valid JSON, is refused),
+// that its step matches a directory named step-N, and the checksums of all files it lists;
+// Error names the file that is missing, corrupt or edited.
 CheckpointState read_checkpoint_state(const std::filesystem::path& dir);
+
+// The xxh64 (hex) that state.json records as "manifest_xxh64": of its content without that
+// field, dumped compactly (keys sorted).
+std::string manifest_checksum(nlohmann::json state);
 
 // Loads weights (and optimizer state and RNG) into objects built from state.model_config; from a
 // PerRank checkpoint, `rank`'s own. A weight that is NaN or infinite is an Error naming its

@@ -29,12 +29,6 @@ int64_t tile_extent(int64_t extent) {
   return 1;
 }
 
-int index_bits(int64_t chunk_size) {
-  int bits = 0;
-  while ((int64_t{1} << bits) < chunk_size) ++bits;
-  return bits;
-}
-
 int64_t element_count(const std::vector<int64_t>& shape) {
   return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<int64_t>());
 }
@@ -58,7 +52,7 @@ int64_t kept_values(const Chunking& chunking, const SparseOptions& options) {
 }
 
 size_t tensor_bytes(const Chunking& chunking, const SparseOptions& options) {
-  const int64_t bits = kept_values(chunking, options) * (index_bits(chunking.chunk_size()) + kCodeBits);
+  const int64_t bits = kept_values(chunking, options) * (chunking.index_bits() + kCodeBits);
   return 8 + 4 + 4 * static_cast<size_t>(options.quant_bins) + static_cast<size_t>((bits + 7) / 8);
 }
 
@@ -138,6 +132,12 @@ void quantize(const std::vector<float>& kept, const SparseOptions& options, Spar
 }
 
 }  // namespace
+
+int Chunking::index_bits() const {
+  int bits = 0;
+  while ((int64_t{1} << bits) < chunk_size()) ++bits;
+  return bits;
+}
 
 int64_t Chunking::element(int64_t chunk, int64_t position) const {
   const int64_t tiles_per_row = cols / tile_cols;
@@ -240,7 +240,7 @@ std::vector<uint8_t> pack(const std::vector<SparseTensor>& tensors, const Sparse
     put<float>(body, tensor.shift);
     for (float centroid : tensor.centroids) put<float>(body, centroid);
     BitWriter bits(body);
-    const int width = index_bits(chunking.chunk_size());
+    const int width = chunking.index_bits();
     for (uint16_t position : tensor.positions) bits.write(position, width);
     for (uint8_t code : tensor.codes) bits.write(code, kCodeBits);
   }
@@ -305,7 +305,7 @@ std::vector<SparseTensor> unpack(const uint8_t* bytes, size_t size, const std::v
       if (!std::isfinite(centroid)) fail(which + "a centroid is not finite");
     }
     BitReader bits(at + 12 + 4 * options.quant_bins);
-    const int width = index_bits(chunking.chunk_size());
+    const int width = chunking.index_bits();
     const int64_t keep = kept_per_chunk(chunking.chunk_size(), options.topk);
     for (int64_t c = 0; c < chunking.chunk_count(); ++c) {
       for (int64_t i = 0; i < keep; ++i) {

@@ -54,6 +54,8 @@ struct Chunking {
   int64_t tile_rows = 1, tile_cols = 1;  // one chunk
   int64_t chunk_size() const { return tile_rows * tile_cols; }
   int64_t chunk_count() const { return (rows / tile_rows) * (cols / tile_cols); }
+  // Bits of one position on the wire ("fixed" index coding): ceil(log2 chunk_size()).
+  int index_bits() const;
   // Flat (row-major) index in the tensor of position `position` of chunk `chunk`.
   int64_t element(int64_t chunk, int64_t position) const;
 };

@@ -146,8 +146,7 @@ nlohmann::json compress_tensor_file(const fs::path& input, const std::optional<f
     const double kept = static_cast<double>(received.positions.size());
     const double bytes = static_cast<double>(packed_size({shape}, options.sparse)) - packed_size({}, options.sparse);
     const Chunking chunking = chunking_for(shape);
-    int index_bits = 0;
-    while ((int64_t{1} << index_bits) < chunking.chunk_size()) ++index_bits;
+    const int index_bits = chunking.index_bits();
     const double input_norm = norm(values);
     report["tensors"].push_back({{"name", info.name},
                                  {"shape", info.shape},

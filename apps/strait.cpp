@@ -87,7 +87,7 @@ std::string flag_of(const std::string& key) {
   return flag;
 }
 
-Command add_train(CLI::App& cli, bool& quiet) {
+Command add_train(CLI::App& cli, bool& quiet, int& exit_status) {
   auto* app = cli.add_subcommand("train", "train a model (options also come from --config run.toml/.json)");
   auto config_file = std::make_shared<std::string>();
   app->add_option("--config", *config_file, "TOML or JSON file of options; flags override it");
@@ -104,7 +104,7 @@ Command add_train(CLI::App& cli, bool& quiet) {
           ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     }
   }
-  return {app, [app, config_file, texts, flags, &quiet] {
+  return {app, [app, config_file, texts, flags, &quiet, &exit_status] {
             strait::TrainConfig config;
             if (!config_file->empty()) strait::load_config_file(*config_file, config);
             for (const auto& option : strait::train_options()) {
@@ -114,8 +114,11 @@ Command add_train(CLI::App& cli, bool& quiet) {
                                            is_flag ? ((*flags)[option.key] ? "true" : "false") : (*texts)[option.key]);
             }
             const auto summary = strait::train(config, {!quiet});
+            exit_status = strait::exit_status_of(summary);  // 128 + the signal that stopped the run
             if (strait::launch::read_rank_environment().rank != 0) return;  // rank 0 reports for the job
-            std::cerr << "strait: run finished: " << config.out << " (metrics.jsonl, summary.json, checkpoints/)\n";
+            if (exit_status == 0) {
+              std::cerr << "strait: run finished: " << config.out << " (metrics.jsonl, summary.json, checkpoints/)\n";
+            }
             std::cout << summary.dump() << "\n";
           }};
 }
@@ -279,7 +282,7 @@ int main(int argc, char** argv) {
   bool quiet = false;
   cli.add_flag("-q,--quiet", quiet, "no progress output");
   int exit_status = 0;
-  std::vector<Command> commands = {add_prepare(cli, quiet), add_train(cli, quiet), add_eval(cli), add_export(cli),
+  std::vector<Command> commands = {add_prepare(cli, quiet), add_train(cli, quiet, exit_status), add_eval(cli), add_export(cli),
                                    add_generate(cli), add_codec(cli, quiet), add_launch(cli, exit_status)};
   try {
     cli.parse(argc, argv);

@@ -1,6 +1,7 @@
 #include "strait/core/fileio.h"
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
@@ -96,6 +97,25 @@ void check_replaceable_output(const fs::path& path, bool overwrite, const Output
                 "); refusing to replace it");
   }
   if (!overwrite) throw Error(where + " already exists; pass --overwrite to replace it");
+}
+
+std::vector<fs::path> remove_abandoned_staging(const fs::path& dir, const std::string& final_name) {
+  std::vector<fs::path> removed;
+  if (!fs::is_directory(dir)) return removed;
+  const std::string marker = ".staging-";
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    const size_t at = name.rfind(marker);
+    if (name.empty() || name[0] != '.' || at == std::string::npos || !entry.is_directory()) continue;
+    if (!final_name.empty() && name.compare(1, at - 1, final_name) != 0) continue;
+    const std::string owner = name.substr(at + marker.size(), name.find('-', at + marker.size()) - at - marker.size());
+    if (owner.empty() || owner.find_first_not_of("0123456789") != std::string::npos) continue;
+    const auto pid = static_cast<pid_t>(std::stoll(owner));
+    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // its command still runs
+    fs::remove_all(entry.path());
+    removed.push_back(entry.path());
+  }
+  return removed;
 }
 
 // "out/" names the directory "out"; with the trailing separator its filename would be empty and

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace strait {
 
@@ -35,6 +36,13 @@ struct OutputKind {
 // path and why, e.g. "prepare: X does not look like a prepared data directory (no prepare.json);
 // refusing to replace it".
 void check_replaceable_output(const std::filesystem::path& path, bool overwrite, const OutputKind& kind);
+
+// Removes the staging directories of StagedDirectory that killed commands left in `dir`:
+// entries named ".<name>.staging-<pid>-<n>" (only those of `final_name` when it is not empty)
+// whose process <pid> no longer runs; one whose process still runs is kept. Returns the paths
+// removed, so the caller can say so.
+std::vector<std::filesystem::path> remove_abandoned_staging(const std::filesystem::path& dir,
+                                                            const std::string& final_name = "");
 
 // A directory built under a temporary name next to its final place and renamed into place by
 // commit(). If the object is destroyed without commit() (an exception, a crash), the temporary

@@ -311,6 +311,11 @@ PrepareSummary prepare_checked(const PrepareOptions& options, const std::functio
   report(progress, "found " + std::to_string(corpus.documents.size()) + " documents: " +
                        std::to_string(corpus.documents.size() - val_count) + " for training, " +
                        std::to_string(val_count) + " for validation");
+  const fs::path out = options.out_dir.has_filename() ? options.out_dir : options.out_dir.parent_path();
+  for (const auto& left : remove_abandoned_staging(out.parent_path().empty() ? "." : out.parent_path(),
+                                                   out.filename().string())) {
+    report(progress, "removed " + left.string() + ", left by an interrupted prepare");
+  }
   StagedDirectory staged(options.out_dir);
   auto tokenizer = build_tokenizer(options, corpus, staged.staging_path(), progress);
   PrepareSummary summary = encode_corpus(options, corpus, *tokenizer, staged.staging_path(), progress);

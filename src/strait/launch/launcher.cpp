@@ -314,6 +314,7 @@ class Launch {
   std::vector<Rank> ranks_;
   std::optional<int> first_failure_;  // exit code of the first rank that failed
   bool stopping_ = false;
+  int forwarded_signals_ = 0;  // SIGINT/SIGTERM received and forwarded to the ranks
   std::optional<Clock::time_point> kill_deadline_;  // while stopping, until SIGKILL has been sent
 };
 
@@ -407,12 +408,19 @@ int Launch::poll_timeout_ms() const {
   return static_cast<int>(std::max<std::chrono::milliseconds::rep>(0, remaining.count()));
 }
 
-// SIGCHLD needs nothing here: every wake-up reaps. SIGINT and SIGTERM go on to the ranks.
+// SIGCHLD needs nothing here: every wake-up reaps. SIGINT and SIGTERM go on to the ranks. A
+// trainer stops at a step its ranks agree on and writes a checkpoint first, which may take
+// longer than any fixed grace period: the first signal only forwards. The second one (the ranks
+// then exit at once) also starts the grace period, after which SIGKILL follows.
 void Launch::handle_signals() {
   for (int signal : signals_.take()) {
     if (signal == SIGCHLD) continue;
-    report("received " + describe_signal(signal) + "; forwarding it to the ranks");
-    stop_ranks(signal);
+    const bool again = forwarded_signals_++ > 0;
+    report("received " + describe_signal(signal) + "; forwarding it to the ranks" +
+           (again ? " (again: those still running after the grace period are killed)" : ""));
+    signal_running_ranks(signal);
+    stopping_ = true;
+    if (again && !kill_deadline_) kill_deadline_ = Clock::now() + options_.grace;
   }
 }
 

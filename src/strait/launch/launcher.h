@@ -16,7 +16,7 @@ struct LaunchOptions {
   std::string program;                 // path of the executable to run for each rank (strait itself: /proc/self/exe)
   std::vector<std::string> arguments;  // passed to each rank, e.g. {"train", "--data", ...}
   bool prefix_output = true;           // prefix every line of each rank's stdout/stderr with "[rank R] "
-  // After a rank fails or a signal arrives, ranks still running this long after SIGTERM get SIGKILL.
+  // After a rank fails, or a second signal arrives, ranks still running this long after it get SIGKILL.
   std::chrono::milliseconds grace{5000};
 };
 
@@ -27,7 +27,8 @@ struct LaunchOptions {
 // for OpenMP). Relays their stdout and stderr line by line to its own, prefixed; forwards SIGINT and
 // SIGTERM to every rank's process group; when a rank exits non-zero, reports it ("strait launch:
 // rank 2 exited with status 1 (first failure); stopping the other ranks") and sends SIGTERM to the
-// others. Whenever ranks are being stopped, those still running after `grace` get SIGKILL.
+// others. Ranks still running `grace` after that SIGTERM, or after a second forwarded signal, get
+// SIGKILL; after the first forwarded signal they are waited for (a trainer writes a checkpoint).
 // Returns 0 if every rank exited 0, else the first failing rank's status (128 + signal for a rank
 // killed by a signal). Throws strait::Error for invalid options, before spawning anything.
 // Installs its own SIGINT, SIGTERM and SIGCHLD handlers while it runs (restored afterwards), so at

@@ -27,7 +27,7 @@ class SingleInner final : public InnerSync {
     optimizer.step(lr);
     return norm;
   }
-  double mean(double value) override { return value; }
+  double mean(double value, bool&) override { return value; }
   nlohmann::json report() const override { return nlohmann::json::object(); }
 };
 
@@ -98,10 +98,24 @@ class ComposedStrategy final : public Strategy {
   }
 
   void after_step(int64_t step, LlamaModel& model, bool final_step) override {
-    if (outer_) outer_->after_step(step, model, final_step);
+    if (!outer_) return;
+    outer_->offer_stop(replica_stops_);
+    outer_->after_step(step, model, final_step);
   }
 
-  double mean_over_replica(double value) override { return inner_->mean(value); }
+  double mean_over_replica(double value) override {
+    replica_stops_ = stop_requested_;
+    return inner_->mean(value, replica_stops_);
+  }
+
+  void request_stop() override { stop_requested_ = true; }
+
+  // One process stops at once; DDP (one replica of every rank) once its replica agreed; outer
+  // methods once the request crossed replicas with an outer sync.
+  bool stop_agreed() const override {
+    if (!comm_) return stop_requested_;
+    return outer_ ? outer_->stop_agreed() : replica_stops_;
+  }
 
   double mean_over_all(double value) override {
     if (!comm_) return value;
@@ -197,6 +211,8 @@ class ComposedStrategy final : public Strategy {
   std::unique_ptr<OuterSync> outer_;
   Placement placement_;
   comm::LedgerSnapshot last_snapshot_;
+  bool stop_requested_ = false;  // this rank was asked to stop
+  bool replica_stops_ = false;   // some rank of this replica was, as of the last mean_over_replica
 };
 
 // How the job's ranks are grouped, resolved from the configuration and the launcher's

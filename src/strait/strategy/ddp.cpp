@@ -128,10 +128,12 @@ void DdpInner::reduce_gradients(const LlamaModel& model) {
   hooks_armed_ = false;
 }
 
-double DdpInner::mean(double value) {
-  auto scalar = torch::tensor({value}, torch::kFloat64);
-  replica_.all_reduce_sum(scalar, "allreduce_metrics").wait();
-  return scalar.item<double>() / static_cast<double>(replica_.size());
+double DdpInner::mean(double value, bool& stop) {
+  // The stop request rides in the same all-reduce as the metric: no collective of its own.
+  auto scalars = torch::tensor({value, stop ? 1.0 : 0.0}, torch::kFloat64);
+  replica_.all_reduce_sum(scalars, "allreduce_metrics").wait();
+  stop = scalars[1].item<double>() > 0;
+  return scalars[0].item<double>() / static_cast<double>(replica_.size());
 }
 
 nlohmann::json DdpInner::report() const {

@@ -41,7 +41,7 @@ class DdpInner final : public InnerSync {
   void prepare(const LlamaModel& model) override;
   void before_backward(bool last) override;
   double step(LlamaModel& model, Optimizer& optimizer, double lr, double max_norm) override;
-  double mean(double value) override;
+  double mean(double value, bool& stop) override;
   nlohmann::json report() const override;
 
  private:

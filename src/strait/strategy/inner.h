@@ -22,8 +22,9 @@ class InnerSync {
   // See Strategy::before_backward and Strategy::step; `step` reduces over the replica only.
   virtual void before_backward(bool last) = 0;
   virtual double step(LlamaModel& model, Optimizer& optimizer, double lr, double max_norm) = 0;
-  // The mean of a per-rank scalar over the replica.
-  virtual double mean(double value) = 0;
+  // The mean of a per-rank scalar over the replica; `stop` (this rank asks to stop, see
+  // Strategy::request_stop) becomes true on every rank of the replica if any rank's was.
+  virtual double mean(double value, bool& stop) = 0;
   // Method-specific figures for the run summary ({} if none).
   virtual nlohmann::json report() const = 0;
 };

@@ -24,6 +24,11 @@ class OuterSync {
   virtual void start_from(const LlamaModel& model) = 0;
   // See Strategy::after_step.
   virtual void after_step(int64_t step, LlamaModel& model, bool final_step) = 0;
+  // Preemption (Strategy::request_stop): before each after_step, whether this rank's replica
+  // asks to stop (the same on all its ranks). The request crosses replicas with the next outer
+  // sync; from that step on stop_agreed() is true on every rank.
+  virtual void offer_stop(bool replica_asks) = 0;
+  virtual bool stop_agreed() const = 0;
   // The method's own state, the same on every rank (checkpoints keep it once); loading into
   // these tensors restores it.
   virtual NamedTensors state() = 0;

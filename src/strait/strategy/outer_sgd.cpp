@@ -262,13 +262,20 @@ void OuterSgd::simulate_silent_corruption(const torch::Tensor& weights) const {
 }
 
 void OuterSgd::require_identical_replicas(const torch::Tensor& weights, int64_t step) {
-  if (exchange_->across() == nullptr) return;  // one replica
+  if (exchange_->across() == nullptr) {  // one process
+    stop_agreed_ = stop_agreed_ || replica_asks_stop_;
+    return;
+  }
   comm::Group& across = *exchange_->across();
+  // The lowest bit carries the replica's stop request (preemption) across replicas at this
+  // sync, in the 8 bytes the check sends anyway; the other 63 bits are the weights' hash.
   const auto hash = static_cast<int64_t>(xxh64(weights.data_ptr(), weights.numel() * sizeof(float), 0));
-  const std::vector<int64_t> hashes = gather_int64(across, hash, "outer_weights_checksum");
+  const std::vector<int64_t> hashes =
+      gather_int64(across, (hash & ~int64_t{1}) | (replica_asks_stop_ ? 1 : 0), "outer_weights_checksum");
   std::string differences;
-  for (int r = 1; r < across.size(); ++r) {
-    if (hashes[r] != hashes[0]) {
+  for (int r = 0; r < across.size(); ++r) {
+    if (hashes[r] & 1) stop_agreed_ = true;
+    if (r > 0 && (hashes[r] | 1) != (hashes[0] | 1)) {
       differences += (differences.empty() ? "" : ", ") + std::string("replica ") + std::to_string(r) + " (rank " +
                      std::to_string(across.members()[r]) + ")";
     }

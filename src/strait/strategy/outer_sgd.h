@@ -71,6 +71,8 @@ class OuterSgd final : public OuterSync {
   void prepare(const LlamaModel& model) override;
   void start_from(const LlamaModel& model) override;
   void after_step(int64_t step, LlamaModel& model, bool final_step) override;
+  void offer_stop(bool replica_asks) override { replica_asks_stop_ = replica_asks; }
+  bool stop_agreed() const override { return stop_agreed_; }
   NamedTensors state() override;
   nlohmann::json take_sync_metrics() override;
   nlohmann::json report() const override;
@@ -110,6 +112,8 @@ class OuterSgd final : public OuterSync {
   torch::Tensor in_flight_;        // (parameters) fp32, overlap: mean Δ of fragments in flight
   torch::Tensor in_flight_since_;  // (fragments) int64, overlap: the step each started at, or -1
   int64_t syncs_ = 0;
+  bool replica_asks_stop_ = false;  // see offer_stop
+  bool stop_agreed_ = false;        // a replica's stop request arrived with an outer sync
   double seconds_blocked_ = 0.0;  // in outer syncs, over the run
   int64_t bytes_sent_ = 0;        // to other replicas by this rank, since the last metrics
   nlohmann::json last_sync_;      // the latest sync's figures, until taken

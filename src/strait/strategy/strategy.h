@@ -80,6 +80,15 @@ class Strategy {
   // The mean over every rank of the job (validation, a few times per run).
   virtual double mean_over_all(double value) = 0;
 
+  // Preemption: this rank was asked to stop (a signal). The ranks agree on the step to stop at
+  // without a collective of their own, where they already synchronise: the request travels with
+  // the next mean_over_replica (every step, inside the replica) and, with outer methods, with
+  // the weight check of the next outer sync across replicas (never between syncs). stop_agreed()
+  // is then true on every rank after the same step: after the current one for one process or
+  // DDP (if asked before its mean_over_replica), after the next outer sync for outer methods.
+  virtual void request_stop() = 0;
+  virtual bool stop_agreed() const = 0;
+
   // Every rank must pass the same `value` (e.g. the checkpoint step to resume from); otherwise
   // every rank throws the same strait::Error naming the ranks that differ from rank 0 and both
   // values.

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <optional>
@@ -11,6 +12,7 @@
 #include "strait/core/file_lock.h"
 #include "strait/core/fileio.h"
 #include "strait/core/metrics.h"
+#include "strait/core/stop_signal.h"
 #include "strait/core/threads.h"
 #include "strait/data/loader.h"
 #include "strait/data/shard.h"
@@ -136,6 +138,8 @@ class Trainer {
   void log_progress(int64_t step, const StepResult& result, double tokens_per_s, double elapsed);
   void print_configuration(int64_t first_step) const;
   nlohmann::json finished_run(int64_t checkpoint_step) const;
+  void notice_stop_signal(int64_t step);
+  void remove_abandoned_staging() const;
 
   TrainConfig config_;
   TrainOptions options_;
@@ -152,6 +156,7 @@ class Trainer {
   std::string precision_;  // "fp32" or "bf16-mixed"
   MatmulRates matmul_rates_;
   int64_t first_step_ = 1;
+  bool stop_noticed_ = false;  // a stop signal was seen and passed to the strategy
 };
 
 data::TokenLoader Trainer::make_loader(const std::string& split) const {
@@ -226,6 +231,7 @@ StepResult Trainer::train_step(int64_t step) {
   const auto update_start = Clock::now();
   result.grad_norm = strategy_->step(model_, optimizer_, result.lr, config_.grad_clip);
   result.update_seconds = seconds_since(update_start);
+  notice_stop_signal(step);  // before the mean, which carries the request to the replica's ranks
   result.loss = strategy_->mean_over_replica(result.loss);
   return result;
 }
@@ -273,6 +279,40 @@ nlohmann::json Trainer::finished_run(int64_t checkpoint_step) const {
   return {{"last_step", checkpoint_step}, {"steps", config_.steps}, {"run_dir", run_dir_.string()}};
 }
 
+// A signal asked this process to stop (first seen during `step`): the strategy carries the
+// request to the other ranks, and the loop stops once they agree (Strategy::request_stop).
+void Trainer::notice_stop_signal(int64_t step) {
+  const int signal = stop_signal_received();
+  if (signal == 0 || stop_noticed_) return;
+  stop_noticed_ = true;
+  strategy_->request_stop();
+  if (!is_writer()) return;  // one line for the job, even with --quiet
+  const bool at_outer_sync = strategy_->world_size() > 1 && strategy_->model_placement() == Placement::PerRank;
+  std::fprintf(stderr, "strait: %s received during step %lld: stopping %s with a checkpoint (a second signal exits at "
+               "once, without one)\n", signal_name(signal).c_str(), static_cast<long long>(step),
+               at_outer_sync ? "at the replicas' next outer sync" : "after this step");
+}
+
+// Leftovers of a trainer that was killed while it wrote a checkpoint: its staging directory
+// (.step-N.staging-PID-X, kept while that process still runs) and per-rank staging
+// (.step-N.ranks). The caller holds the run directory's lock, so no other trainer writes here.
+void Trainer::remove_abandoned_staging() const {
+  const fs::path checkpoints = run_dir_ / "checkpoints";
+  std::vector<fs::path> removed = strait::remove_abandoned_staging(checkpoints);
+  if (fs::is_directory(checkpoints)) {
+    for (const auto& entry : fs::directory_iterator(checkpoints)) {
+      const std::string name = entry.path().filename().string();
+      if (name.rfind(".step-", 0) == 0 && name.size() > 6 && name.compare(name.size() - 6, 6, ".ranks") == 0) {
+        fs::remove_all(entry.path());
+        removed.push_back(entry.path());
+      }
+    }
+  }
+  for (const auto& path : removed) {
+    std::fprintf(stderr, "strait: removed %s, left by an interrupted checkpoint write\n", path.c_str());
+  }
+}
+
 void Trainer::print_configuration(int64_t first_step) const {
   if (!prints()) return;
   const ModelConfig& m = model_.config();
@@ -307,6 +347,7 @@ nlohmann::json Trainer::run(Strategy& strategy) {
   strategy.prepare(model_);
   const int64_t start_step = restore();
   if (start_step >= config_.steps) return finished_run(start_step);
+  if (is_writer() && config_.resume) remove_abandoned_staging();
   strategy.synchronize_weights(model_, start_step > 0);
   strategy.take_step_traffic();  // start-up traffic (the weight broadcast) is not a step's; totals keep it
   first_step_ = start_step + 1;
@@ -329,6 +370,7 @@ nlohmann::json Trainer::run(Strategy& strategy) {
   int64_t timed_tokens = 0;
   nlohmann::json last_line = nlohmann::json::object();
   double last_val_loss = std::nan("");
+  int stopped_by_signal = 0;
   for (int64_t step = first_step_; step <= config_.steps; ++step) {
     const auto step_start = Clock::now();
     StepResult result = train_step(step);
@@ -359,7 +401,9 @@ nlohmann::json Trainer::run(Strategy& strategy) {
     };
     if (auto traffic = strategy.take_step_traffic(); !traffic.empty()) line["traffic"] = traffic;
     if (auto outer = strategy.take_outer_sync(); !outer.empty()) line["outer_sync"] = outer;
-    const bool stopping = step == config_.stop_after;
+    notice_stop_signal(step);
+    const bool preempted = !last && strategy.stop_agreed();
+    const bool stopping = step == config_.stop_after || preempted;
     if ((config_.eval_every > 0 && step % config_.eval_every == 0) || last) {
       last_val_loss = validation_loss();
       line["val_loss"] = last_val_loss;
@@ -373,6 +417,17 @@ nlohmann::json Trainer::run(Strategy& strategy) {
       }
     }
     if ((config_.checkpoint_every > 0 && step % config_.checkpoint_every == 0) || last || stopping) save(step);
+    if (preempted) {
+      // Ranks that were not signalled themselves stop with the others, as if by SIGTERM.
+      const int signal = stop_signal_received() ? stop_signal_received() : SIGTERM;
+      stopped_by_signal = signal;
+      if (is_writer()) {
+        std::fprintf(stderr, "strait: stopped by %s after step %lld: checkpoint %s written; exit status %d "
+                     "(strait train --resume continues from it)\n", signal_name(signal).c_str(),
+                     static_cast<long long>(step), checkpoint_dir(run_dir_, step).c_str(), 128 + signal);
+      }
+      break;
+    }
     if (stopping) {
       if (prints()) std::fprintf(stderr, "strait: stopping after step %lld as asked; --resume continues\n",
                                  static_cast<long long>(step));
@@ -399,6 +454,7 @@ nlohmann::json Trainer::run(Strategy& strategy) {
       {"final_val_loss", last_val_loss},
       {"run_dir", run_dir_.string()},
   };
+  if (stopped_by_signal) summary["stopped_by_signal"] = stopped_by_signal;
   const nlohmann::json report = strategy.report();
   summary.update(report);
   if (report.contains("traffic") && steps_done > 0) {
@@ -446,6 +502,7 @@ int resolve_threads(int64_t requested, int local_world_size) {
 
 nlohmann::json train(const TrainConfig& config, const TrainOptions& options) {
   validate(config);
+  const StopSignals stop_signals;  // from here on SIGTERM/SIGINT stop the run with a checkpoint
   const launch::RankEnvironment environment = launch::read_rank_environment();
   torch::set_num_threads(resolve_threads(config.threads, environment.local_world_size));
   // Build everything that reads input (tokenizer, shards, checkpoint) before touching the run
@@ -455,6 +512,10 @@ nlohmann::json train(const TrainConfig& config, const TrainOptions& options) {
   if (environment.rank == 0) run_lock.emplace(prepare_run_dir(config));
   std::unique_ptr<Strategy> strategy = make_strategy(config, environment);
   return trainer.run(*strategy);
+}
+
+int exit_status_of(const nlohmann::json& summary) {
+  return summary.contains("stopped_by_signal") ? 128 + summary.at("stopped_by_signal").get<int>() : 0;
 }
 
 }  // namespace strait

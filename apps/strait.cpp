@@ -171,9 +171,9 @@ void print_codec_report(const nlohmann::json& report) {
   std::fprintf(stderr, "%-48s %10s %8s %10s %6s %8s %8s %8s\n", "tensor", "elements", "kept", "bytes", "bits/i",
                "vs fp32", "vs bf16", "rel err");
   for (const auto& t : report.at("tensors")) {
-    std::fprintf(stderr, "%-48s %10lld %8lld %10.0f %6d %7.1fx %7.1fx %8.4f\n", t.at("name").get<std::string>().c_str(),
+    std::fprintf(stderr, "%-48s %10lld %8lld %10.0f %6.2f %7.1fx %7.1fx %8.4f\n", t.at("name").get<std::string>().c_str(),
                  t.at("elements").get<long long>(), t.at("kept").get<long long>(), t.at("payload_bytes").get<double>(),
-                 t.at("bits_per_index").get<int>(), t.at("ratio_fp32").get<double>(), t.at("ratio_bf16").get<double>(),
+                 t.at("bits_per_index").get<double>(), t.at("ratio_fp32").get<double>(), t.at("ratio_bf16").get<double>(),
                  t.at("relative_error").get<double>());
   }
   const auto& total = report.at("total");
@@ -181,11 +181,13 @@ void print_codec_report(const nlohmann::json& report) {
                total.at("elements").get<double>(), total.at("kept").get<double>(), total.at("payload_bytes").get<double>(),
                total.at("bits_per_index").get<double>(), total.at("ratio_fp32").get<double>(),
                total.at("ratio_bf16").get<double>());
+  std::fprintf(stderr, "index coding %s: the payload uses %s\n", report.at("index_coding").get<std::string>().c_str(),
+               report.at("payload_coding").get<std::string>().c_str());
 }
 
 Command add_codec(CLI::App& cli, bool& quiet) {
   struct Args {
-    std::string in, out;
+    std::string in, out, index_coding;
     std::vector<std::string> delta;
     strait::codec::TensorFileOptions options;
   };
@@ -202,9 +204,25 @@ Command add_codec(CLI::App& cli, bool& quiet) {
   app->add_option("--topk", args->options.sparse.topk, "values kept per 4096 elements of a chunk")
       ->capture_default_str()
       ->check(at_least<int64_t>(1));
+  // Checked while parsing, so a bad name is a usage error that lists the valid ones.
+  args->index_coding = strait::codec::to_string(args->options.sparse.index_coding);
+  app->add_option("--index-coding", args->index_coding,
+                  "how positions travel: fixed (ceil(log2 C) bits each), rice (gaps), bitmap, or auto (the smallest)")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& input) {
+            try {
+              strait::codec::index_coding(input);
+            } catch (const strait::Error& error) {
+              return std::string(error.what());
+            }
+            return std::string();
+          },
+          ""));
   app->add_flag("--overwrite", args->options.overwrite, "replace an earlier strait codec output at --out");
   return {app, [args, &quiet] {
             if (args->in.empty() && args->delta.empty()) throw strait::Error("codec: pass --in FILE or --delta A B");
+            args->options.sparse.index_coding = strait::codec::index_coding(args->index_coding);
             const bool is_delta = !args->delta.empty();
             const auto report = strait::codec::compress_tensor_file(
                 is_delta ? args->delta[0] : args->in,

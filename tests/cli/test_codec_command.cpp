@@ -58,10 +58,11 @@ class CodecCommand : public ::testing::Test {
 TEST_F(CodecCommand, WritesWhatAPeerWouldDecodeAndReportsTheFormulasBytes) {
   const fs::path out = scratch_ / "decoded.safetensors";
   const auto result = testing::run_strait("--quiet codec --in '" + (scratch_ / "a.safetensors").string() + "' --out '" +
-                                          out.string() + "'");
+                                          out.string() + "' --index-coding fixed");
   ASSERT_EQ(result.exit_code, 0) << result.output;
   const nlohmann::json report = last_json_line(result.output);
   codec::SparseOptions options;
+  options.index_coding = codec::IndexCoding::Fixed;
   // The same round through the library: compress, then decode.
   std::vector<float> expected(64 * 64, 0.0f);
   codec::add_decoded(codec::compress(matrix_.data(), {64, 64}, options), expected.data());
@@ -80,6 +81,31 @@ TEST_F(CodecCommand, WritesWhatAPeerWouldDecodeAndReportsTheFormulasBytes) {
   EXPECT_EQ(report.at("total").at("payload_bytes"), 32 + 140 + 30);
   EXPECT_EQ(report.at("total").at("payload_bytes"),
             codec::packed_size({{64, 64}, {100}}, options));
+  EXPECT_EQ(report.at("index_coding"), "fixed");
+}
+
+TEST_F(CodecCommand, ByDefaultSendsTheSmallestIndexCodingAndReportsItsBitsPerIndex) {
+  const fs::path out = scratch_ / "decoded.safetensors";
+  const auto result = testing::run_strait("--quiet codec --in '" + (scratch_ / "a.safetensors").string() + "' --out '" +
+                                          out.string() + "'");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const nlohmann::json report = last_json_line(result.output);
+  const codec::SparseOptions options;  // auto
+  const std::vector<codec::SparseTensor> sent = {codec::compress(matrix_.data(), {64, 64}, options),
+                                                 codec::compress(vector_.data(), {100}, options)};
+  const codec::PayloadStats stats = codec::payload_stats(sent, options);
+  EXPECT_EQ(report.at("index_coding"), "auto");
+  EXPECT_EQ(report.at("payload_coding"), codec::to_string(stats.coding));
+  EXPECT_EQ(report.at("total").at("payload_bytes"), stats.bytes);
+  EXPECT_EQ(report.at("total").at("bits_per_index"), stats.bits_per_index());
+  const auto& w = report.at("tensors").at(0);
+  EXPECT_EQ(w.at("payload_bytes"), stats.tensors.at(0).bytes);
+  // Rice on w's 64 positions in 4096: well under fixed's 12 bits, so fewer than fixed's 140 bytes.
+  EXPECT_LT(w.at("bits_per_index").get<double>(), 9.0);
+  EXPECT_LT(w.at("payload_bytes").get<double>(), 140);
+  std::vector<float> expected(64 * 64, 0.0f);
+  codec::add_decoded(sent[0], expected.data());
+  EXPECT_EQ(read_floats(out, "w"), expected);
 }
 
 TEST_F(CodecCommand, CompressesTheDifferenceOfTwoFiles) {
@@ -127,6 +153,10 @@ TEST_F(CodecCommand, RefusesBadInputAndChangesNothing) {
   expect_error(codec("--in '" + (scratch_ / "nan.safetensors").string() + "' --out '" + out.string() + "'"),
                "codec: tensor 'w': sparse codec: element 7 is not finite");
   expect_error(codec("--out '" + out.string() + "'"), "codec: pass --in FILE or --delta A B");
+  const auto bad_coding = codec("--in '" + a.string() + "' --out '" + out.string() + "' --index-coding golomb");
+  EXPECT_EQ(bad_coding.exit_code, 2) << bad_coding.output;
+  EXPECT_NE(bad_coding.output.find("index coding 'golomb' is not one of fixed, rice, bitmap, auto"), std::string::npos)
+      << bad_coding.output;
   EXPECT_FALSE(fs::exists(out));
   EXPECT_EQ(testing::read_file(a), a_bytes);
   // A second run may replace the first's output.

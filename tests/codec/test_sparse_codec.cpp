@@ -12,21 +12,15 @@
 #include <numeric>
 
 #include "strait/codec/sparse_codec.h"
-#include "strait/core/checksum.h"
+#include "../../fuzz/sparse_fuzz_cases.h"
+#include "sparse_test_support.h"
 #include "strait/core/error.h"
 #include "test_support.h"
 
 namespace strait::codec {
 namespace {
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "(no error)";
-}
+using testing::error_of;
 
 TEST(SparseCodec, ChunksAreTilesOfAtMost64ByLargestDivisors) {
   Chunking matrix = chunking_for({128, 96});  // 128 -> 64, 96 -> 48 (its largest divisor <= 64)
@@ -130,6 +124,7 @@ TEST(SparseCodec, ErrorFeedbackKeepsEveryUnsentBitOfTheBuffer) {
 TEST(SparseCodec, PayloadsRoundTripAndTakeTheFormulasBytes) {
   const std::vector<std::vector<int64_t>> shapes = {{64, 64}, {100}, {128, 96}};
   SparseOptions options;
+  options.index_coding = IndexCoding::Fixed;
   std::vector<SparseTensor> tensors;
   for (size_t t = 0; t < shapes.size(); ++t) {
     const auto values = testing::normal_floats(static_cast<size_t>(shapes[t][0] * (shapes[t].size() > 1 ? shapes[t][1] : 1)),
@@ -157,6 +152,7 @@ TEST(SparseCodec, AtK96Per4096AFullChunkTensorIsAtLeast97TimesSmallerThanFloat32
   // side information (28 bytes a tensor) costs a little of it.
   SparseOptions options;
   options.topk = 96;
+  options.index_coding = IndexCoding::Fixed;
   const std::vector<std::vector<int64_t>> shapes = {{64, 4096}};
   const double dense = 4.0 * 64 * 4096;
   const double packed = static_cast<double>(packed_size(shapes, options)) - 32;
@@ -189,6 +185,7 @@ class MalformedPayload : public ::testing::Test {
  protected:
   void SetUp() override {
     options_.quant_bins = 3;  // so that a 2-bit code can be out of range
+    options_.index_coding = IndexCoding::Fixed;
     const auto values = testing::normal_floats(50, 4);
     payload_ = pack({compress(values.data(), shapes_[0], options_)}, options_);
   }
@@ -202,8 +199,7 @@ class MalformedPayload : public ::testing::Test {
   std::vector<uint8_t> with_body(const std::function<void(std::vector<uint8_t>&)>& change) const {
     std::vector<uint8_t> bytes = payload_;
     change(bytes);
-    const uint64_t checksum = xxh64(bytes.data() + 32, bytes.size() - 32);
-    std::memcpy(bytes.data() + 24, &checksum, 8);
+    fuzz::reseal(bytes);
     return bytes;
   }
 
@@ -220,11 +216,13 @@ TEST_F(MalformedPayload, EveryDefectIsNamed) {
   bytes[0] = 'X';
   EXPECT_EQ(unpack_error(bytes), "sparse payload: bad magic (not a SparseLoCo payload)");
   bytes = payload_;
-  bytes[4] = 2;
-  EXPECT_EQ(unpack_error(bytes), "sparse payload: version 2 (this build reads version 1)");
+  bytes[4] = 1;
+  EXPECT_EQ(unpack_error(bytes), "sparse payload: version 1 (this build reads version 2)");
   bytes = payload_;
   bytes[6] = 1;
-  EXPECT_EQ(unpack_error(bytes), "sparse payload: index coding 1 (expected 0, fixed)");
+  EXPECT_EQ(unpack_error(bytes), "sparse payload: index coding rice (this run's is fixed)");
+  bytes[6] = 3;
+  EXPECT_EQ(unpack_error(bytes), "sparse payload: index coding 3 (valid: 0 fixed, 1 rice, 2 bitmap)");
   bytes = payload_;
   bytes.pop_back();
   EXPECT_NE(unpack_error(bytes).find("body bytes"), std::string::npos);
@@ -248,7 +246,7 @@ TEST_F(MalformedPayload, EveryDefectIsNamed) {
             "sparse payload: tensor 0: shift plus centroid overflows float32");
   // The 6-bit position set to 63 (> 49), then the 2-bit code set to 3 (>= 3 bins).
   EXPECT_EQ(unpack_error(with_body([](auto& b) { b[kBits] = static_cast<uint8_t>((b[kBits] & 0xC0) | 63); })),
-            "sparse payload: tensor 0: position 63 outside its chunk of 50");
+            "sparse payload: tensor 0: chunk 0: position 63 outside its chunk of 50");
   EXPECT_EQ(unpack_error(with_body([](auto& b) { b[kBits] = static_cast<uint8_t>(b[kBits] | 0xC0); })),
             "sparse payload: tensor 0: code 3 >= 3 bins");
   SparseOptions other = options_;
@@ -265,6 +263,7 @@ TEST(SparseCodec, RepeatedPositionsInAChunkAreRejected) {
   // first.
   SparseOptions options;
   options.topk = 256;
+  options.index_coding = IndexCoding::Fixed;
   const auto values = testing::normal_floats(64, 5);
   auto bytes = pack({compress(values.data(), {64}, options)}, options);
   const size_t bits = 32 + 8 + 4 + 16;
@@ -273,10 +272,9 @@ TEST(SparseCodec, RepeatedPositionsInAChunkAreRejected) {
   const uint32_t repeated = (stream & ~(0x3Fu << 6)) | (first << 6);
   bytes[bits] = static_cast<uint8_t>(repeated);
   bytes[bits + 1] = static_cast<uint8_t>(repeated >> 8);
-  const uint64_t checksum = xxh64(bytes.data() + 32, bytes.size() - 32);
-  std::memcpy(bytes.data() + 24, &checksum, 8);
+  fuzz::reseal(bytes);
   EXPECT_EQ(error_of([&] { unpack(bytes.data(), bytes.size(), {{64}}, options); }),
-            "sparse payload: tensor 0: positions in chunk 0 repeat or are out of order");
+            "sparse payload: tensor 0: chunk 0: positions repeat or are out of order");
 }
 
 TEST(SparseCodec, NonFiniteInputIsRefused) {

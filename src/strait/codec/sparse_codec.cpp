@@ -1,6 +1,7 @@
 #include "strait/codec/sparse_codec.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -14,10 +15,11 @@ namespace strait::codec {
 namespace {
 
 constexpr char kMagic[4] = {'S', 'P', 'L', 'C'};
-constexpr uint16_t kVersion = 1;
-constexpr uint8_t kFixedIndexCoding = 0;
+constexpr uint16_t kVersion = 2;
 constexpr size_t kHeaderBytes = 32;
 constexpr int kCodeBits = 2;
+constexpr std::array<IndexCoding, 3> kBodyCodings = {IndexCoding::Fixed, IndexCoding::Rice, IndexCoding::Bitmap};
+constexpr const char* kCodingNames[] = {"fixed", "rice", "bitmap", "auto"};
 constexpr int64_t kMaxTile = 64;
 
 // The whole dimension when it is <= 64, else its largest divisor <= 64.
@@ -46,14 +48,106 @@ void check_options(const SparseOptions& options) {
   }
 }
 
-// Kept values per tensor: every chunk keeps the same k_C.
-int64_t kept_values(const Chunking& chunking, const SparseOptions& options) {
-  return chunking.chunk_count() * kept_per_chunk(chunking.chunk_size(), options.topk);
+// A tensor's part of the body: element count, shift, centroids, then its bit stream padded to a
+// byte.
+size_t tensor_bytes(int64_t index_bits, int64_t kept, const SparseOptions& options) {
+  const int64_t bits = index_bits + kept * kCodeBits;
+  return 8 + 4 + 4 * static_cast<size_t>(options.quant_bins) + static_cast<size_t>((bits + 7) / 8);
 }
 
-size_t tensor_bytes(const Chunking& chunking, const SparseOptions& options) {
-  const int64_t bits = kept_values(chunking, options) * (chunking.index_bits() + kCodeBits);
-  return 8 + 4 + 4 * static_cast<size_t>(options.quant_bins) + static_cast<size_t>((bits + 7) / 8);
+// Rice parameter of a chunk of `chunk_size` keeping `keep`: the largest r with keep 2^r <=
+// chunk_size − keep (the gaps' total), i.e. floor(log2 of the mean gap); 0 when the mean gap is
+// below 1. Derived, not sent (see the header comment).
+int rice_parameter(int64_t chunk_size, int64_t keep) {
+  int r = 0;
+  while ((keep << (r + 1)) <= chunk_size - keep) ++r;
+  return r;
+}
+
+// Bits of one chunk's `keep` increasing positions in `coding` (not Auto).
+int64_t chunk_index_bits(IndexCoding coding, const Chunking& chunking, const uint16_t* positions, int64_t keep) {
+  if (coding == IndexCoding::Fixed) return keep * chunking.index_bits();
+  if (coding == IndexCoding::Bitmap) return chunking.chunk_size();
+  const int r = rice_parameter(chunking.chunk_size(), keep);
+  int64_t bits = keep * (r + 1), previous = -1;
+  for (int64_t i = 0; i < keep; ++i) {
+    bits += (positions[i] - previous - 1) >> r;  // the unary quotient
+    previous = positions[i];
+  }
+  return bits;
+}
+
+// The most bits a chunk's positions can take in `coding` (not Auto). Rice: the quotients sum to
+// at most (C − k_C) >> r, because the gaps sum to at most C − k_C.
+int64_t max_chunk_index_bits(IndexCoding coding, const Chunking& chunking, int64_t keep) {
+  if (coding != IndexCoding::Rice) return chunk_index_bits(coding, chunking, nullptr, keep);
+  const int r = rice_parameter(chunking.chunk_size(), keep);
+  return keep * (r + 1) + ((chunking.chunk_size() - keep) >> r);
+}
+
+// What pack writes: the body's coding and each tensor's size in it.
+struct PayloadPlan {
+  IndexCoding coding = IndexCoding::Fixed;
+  std::vector<TensorWireStats> tensors;
+  size_t bytes = kHeaderBytes;
+};
+
+// Throws unless `tensor` is what compress makes for its shape with `options`: k_C positions per
+// chunk, increasing and inside it, a code below bins for each, bins centroids.
+void check_tensor(const SparseTensor& tensor, size_t index, const SparseOptions& options) {
+  const Chunking chunking = chunking_for(tensor.shape);
+  const int64_t keep = kept_per_chunk(chunking.chunk_size(), options.topk);
+  const std::string which = "sparse codec: tensor " + std::to_string(index) + ": ";
+  if (static_cast<int64_t>(tensor.positions.size()) != chunking.chunk_count() * keep ||
+      tensor.codes.size() != tensor.positions.size() ||
+      tensor.centroids.size() != static_cast<size_t>(options.quant_bins)) {
+    throw Error(which + std::to_string(tensor.positions.size()) + " positions, " + std::to_string(tensor.codes.size()) +
+                " codes and " + std::to_string(tensor.centroids.size()) + " centroids; its shape and options take " +
+                std::to_string(chunking.chunk_count() * keep) + ", as many and " + std::to_string(options.quant_bins));
+  }
+  for (size_t i = 0; i < tensor.positions.size(); ++i) {
+    const bool first = static_cast<int64_t>(i) % keep == 0;
+    if (tensor.positions[i] >= chunking.chunk_size() || (!first && tensor.positions[i] <= tensor.positions[i - 1]) ||
+        tensor.codes[i] >= options.quant_bins) {
+      throw Error(which + "kept value " + std::to_string(i) + " has a position outside its chunk or out of order, " +
+                  "or a code >= bins");
+    }
+  }
+}
+
+// The payload in the coding of `options`; with Auto, the smallest of the three whole payloads
+// (ties to the lower coding number, so fixed before rice before bitmap).
+PayloadPlan plan_payload(const std::vector<SparseTensor>& tensors, const SparseOptions& options) {
+  std::vector<std::array<int64_t, kBodyCodings.size()>> index_bits(tensors.size());
+  std::array<size_t, kBodyCodings.size()> bytes;
+  bytes.fill(kHeaderBytes);
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    check_tensor(tensors[t], t, options);
+    const Chunking chunking = chunking_for(tensors[t].shape);
+    const int64_t keep = kept_per_chunk(chunking.chunk_size(), options.topk);
+    for (size_t k = 0; k < kBodyCodings.size(); ++k) {
+      // Only the coding of `options` when it is not Auto: the others are not needed.
+      if (options.index_coding != IndexCoding::Auto && kBodyCodings[k] != options.index_coding) continue;
+      for (int64_t c = 0; c < chunking.chunk_count(); ++c) {
+        index_bits[t][k] += chunk_index_bits(kBodyCodings[k], chunking, &tensors[t].positions[c * keep], keep);
+      }
+      bytes[k] += tensor_bytes(index_bits[t][k], static_cast<int64_t>(tensors[t].positions.size()), options);
+    }
+  }
+  PayloadPlan plan;
+  plan.coding = options.index_coding;
+  if (plan.coding == IndexCoding::Auto) {
+    plan.coding = kBodyCodings[static_cast<size_t>(std::min_element(bytes.begin(), bytes.end()) - bytes.begin())];
+  }
+  const auto k = static_cast<size_t>(plan.coding);
+  plan.bytes = bytes[k];
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    TensorWireStats& tensor = plan.tensors.emplace_back();
+    tensor.kept = static_cast<int64_t>(tensors[t].positions.size());
+    tensor.index_bits = index_bits[t][k];
+    tensor.bytes = tensor_bytes(tensor.index_bits, tensor.kept, options);
+  }
+  return plan;
 }
 
 // Bits appended least significant first.
@@ -72,20 +166,98 @@ class BitWriter {
   int64_t used_ = 0;
 };
 
-// Reads what BitWriter wrote, from a span whose length the caller checked.
+// Reads what BitWriter wrote, never past `size` bytes: the stream comes from a peer, so running
+// out is an Error naming `context` (which tensor).
 class BitReader {
  public:
-  explicit BitReader(const uint8_t* bytes) : bytes_(bytes) {}
+  BitReader(const uint8_t* bytes, size_t size, std::string context)
+      : bytes_(bytes), size_bits_(static_cast<int64_t>(size) * 8), context_(std::move(context)) {}
   uint32_t read(int bits) {
+    if (used_ + bits > size_bits_) throw Error("sparse payload: " + context_ + "the body ends inside its bit stream");
     uint32_t value = 0;
     for (int b = 0; b < bits; ++b, ++used_) value |= static_cast<uint32_t>((bytes_[used_ / 8] >> (used_ % 8)) & 1u) << b;
     return value;
   }
+  // Bytes read so far, the last one whole.
+  size_t bytes_used() const { return static_cast<size_t>((used_ + 7) / 8); }
+  // Whether the unread bits of the last byte read are 0, as BitWriter leaves them.
+  bool padding_is_zero() const { return used_ % 8 == 0 || (bytes_[used_ / 8] >> (used_ % 8)) == 0; }
 
  private:
   const uint8_t* bytes_;
+  int64_t size_bits_;
+  std::string context_;
   int64_t used_ = 0;
 };
+
+// One chunk's `keep` increasing positions in a single coding (the header comment's layout).
+void write_positions(BitWriter& bits, IndexCoding coding, const Chunking& chunking, const uint16_t* positions,
+                     int64_t keep) {
+  if (coding == IndexCoding::Fixed) {
+    for (int64_t i = 0; i < keep; ++i) bits.write(positions[i], chunking.index_bits());
+  } else if (coding == IndexCoding::Bitmap) {
+    for (int64_t j = 0, i = 0; j < chunking.chunk_size(); ++j) {
+      const bool kept = i < keep && positions[i] == j;
+      bits.write(kept, 1);
+      i += kept;
+    }
+  } else {
+    const int r = rice_parameter(chunking.chunk_size(), keep);
+    int64_t previous = -1;
+    for (int64_t i = 0; i < keep; ++i) {
+      const auto gap = static_cast<uint32_t>(positions[i] - previous - 1);
+      for (uint32_t q = gap >> r; q > 0; --q) bits.write(1, 1);
+      bits.write(0, 1);
+      bits.write(gap & ((1u << r) - 1), r);
+      previous = positions[i];
+    }
+  }
+}
+
+// Reads what write_positions wrote for chunk `chunk` and appends it to `positions`, refusing
+// anything write_positions could not have written; `fail` throws.
+template <typename Fail>
+void read_positions(BitReader& bits, IndexCoding coding, const Chunking& chunking, int64_t keep, int64_t chunk,
+                    std::vector<uint16_t>& positions, const Fail& fail) {
+  const int64_t size = chunking.chunk_size();
+  const std::string where = "chunk " + std::to_string(chunk) + ": ";
+  if (coding == IndexCoding::Bitmap) {
+    int64_t set = 0;
+    for (int64_t j = 0; j < size; ++j) {
+      if (bits.read(1) && ++set <= keep) positions.push_back(static_cast<uint16_t>(j));
+    }
+    if (set != keep) fail(where + "bitmap has " + std::to_string(set) + " bits set (expected " + std::to_string(keep) + ")");
+    return;
+  }
+  const int r = rice_parameter(size, keep);
+  int64_t previous = -1;
+  for (int64_t i = 0; i < keep; ++i) {
+    int64_t position;
+    if (coding == IndexCoding::Fixed) {
+      position = bits.read(chunking.index_bits());
+      if (position >= size) {
+        fail(where + "position " + std::to_string(position) + " outside its chunk of " + std::to_string(size));
+      }
+      if (position <= previous) fail(where + "positions repeat or are out of order");
+    } else {
+      // The quotient's run of 1 bits stops at the first gap that would leave the chunk, so a
+      // peer cannot make this loop longer than the chunk.
+      int64_t quotient = 0;
+      while (bits.read(1)) {
+        if ((++quotient << r) > size - 2 - previous) {
+          fail(where + "Rice code of position " + std::to_string(i) + " runs past the chunk of " + std::to_string(size));
+        }
+      }
+      position = previous + 1 + ((quotient << r) | bits.read(r));
+      if (position >= size) {
+        fail(where + "Rice gap puts position " + std::to_string(i) + " at " + std::to_string(position) +
+             ", outside the chunk of " + std::to_string(size));
+      }
+    }
+    positions.push_back(static_cast<uint16_t>(position));
+    previous = position;
+  }
+}
 
 template <typename T>
 void put(std::vector<uint8_t>& out, T value) {
@@ -132,6 +304,15 @@ void quantize(const std::vector<float>& kept, const SparseOptions& options, Spar
 }
 
 }  // namespace
+
+std::string to_string(IndexCoding coding) { return kCodingNames[static_cast<size_t>(coding)]; }
+
+IndexCoding index_coding(const std::string& name) {
+  for (size_t i = 0; i < std::size(kCodingNames); ++i) {
+    if (name == kCodingNames[i]) return static_cast<IndexCoding>(i);
+  }
+  throw Error("sparse codec: index coding '" + name + "' is not one of fixed, rice, bitmap, auto");
+}
 
 int Chunking::index_bits() const {
   int bits = 0;
@@ -225,28 +406,64 @@ SparseTensor error_feedback_step(float* error, const float* delta, const std::ve
   return sent;
 }
 
-size_t packed_size(const std::vector<std::vector<int64_t>>& shapes, const SparseOptions& options) {
+PayloadStats payload_stats(const std::vector<SparseTensor>& tensors, const SparseOptions& options) {
+  check_options(options);
+  PayloadPlan plan = plan_payload(tensors, options);
+  PayloadStats stats;
+  stats.coding = plan.coding;
+  stats.bytes = plan.bytes;
+  for (const TensorWireStats& tensor : plan.tensors) {
+    stats.kept += tensor.kept;
+    stats.index_bits += tensor.index_bits;
+  }
+  stats.tensors = std::move(plan.tensors);
+  return stats;
+}
+
+size_t max_packed_size(const std::vector<std::vector<int64_t>>& shapes, const SparseOptions& options) {
+  check_options(options);
+  // Auto picks the smallest of three payloads, one of them fixed.
+  const IndexCoding coding = options.index_coding == IndexCoding::Auto ? IndexCoding::Fixed : options.index_coding;
   size_t total = kHeaderBytes;
-  for (const auto& shape : shapes) total += tensor_bytes(chunking_for(shape), options);
+  for (const auto& shape : shapes) {
+    const Chunking chunking = chunking_for(shape);
+    const int64_t keep = kept_per_chunk(chunking.chunk_size(), options.topk);
+    total += tensor_bytes(chunking.chunk_count() * max_chunk_index_bits(coding, chunking, keep),
+                          chunking.chunk_count() * keep, options);
+  }
   return total;
+}
+
+size_t packed_size(const std::vector<std::vector<int64_t>>& shapes, const SparseOptions& options) {
+  if (options.index_coding == IndexCoding::Rice || options.index_coding == IndexCoding::Auto) {
+    throw Error("sparse codec: the size of a " + to_string(options.index_coding) +
+                " payload depends on the positions; use payload_stats(tensors, options).bytes, or max_packed_size(shapes, "
+                "options) for a bound");
+  }
+  return max_packed_size(shapes, options);
 }
 
 std::vector<uint8_t> pack(const std::vector<SparseTensor>& tensors, const SparseOptions& options) {
   check_options(options);
+  const PayloadPlan plan = plan_payload(tensors, options);
   std::vector<uint8_t> body;
-  for (const SparseTensor& tensor : tensors) {
+  body.reserve(plan.bytes - kHeaderBytes);
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    const SparseTensor& tensor = tensors[t];
     const Chunking chunking = chunking_for(tensor.shape);
+    const int64_t keep = kept_per_chunk(chunking.chunk_size(), options.topk);
     put<uint64_t>(body, static_cast<uint64_t>(element_count(tensor.shape)));
     put<float>(body, tensor.shift);
     for (float centroid : tensor.centroids) put<float>(body, centroid);
     BitWriter bits(body);
-    const int width = chunking.index_bits();
-    for (uint16_t position : tensor.positions) bits.write(position, width);
+    for (int64_t c = 0; c < chunking.chunk_count(); ++c) {
+      write_positions(bits, plan.coding, chunking, &tensor.positions[c * keep], keep);
+    }
     for (uint8_t code : tensor.codes) bits.write(code, kCodeBits);
   }
   std::vector<uint8_t> payload(kMagic, kMagic + 4);
   put<uint16_t>(payload, kVersion);
-  put<uint8_t>(payload, kFixedIndexCoding);
+  put<uint8_t>(payload, static_cast<uint8_t>(plan.coding));
   put<uint8_t>(payload, static_cast<uint8_t>(options.quant_bins));
   put<uint32_t>(payload, static_cast<uint32_t>(options.topk));
   put<uint32_t>(payload, static_cast<uint32_t>(tensors.size()));
@@ -263,9 +480,15 @@ std::vector<SparseTensor> unpack(const uint8_t* bytes, size_t size, const std::v
   if (size < kHeaderBytes) fail(std::to_string(size) + " bytes, shorter than the 32-byte header");
   if (std::memcmp(bytes, kMagic, 4) != 0) fail("bad magic (not a SparseLoCo payload)");
   if (get<uint16_t>(bytes + 4) != kVersion) {
-    fail("version " + std::to_string(get<uint16_t>(bytes + 4)) + " (this build reads version 1)");
+    fail("version " + std::to_string(get<uint16_t>(bytes + 4)) + " (this build reads version 2)");
   }
-  if (bytes[6] != kFixedIndexCoding) fail("index coding " + std::to_string(bytes[6]) + " (expected 0, fixed)");
+  if (bytes[6] >= kBodyCodings.size()) {
+    fail("index coding " + std::to_string(bytes[6]) + " (valid: 0 fixed, 1 rice, 2 bitmap)");
+  }
+  const auto coding = static_cast<IndexCoding>(bytes[6]);
+  if (options.index_coding != IndexCoding::Auto && coding != options.index_coding) {
+    fail("index coding " + to_string(coding) + " (this run's is " + to_string(options.index_coding) + ")");
+  }
   if (bytes[7] != options.quant_bins) {
     fail(std::to_string(bytes[7]) + " bins (expected " + std::to_string(options.quant_bins) + ")");
   }
@@ -282,16 +505,19 @@ std::vector<SparseTensor> unpack(const uint8_t* bytes, size_t size, const std::v
   }
   const uint8_t* body = bytes + kHeaderBytes;
   if (get<uint64_t>(bytes + 24) != xxh64(body, body_size)) fail("checksum mismatch (corrupted in transit)");
-  if (size != packed_size(shapes, options)) {
-    fail(std::to_string(size) + " bytes where the model's tensors take " + std::to_string(packed_size(shapes, options)));
+  const size_t largest_payload = max_packed_size(shapes, options);
+  if (size > largest_payload) {
+    fail(std::to_string(size) + " bytes, more than the " + std::to_string(largest_payload) + " that the model's " +
+         to_string(options.index_coding) + " payload can take");
   }
+  const size_t side_bytes = 8 + 4 + 4 * static_cast<size_t>(options.quant_bins);
   std::vector<SparseTensor> tensors;
   size_t offset = 0;
   for (size_t t = 0; t < shapes.size(); ++t) {
     const std::string which = "tensor " + std::to_string(t) + ": ";
     const Chunking chunking = chunking_for(shapes[t]);
+    if (body_size - offset < side_bytes) fail(which + "the body ends inside its header");
     const uint8_t* at = body + offset;
-    offset += tensor_bytes(chunking, options);
     SparseTensor tensor;
     tensor.shape = shapes[t];
     if (get<uint64_t>(at) != static_cast<uint64_t>(element_count(shapes[t]))) {
@@ -304,21 +530,12 @@ std::vector<SparseTensor> unpack(const uint8_t* bytes, size_t size, const std::v
     for (float centroid : tensor.centroids) {
       if (!std::isfinite(centroid)) fail(which + "a centroid is not finite");
     }
-    BitReader bits(at + 12 + 4 * options.quant_bins);
-    const int width = chunking.index_bits();
+    BitReader bits(at + side_bytes, body_size - offset - side_bytes, which);
     const int64_t keep = kept_per_chunk(chunking.chunk_size(), options.topk);
+    tensor.positions.reserve(static_cast<size_t>(chunking.chunk_count() * keep));
+    auto fail_in_tensor = [&](const std::string& problem) { fail(which + problem); };
     for (int64_t c = 0; c < chunking.chunk_count(); ++c) {
-      for (int64_t i = 0; i < keep; ++i) {
-        const uint32_t position = bits.read(width);
-        if (position >= static_cast<uint32_t>(chunking.chunk_size())) {
-          fail(which + "position " + std::to_string(position) + " outside its chunk of " +
-               std::to_string(chunking.chunk_size()));
-        }
-        if (i > 0 && position <= tensor.positions.back()) {
-          fail(which + "positions in chunk " + std::to_string(c) + " repeat or are out of order");
-        }
-        tensor.positions.push_back(static_cast<uint16_t>(position));
-      }
+      read_positions(bits, coding, chunking, keep, c, tensor.positions, fail_in_tensor);
     }
     for (size_t i = 0; i < tensor.positions.size(); ++i) {
       const uint32_t code = bits.read(kCodeBits);
@@ -327,11 +544,23 @@ std::vector<SparseTensor> unpack(const uint8_t* bytes, size_t size, const std::v
       }
       tensor.codes.push_back(static_cast<uint8_t>(code));
     }
+    if (!bits.padding_is_zero()) fail(which + "nonzero padding bits after its bit stream");
+    offset += side_bytes + bits.bytes_used();
     const float largest = std::fabs(tensor.shift) +
                           *std::max_element(tensor.centroids.begin(), tensor.centroids.end(),
                                             [](float a, float b) { return std::fabs(a) < std::fabs(b); });
     if (!std::isfinite(largest)) fail(which + "shift plus centroid overflows float32");
     tensors.push_back(std::move(tensor));
+  }
+  if (offset != body_size) fail(std::to_string(body_size - offset) + " trailing bytes after the last tensor");
+  // Canonical: auto's choice is the one pack makes for what was read, so that every accepted
+  // payload is exactly pack's output (and no two payloads carry the same update).
+  if (options.index_coding == IndexCoding::Auto) {
+    const IndexCoding smallest = plan_payload(tensors, options).coding;
+    if (smallest != coding) {
+      fail("body in " + to_string(coding) + " coding where auto picks " + to_string(smallest) +
+           " (smaller, or as small and first in fixed, rice, bitmap)");
+    }
   }
   return tensors;
 }

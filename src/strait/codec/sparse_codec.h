@@ -24,28 +24,64 @@
 // v − shift over the values with code c (0 for none); a value decodes to centroid[code] + shift
 // in float32.
 //
-// Wire format, version 1, little-endian, "fixed" index coding:
-//   header (32 bytes): magic "SPLC", u16 version = 1, u8 index coding (0 = fixed), u8 bins,
-//                      u32 k per 4096, u32 tensor count, u64 body bytes, u64 xxh64 of the body
+// Wire format, version 2, little-endian:
+//   header (32 bytes): magic "SPLC", u16 version = 2, u8 index coding of the body (0 fixed,
+//                      1 rice, 2 bitmap), u8 bins, u32 k per 4096, u32 tensor count,
+//                      u64 body bytes, u64 xxh64 of the body
 //   body, per tensor:  u64 element count, f32 shift, f32 centroids[bins], then a bit stream
-//                      (least significant bit first, padded to a byte): for every chunk its k_C
-//                      positions at ceil(log2 C) bits each, increasing; then the 2-bit codes of
-//                      all kept values, chunk by chunk.
-// So a tensor costs 8 + 4 + 4 bins + ceil(K (ceil(log2 C) + 2) / 8) bytes, K = kept values
-// (packed_size), against 4 × elements dense in float32.
+//                      (least significant bit first, zero-padded to a byte): for every chunk its
+//                      k_C increasing positions in the index coding, then the 2-bit codes of all
+//                      kept values, chunk by chunk.
+// Index codings of one chunk of C elements keeping k_C positions p_0 < p_1 < ...:
+//   fixed   each position in b = ceil(log2 C) bits: k_C b bits (the paper's accounting).
+//   rice    the gaps g_i = p_i − p_{i−1} − 1 (p_{−1} = −1) Rice-coded with parameter r: g >> r
+//           as that many 1 bits and a 0, then the low r bits of g. r is not sent: both ends
+//           derive it from C and k_C as the largest r with k_C 2^r <= C − k_C (0 if none), i.e.
+//           floor(log2 of the mean gap), which is the best single r for random positions at
+//           k = 32 ... 1024 per 4096 (a per-chunk r would cost 4 bits a chunk and save ~0.01
+//           bits an index there).
+//   bitmap  C bits, bit j set when position j is kept; its size depends on the shape alone.
+//   auto    (options only) the smallest of the three payloads as a whole, ties to the lower
+//           number; the header's coding byte says which, so the choice costs nothing and auto
+//           is never larger than any single coding. With this r a chunk's Rice code is at most
+//           1 bit longer than fixed and never longer than bitmap (checked for every C <= 4096
+//           and k_C against the worst positions), so a per-chunk choice with a tag of >= 1 bit
+//           could never beat plain rice; auto picks fixed only when rice loses by up to a bit a
+//           chunk (e.g. chunks of 1 element, which fixed codes in 0 bits).
+// Encoding is canonical: unpack refuses what pack would not have written for what it decodes
+// (auto's choice, nonzero padding), so every accepted payload re-packs to the same bytes.
+// Version 1 (fixed only) is refused: payloads live for one exchange between replicas of one
+// build, so none outlives the build that wrote it.
+// Sizes: a tensor costs 8 + 4 + 4 bins + ceil((index bits + 2 K) / 8) bytes, K = kept values,
+// against 4 × elements dense in float32. Fixed and bitmap depend only on the shapes
+// (packed_size(shapes)); rice and auto depend on the positions (payload_stats(tensors).bytes),
+// and max_packed_size(shapes) bounds every coding.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace strait::codec {
+
+// How positions travel (see the header comment); the values are the header's byte (Auto is
+// an option only: the header holds what it picked).
+enum class IndexCoding : uint8_t { Fixed = 0, Rice = 1, Bitmap = 2, Auto = 3 };
+
+// "fixed", "rice", "bitmap", "auto".
+std::string to_string(IndexCoding coding);
+// The inverse; throws strait::Error naming `name` and the valid names.
+IndexCoding index_coding(const std::string& name);
 
 struct SparseOptions {
   int64_t topk = 64;         // kept values per 4096 elements of a chunk
   int quant_bins = 4;        // 2-bit codes: the wire format stores 2 bits, so 4 at most
   double quant_range = 6.0;  // scale = range σ / bins
   double error_decay = 0.95;  // β: e ← β e + Δ
+  // Auto: never larger than fixed (the paper's 12 bits per index at C = 4096); rice, ~7.5 bits
+  // per index at k = 64 on random positions, in practice.
+  IndexCoding index_coding = IndexCoding::Auto;
 };
 
 // How a tensor is cut into chunks (see the header comment).
@@ -86,15 +122,43 @@ void add_decoded(const SparseTensor& tensor, float* out);
 SparseTensor error_feedback_step(float* error, const float* delta, const std::vector<int64_t>& shape,
                                  const SparseOptions& options);
 
-// The payload of `tensors` and its size by the formula.
+// What a payload of some tensors costs on the wire, as pack writes it.
+struct TensorWireStats {
+  size_t bytes = 0;        // this tensor's part of the body
+  int64_t kept = 0;        // values sent
+  int64_t index_bits = 0;  // bits that say where they are
+};
+struct PayloadStats {
+  IndexCoding coding = IndexCoding::Fixed;  // what the body uses (never Auto)
+  size_t bytes = 0;                          // the whole payload, header included
+  int64_t kept = 0;
+  int64_t index_bits = 0;
+  std::vector<TensorWireStats> tensors;      // in order
+  double bits_per_index() const { return kept > 0 ? static_cast<double>(index_bits) / kept : 0.0; }
+};
+
+// The payload of `tensors` (as compress returned them). Throws strait::Error when a tensor's
+// positions, codes or centroids do not fit its shape and `options`.
 std::vector<uint8_t> pack(const std::vector<SparseTensor>& tensors, const SparseOptions& options);
+// Size and bits per index of pack(tensors, options), without writing it. The SparseLoCo
+// strategy logs payload_stats(sent, options).bits_per_index().
+PayloadStats payload_stats(const std::vector<SparseTensor>& tensors, const SparseOptions& options);
+// The size from the shapes alone, for the codings where it depends on nothing else (fixed,
+// bitmap); throws strait::Error for rice and auto, whose size depends on the positions (use
+// payload_stats(tensors, options).bytes).
 size_t packed_size(const std::vector<std::vector<int64_t>>& shapes, const SparseOptions& options);
+// The largest payload any tensors of `shapes` can take (exact for fixed and bitmap; auto is at
+// most fixed's size; rice at most k_C (r + 1) + ((C − k_C) >> r) bits a chunk): a buffer bound.
+size_t max_packed_size(const std::vector<std::vector<int64_t>>& shapes, const SparseOptions& options);
 
 // Reads a payload from a peer (untrusted) that must hold tensors of `shapes`, compressed with
-// `options`. Throws strait::Error naming what is wrong: magic, version, index coding, bins or k
-// other than expected, a body size or checksum that disagrees, a tensor count or element count
-// other than the model's, a non-finite shift or centroid, a position outside its chunk or not
-// above the previous one, trailing or missing bytes.
+// `options` (with index coding Auto, a body in any coding is accepted). Throws strait::Error
+// naming what is wrong: magic, version, index coding, bins or k other than expected, more bytes
+// than `shapes` can take, a body size or checksum that disagrees, a tensor count or element
+// count other than the model's, a non-finite shift or centroid, a position outside its chunk or
+// not above the previous one, a Rice code running past its chunk, a bitmap with other than k_C
+// bits set, a coding auto would not have picked, nonzero padding, trailing or missing bytes.
+// Work and memory are bounded by `shapes`, not by the bytes.
 std::vector<SparseTensor> unpack(const uint8_t* bytes, size_t size, const std::vector<std::vector<int64_t>>& shapes,
                                  const SparseOptions& options);
 

@@ -104,72 +104,79 @@ nlohmann::json compress_tensor_file(const fs::path& input, const std::optional<f
   std::optional<SafetensorsFile> base_file;
   if (base) base_file = SafetensorsFile::load(*base);
   nlohmann::json report = {{"input", input.string()}, {"topk", options.sparse.topk},
-                           {"quant_bins", options.sparse.quant_bins}, {"index_coding", "fixed"},
+                           {"quant_bins", options.sparse.quant_bins},
+                           {"index_coding", to_string(options.sparse.index_coding)},
                            {"tensors", nlohmann::json::array()}, {"skipped", nlohmann::json::array()}};
   if (base) report["delta_from"] = base->string();
-  std::vector<std::vector<float>> decoded;
+  // The tensor's values, or for --delta its A − B (B being the later weights).
+  auto values_of = [&](const TensorInfo& info) {
+    std::vector<float> values = as_floats(file, info);
+    if (!base_file) return values;
+    if (!base_file->contains(info.name)) {
+      throw Error("codec: " + base->string() + " has no tensor '" + info.name + "' (it is in " + input.string() + ")");
+    }
+    const TensorInfo& other = base_file->info(info.name);
+    if (other.shape != info.shape || !is_floating(other.dtype)) {
+      throw Error("codec: tensor '" + info.name + "' differs in shape or dtype between " + input.string() + " and " +
+                  base->string());
+    }
+    const std::vector<float> later = as_floats(*base_file, other);
+    for (size_t i = 0; i < values.size(); ++i) values[i] -= later[i];
+    return values;
+  };
   std::vector<const TensorInfo*> written;
-  double total_elements = 0, total_kept = 0, total_index_bits = 0;
+  std::vector<std::vector<int64_t>> shapes;
+  std::vector<SparseTensor> sent;
   for (const TensorInfo& info : file.tensors()) {
     if (!is_floating(info.dtype)) {
       report["skipped"].push_back(info.name);
       continue;
     }
-    std::vector<float> values = as_floats(file, info);
-    if (base_file) {
-      if (!base_file->contains(info.name)) {
-        throw Error("codec: " + base->string() + " has no tensor '" + info.name + "' (it is in " + input.string() + ")");
-      }
-      const TensorInfo& other = base_file->info(info.name);
-      if (other.shape != info.shape || !is_floating(other.dtype)) {
-        throw Error("codec: tensor '" + info.name + "' differs in shape or dtype between " + input.string() + " and " +
-                    base->string());
-      }
-      const std::vector<float> later = as_floats(*base_file, other);
-      for (size_t i = 0; i < values.size(); ++i) values[i] -= later[i];  // Δ = A − B
-    }
-    const std::vector<int64_t> shape = info.shape.empty() ? std::vector<int64_t>{1} : info.shape;
-    SparseTensor sent;
+    const std::vector<float> values = values_of(info);
+    shapes.push_back(info.shape.empty() ? std::vector<int64_t>{1} : info.shape);
     try {
-      sent = compress(values.data(), shape, options.sparse);
+      sent.push_back(compress(values.data(), shapes.back(), options.sparse));
     } catch (const Error& error) {
       throw Error("codec: tensor '" + info.name + "': " + error.what());
     }
-    // Through the wire, as a peer would receive it.
-    const std::vector<uint8_t> payload = pack({sent}, options.sparse);
-    const SparseTensor received = unpack(payload.data(), payload.size(), {shape}, options.sparse).front();
+    written.push_back(&info);
+  }
+  // Through the wire in one payload, as a peer would receive it (with auto, the payload's coding
+  // depends on every tensor).
+  const std::vector<uint8_t> payload = pack(sent, options.sparse);
+  const std::vector<SparseTensor> received = unpack(payload.data(), payload.size(), shapes, options.sparse);
+  const PayloadStats stats = payload_stats(sent, options.sparse);
+  report["payload_coding"] = to_string(stats.coding);
+  std::vector<std::vector<float>> decoded;
+  double total_elements = 0;
+  for (size_t t = 0; t < written.size(); ++t) {
+    const std::vector<float> values = values_of(*written[t]);
     std::vector<float> out(values.size(), 0.0f);
-    add_decoded(received, out.data());
+    add_decoded(received[t], out.data());
     double error_squares = 0;
     for (size_t i = 0; i < values.size(); ++i) error_squares += std::pow(static_cast<double>(out[i]) - values[i], 2);
     const double elements = static_cast<double>(values.size());
-    const double kept = static_cast<double>(received.positions.size());
-    const double bytes = static_cast<double>(packed_size({shape}, options.sparse)) - packed_size({}, options.sparse);
-    const Chunking chunking = chunking_for(shape);
-    const int index_bits = chunking.index_bits();
+    const TensorWireStats& wire = stats.tensors[t];
+    const double bytes = static_cast<double>(wire.bytes);
     const double input_norm = norm(values);
-    report["tensors"].push_back({{"name", info.name},
-                                 {"shape", info.shape},
+    report["tensors"].push_back({{"name", written[t]->name},
+                                 {"shape", written[t]->shape},
                                  {"elements", values.size()},
-                                 {"kept", received.positions.size()},
+                                 {"kept", wire.kept},
                                  {"payload_bytes", bytes},
-                                 {"bits_per_index", index_bits},
+                                 {"bits_per_index", static_cast<double>(wire.index_bits) / wire.kept},
                                  {"ratio_fp32", 4 * elements / bytes},
                                  {"ratio_bf16", 2 * elements / bytes},
                                  {"relative_error", input_norm > 0 ? std::sqrt(error_squares) / input_norm : 0.0}});
     total_elements += elements;
-    total_kept += kept;
-    total_index_bits += kept * index_bits;
     decoded.push_back(std::move(out));
-    written.push_back(&info);
   }
-  std::vector<std::vector<int64_t>> shapes;
-  for (const TensorInfo* info : written) shapes.push_back(info->shape.empty() ? std::vector<int64_t>{1} : info->shape);
-  const double total_bytes = static_cast<double>(packed_size(shapes, options.sparse));
+  const double total_bytes = static_cast<double>(payload.size());
+  const double total_kept = static_cast<double>(stats.kept);
   report["total"] = {{"elements", total_elements},
-                     {"kept", total_kept},
+                     {"kept", stats.kept},
                      {"payload_bytes", total_bytes},
-                     {"bits_per_index", total_kept > 0 ? total_index_bits / total_kept : 0.0},
+                     {"bits_per_index", stats.bits_per_index()},
                      {"bits_per_kept_value", total_kept > 0 ? 8 * total_bytes / total_kept : 0.0},
                      {"ratio_fp32", total_bytes > 0 ? 4 * total_elements / total_bytes : 0.0},
                      {"ratio_bf16", total_bytes > 0 ? 2 * total_elements / total_bytes : 0.0}};

@@ -2,8 +2,9 @@
 // (codec/sparse_codec.h) with an empty error buffer over every floating-point tensor of a
 // safetensors file, or of the difference of two (a pseudo-gradient: A − B, B being the later
 // weights), through the real wire format; the decoded tensors are written as float32 under the
-// same names and shapes, and the report gives, per tensor and in total, the payload bytes, bits
-// per index and per kept value, the ratio to dense float32 and bfloat16, and the relative error
+// same names and shapes, and the report gives, per tensor and in total, the payload bytes (a
+// tensor's part of the one payload of all tensors, in the coding that payload uses), bits per
+// index and per kept value, the ratio to dense float32 and bfloat16, and the relative error
 // ‖decoded − input‖ / ‖input‖.
 #pragma once
 

@@ -1,0 +1,51 @@
+// Helpers of the SparseLoCo codec tests.
+#pragma once
+
+#include <algorithm>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <string>
+
+#include "strait/codec/sparse_codec.h"
+#include "strait/core/error.h"
+
+namespace strait::testing {
+
+// The message of the strait::Error that `action` throws, or "(no error)".
+inline std::string error_of(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const Error& error) {
+    return error.what();
+  }
+  return "(no error)";
+}
+
+// A tensor of `shape` as compress would shape it for `options`, with uniformly random positions
+// (k_C distinct ones a chunk), codes and side information: positions independent of any
+// values, so the index codings see every layout with equal chance.
+inline codec::SparseTensor random_sparse_tensor(const std::vector<int64_t>& shape, const codec::SparseOptions& options,
+                                                uint32_t seed) {
+  using namespace codec;
+  std::mt19937 random(seed);
+  const Chunking chunking = chunking_for(shape);
+  const int64_t keep = kept_per_chunk(chunking.chunk_size(), options.topk);
+  SparseTensor tensor;
+  tensor.shape = shape;
+  std::vector<uint16_t> all(static_cast<size_t>(chunking.chunk_size()));
+  for (int64_t c = 0; c < chunking.chunk_count(); ++c) {
+    std::iota(all.begin(), all.end(), 0);
+    std::shuffle(all.begin(), all.end(), random);
+    std::sort(all.begin(), all.begin() + keep);
+    tensor.positions.insert(tensor.positions.end(), all.begin(), all.begin() + keep);
+  }
+  std::uniform_int_distribution<int> code(0, options.quant_bins - 1);
+  for (size_t i = 0; i < tensor.positions.size(); ++i) tensor.codes.push_back(static_cast<uint8_t>(code(random)));
+  std::normal_distribution<float> normal;
+  tensor.shift = normal(random);
+  for (int c = 0; c < options.quant_bins; ++c) tensor.centroids.push_back(normal(random));
+  return tensor;
+}
+
+}  // namespace strait::testing

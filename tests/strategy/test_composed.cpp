@@ -91,7 +91,7 @@ TEST(StrategyConfiguration, MeaninglessCombinationsFailBeforeAnyProcessConnects)
     std::string expected;
   };
   const std::vector<Case> cases = {
-      {"zero3", "auto", "auto", 50, "strategy must be auto, ddp, local-sgd or diloco, got 'zero3'"},
+      {"zero3", "auto", "auto", 50, "strategy must be auto, ddp, local-sgd, diloco or sparseloco, got 'zero3'"},
       {"ddp", "single", "auto", 50, "inner 'single' needs an outer method"},
       {"ddp", "auto", "2", 50, "replica_ranks '2' needs an outer method"},
       {"local-sgd", "bogus", "auto", 50, "inner must be auto, single or ddp, got 'bogus'"},
@@ -122,8 +122,8 @@ TEST(StrategyConfiguration, BadOuterOptimizerSettingsAreNamed) {
   config.strategy = "diloco";
   const std::vector<std::pair<std::function<void(TrainConfig&)>, std::string>> cases = {
       {[](TrainConfig& c) { c.outer_dtype = "int2"; }, "outer_dtype must be fp32, bf16, int8 or int4, got 'int2'"},
-      {[](TrainConfig& c) { c.outer_lr = 0; }, "outer_lr must be a positive number"},
-      {[](TrainConfig& c) { c.outer_momentum = 1; }, "outer_momentum must be in [0, 1)"},
+      {[](TrainConfig& c) { c.outer_lr = -0.5; }, "outer_lr must be a positive number (or 0: the method's default)"},
+      {[](TrainConfig& c) { c.outer_momentum = 1; }, "outer_momentum must be in [0, 1) (or -1: the method's default)"},
       {[](TrainConfig& c) { c.fragments = 0; }, "fragments must be >= 1, got 0"},
       {[](TrainConfig& c) { c.sync_every = 10, c.overlap_steps = 10; },
        "overlap_steps must be in [0, sync_every) (a fragment's exchange must land before its next sync), got 10 "
@@ -133,7 +133,20 @@ TEST(StrategyConfiguration, BadOuterOptimizerSettingsAreNamed) {
        "with sync_every 50"},
       {[](TrainConfig& c) { c.fragment_mix = 1; }, "fragment_mix must be in [0, 1), got 1.000000"},
       {[](TrainConfig& c) { c.strategy = "local-sgd", c.fragments = 2; },
-       "fragments, overlap_steps and fragment_mix are streaming DiLoCo's: they need --strategy diloco, got 'local-sgd'"},
+       "fragments, overlap_steps and fragment_mix are streaming DiLoCo's: they need --strategy diloco or sparseloco, "
+       "got 'local-sgd'"},
+      {[](TrainConfig& c) { c.strategy = "sparseloco", c.overlap_steps = 2; },
+       "overlap_steps needs the dense exchange of --strategy diloco (sparseloco's error buffers are updated at each "
+       "sync; its fragments sync without overlap)"},
+      {[](TrainConfig& c) { c.strategy = "sparseloco", c.outer_dtype = "int4"; },
+       "outer_dtype 'int4' is for the dense exchange of local-sgd and diloco; sparseloco sends top-k values in 2 bits "
+       "(see --topk, --quant-bins)"},
+      {[](TrainConfig& c) { c.topk = 0; }, "topk must be in [1, 4096] (values kept per 4096 elements), got 0"},
+      {[](TrainConfig& c) { c.quant_bins = 5; }, "quant_bins must be in [1, 4] (codes travel in 2 bits), got 5"},
+      {[](TrainConfig& c) { c.error_decay = 1.5; }, "error_decay must be in [0, 1], got 1.500000"},
+      {[](TrainConfig& c) { c.aggregate = "median"; }, "aggregate must be mean or sum, got 'median'"},
+      {[](TrainConfig& c) { c.index_coding = "huffman"; },
+       "index_coding must be fixed, rice, bitmap or auto, got 'huffman'"},
       {[](TrainConfig& c) { c.optimizer = "adam"; }, "optimizer must be adamw or sgd, got 'adam'"},
   };
   for (const auto& [change, expected] : cases) {
@@ -160,6 +173,21 @@ TEST(StrategyConfiguration, MoreFragmentsThanLayersFailBeforeAnyProcessConnects)
                          std::to_string(config.fragments - 1) + " layers"),
             std::string::npos)
       << message;
+}
+
+TEST(StrategyConfiguration, OuterLrAndMomentumDefaultToTheMethods) {
+  TrainConfig config;
+  config.strategy = "diloco";
+  EXPECT_EQ(outer_lr_of(config), 0.7);
+  EXPECT_EQ(outer_momentum_of(config), 0.9);
+  config.strategy = "sparseloco";
+  EXPECT_EQ(outer_lr_of(config), 1.0);
+  EXPECT_EQ(outer_momentum_of(config), 0.0);
+  config.outer_lr = 0.5;
+  config.outer_momentum = 0.0;
+  config.strategy = "diloco";
+  EXPECT_EQ(outer_lr_of(config), 0.5);
+  EXPECT_EQ(outer_momentum_of(config), 0.0);
 }
 
 TEST(StrategyConfiguration, PerMachineSettingsAreNotComparedAcrossRanks) {

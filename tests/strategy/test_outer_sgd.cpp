@@ -1,17 +1,22 @@
 // DiLoCo's outer step against its formula, and its exchange end to end: one replica with outer
 // SGD at lr 1 and no momentum trains as one process does; two replicas stay bit-identical in
 // every wire dtype, move the bytes the exchange's formula predicts, and resume exactly from
-// checkpoints inside and at the end of an H window.
+// checkpoints inside and at the end of an H window. SparseLoCo's outer step against a float64
+// reference of its error feedback, and its exchange end to end (payload bytes, per-rank error
+// buffers across a resume, replicas of DDP ranks with fragments).
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
+#include "strait/codec/sparse_codec.h"
 #include "strait/codec/wire_codec.h"
 #include "strait/core/safetensors.h"
 #include "strait/core/metrics.h"
 #include "strait/model/model_config.h"
 #include "strait/model/tensor_io.h"
 #include "strait/strategy/outer_sgd.h"
+#include "strait/strategy/sparse_exchange.h"
+#include "strait/train/checkpoint.h"
 #include "strait/train/trainer.h"
 #include "test_support.h"
 #include "train/fixtures.h"
@@ -155,6 +160,94 @@ TEST(OuterSgd, StreamingFragmentsSyncOnTheirOffsetsOverlapInnerStepsAndMix) {
   EXPECT_EQ(state[3].first, "outer.in_flight_since");
   EXPECT_TRUE(torch::equal(state[3].second, torch::full({2}, int64_t{-1}))) << "nothing left in flight";
   EXPECT_EQ(streaming.report().at("outer_syncs"), 6);  // 2, 4, 6, 8, 10 (fragment 1) and 10 (fragment 0)
+}
+
+TEST(OuterSgd, SparseLoCoStepsWithTheDecodedPayloadAndItsErrorBuffersKeepTheRest) {
+  // One replica, P = 2 fragments, H = 2: fragment 0 (the embedding and layer 0) syncs at even
+  // steps, fragment 1 (layer 1, the norm and the head) at odd ones, each with its own error
+  // buffer; outer lr 1, no momentum. At a sync e ← β e + Δ, the payload is the top-k of e in 2
+  // bits, θ ← θ − decoded payload, e ← e − decoded payload. Checked against a float64 reference
+  // of e and θ: what θ moved by plus what the buffer kept is β e + Δ; only k_C values per chunk
+  // moved, and by at most 4 distinct amounts per tensor (2-bit codes through a centroid table).
+  ModelConfig config = model_preset("nano", 256);
+  LlamaModel model(config);
+  model.init_weights(3);
+  OuterSgdOptions options;
+  options.rule = OuterSgdOptions::Rule::SparseLoCo;
+  options.sync_every = 2;
+  options.lr = 1.0;
+  options.momentum = 0.0;
+  options.fragments = 2;
+  codec::SparseOptions sparse;  // k = 64 per 4096, 4 bins, β = 0.95
+  sparse.index_coding = codec::IndexCoding::Fixed;  // so that the payload's size is the shape formula
+  OuterSgd sparseloco(std::make_unique<SparseExchange>(nullptr, nullptr, sparse, codec::Aggregation::Mean), options);
+  sparseloco.prepare(model);
+  sparseloco.start_from(model);
+  EXPECT_EQ(sparseloco.name(), "sparseloco");
+
+  // Per fragment (contiguous in nano's parameter order): its tensors' shapes and the figures the
+  // fixed index coding must give.
+  struct Part {
+    int64_t offset = 0, size = 0, kept = 0, index_bits = 0;
+    std::vector<std::vector<int64_t>> shapes;
+  };
+  std::vector<Part> parts(2);
+  for (const auto& parameter : model.parameters()) {
+    const bool first = parameter.name.rfind("model.embed_tokens.", 0) == 0 || parameter.name.rfind("model.layers.0.", 0) == 0;
+    Part& part = parts[first ? 0 : 1];
+    part.shapes.push_back(parameter.tensor.sizes().vec());
+    const codec::Chunking chunking = codec::chunking_for(part.shapes.back());
+    const int64_t kept = chunking.chunk_count() * codec::kept_per_chunk(chunking.chunk_size(), sparse.topk);
+    part.kept += kept;
+    part.index_bits += kept * chunking.index_bits();
+    part.size += parameter.tensor.numel();
+  }
+  parts[1].offset = parts[0].size;
+
+  torch::Tensor theta = flat_weights(model).to(torch::kDouble);
+  std::vector<torch::Tensor> errors = {torch::zeros({parts[0].size}, torch::kDouble),
+                                       torch::zeros({parts[1].size}, torch::kDouble)};
+  torch::manual_seed(5);
+  for (int64_t step = 1; step <= 6; ++step) {
+    const size_t p = step % 2 == 0 ? 0 : 1;
+    const Part& part = parts[p];
+    const torch::Tensor inner = flat_weights(model) + 0.01 * torch::randn({theta.numel()});
+    set_weights(model, inner);
+    sparseloco.after_step(step, model, false);
+    const torch::Tensor after = flat_weights(model).to(torch::kDouble);
+    const torch::Tensor other = after.narrow(0, parts[1 - p].offset, parts[1 - p].size);
+    EXPECT_TRUE(torch::equal(other, inner.to(torch::kDouble).narrow(0, parts[1 - p].offset, parts[1 - p].size)))
+        << "step " << step << ": the other fragment waits for its own step";
+    const torch::Tensor theta_before = theta.narrow(0, part.offset, part.size);
+    const torch::Tensor moved = theta_before - after.narrow(0, part.offset, part.size);
+    const torch::Tensor fed = 0.95 * errors[p] + (theta_before - inner.to(torch::kDouble).narrow(0, part.offset, part.size));
+    const NamedTensors buffers = sparseloco.rank_state();
+    ASSERT_EQ(buffers.size(), 2u);
+    EXPECT_EQ(buffers[p].first, "outer.error." + std::to_string(p));
+    errors[p] = buffers[p].second.to(torch::kDouble);
+    EXPECT_LT((moved + errors[p] - fed).abs().max().item<double>(), 1e-6) << "step " << step;
+    EXPECT_EQ(moved.ne(0).sum().item<int64_t>(), part.kept) << "step " << step;
+    int64_t offset = 0;
+    for (const auto& shape : part.shapes) {
+      const int64_t n = torch::empty(shape).numel();
+      // θ − (θ − v) is v up to θ's rounding: values further apart than that are distinct codes.
+      const torch::Tensor values = moved.narrow(0, offset, n);
+      const torch::Tensor kept = std::get<0>(values.masked_select(values.ne(0)).sort());
+      const int64_t distinct = 1 + (kept.narrow(0, 1, kept.numel() - 1) - kept.narrow(0, 0, kept.numel() - 1))
+                                       .gt(1e-5).sum().item<int64_t>();
+      EXPECT_LE(distinct, 4) << "step " << step << ", tensor at " << offset;
+      offset += n;
+    }
+    const nlohmann::json sync = sparseloco.take_sync_metrics();
+    EXPECT_EQ(sync.at("payload_bytes"), codec::packed_size(part.shapes, sparse)) << sync;
+    EXPECT_EQ(sync.at("dense_bytes"), 4 * part.size);
+    EXPECT_EQ(sync.at("kept_values"), part.kept);
+    EXPECT_EQ(sync.at("index_bits"), part.index_bits);  // fixed: ceil(log2 C) bits each
+    theta.narrow(0, part.offset, part.size).copy_(after.narrow(0, part.offset, part.size));
+  }
+  const NamedTensors state = sparseloco.state();
+  ASSERT_EQ(state.size(), 1u) << "θ only: no momentum";
+  EXPECT_EQ(state[0].first, "outer.weights");
 }
 
 TEST(OuterSgd, FragmentsAreStridedLayerGroups) {
@@ -334,6 +427,77 @@ TEST_F(Diloco, StreamingFragmentsOverlapTheirExchangesAndResumeExactlyWithOneInF
   const torch::Tensor since = tensor_from_file(in_flight, "outer.in_flight_since");
   EXPECT_TRUE(torch::equal(since, torch::tensor({int64_t{-1}, int64_t{6}}))) << since;
   EXPECT_EQ(losses_of(resumed), losses_of(straight));
+}
+
+// SparseLoCo end to end: the same fixture, another outer method.
+class Sparseloco : public Diloco {
+ protected:
+  std::string sparse_args(const fs::path& out, const std::string& extra = "") const {
+    return common_args(out) + "--lr 3e-3 --strategy sparseloco --sync-every 4 " + extra;
+  }
+
+  // The payload of one replica for the model a run trained, with the fixed index coding.
+  static size_t fixed_payload_bytes(const fs::path& run) {
+    const LlamaModel model(read_checkpoint_state(checkpoint_dir(run, 12)).model_config);
+    std::vector<std::vector<int64_t>> shapes;
+    for (const auto& parameter : model.parameters()) shapes.push_back(parameter.tensor.sizes().vec());
+    codec::SparseOptions options;
+    options.index_coding = codec::IndexCoding::Fixed;
+    return codec::packed_size(shapes, options);
+  }
+};
+
+TEST_F(Sparseloco, TwoReplicasStayIdenticalSendOnePayloadEachAndResumeWithTheirOwnErrorBuffers) {
+  // Two one-rank replicas, H = 4: per sync each rank all-gathers its payload (an 8-byte count,
+  // then the payload) and the 8-byte hash of the new weights, which must agree or the run stops.
+  const fs::path straight = scratch_ / "straight", resumed = scratch_ / "resumed";
+  auto result = launch(2, sparse_args(straight, "--index-coding fixed"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto summary = nlohmann::json::parse(testing::read_file(straight / "summary.json"));
+  EXPECT_EQ(summary.at("strategy"), "sparseloco(single x 1)");
+  EXPECT_EQ(summary.at("outer_syncs"), 3);
+  EXPECT_EQ(summary.at("outer_lr"), 1.0);
+  EXPECT_EQ(summary.at("outer_momentum"), 0.0);
+  const auto payload = static_cast<double>(fixed_payload_bytes(straight));
+  EXPECT_EQ(summary.at("cross_replica_bytes_sent").get<double>(), 3 * 2 * (8 + payload + 8));
+  EXPECT_LT(payload, summary.at("parameters").get<double>() * 4 / 40) << "k = 64 per 4096 in ~14 bits";
+  for (const auto& line : read_metrics(straight / "metrics.jsonl")) {
+    if (!line.contains("outer_sync")) continue;
+    EXPECT_EQ(line.at("outer_sync").at("payload_bytes").get<double>(), payload);
+    EXPECT_GT(line.at("outer_sync").at("bits_per_index").get<double>(), 6.0);
+  }
+
+  // Stop at step 6, inside a window: each replica's error buffer is its own checkpoint state.
+  for (const std::string stop : {"--stop-after 6", "--resume"}) {
+    result = launch(2, sparse_args(resumed, "--index-coding fixed " + stop));
+    ASSERT_EQ(result.exit_code, 0) << stop << "\n" << result.output;
+  }
+  const fs::path checkpoint = checkpoint_dir(resumed, 6);
+  const auto rank0 = SafetensorsFile::load(checkpoint / "rank-00000" / "strategy.safetensors");
+  const auto rank1 = SafetensorsFile::load(checkpoint / "rank-00001" / "strategy.safetensors");
+  const torch::Tensor error0 = tensor_from_file(rank0, "outer.error.0"), error1 = tensor_from_file(rank1, "outer.error.0");
+  EXPECT_GT(error0.abs().sum().item<double>(), 0.0);
+  EXPECT_FALSE(torch::equal(error0, error1)) << "the replicas' buffers differ";
+  EXPECT_EQ(losses_of(resumed), losses_of(straight));
+}
+
+TEST_F(Sparseloco, ReplicasOfTwoDdpRanksWithFragmentsCrossTheBoundaryFromOneRankEach) {
+  // 2 replicas x 2 ranks, P = 2 fragments: fragment 1 syncs at 2, 6, 10 and 12 (the last step),
+  // fragment 0 at 4, 8, 12. The rank at position 0 of each replica all-gathers the payloads and
+  // broadcasts the aggregate inside its replica; the rank at position 1 sends other replicas
+  // only the 8-byte hash of each sync's weights.
+  const fs::path run = scratch_ / "2x2";
+  const auto result = launch(4, sparse_args(run, "--replica-ranks 2 --fragments 2 --bucket-mb 0.0625"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto summary = nlohmann::json::parse(testing::read_file(run / "summary.json"));
+  EXPECT_EQ(summary.at("strategy"), "sparseloco(ddp x 2)");
+  EXPECT_EQ(summary.at("outer_syncs"), 7);
+  const auto& operations = summary.at("traffic").at("operations");
+  EXPECT_EQ(operations.at("outer_pseudo_gradient/allgather").at("calls"), 7);
+  EXPECT_EQ(operations.at("outer_pseudo_gradient/in_replica").at("calls"), 7);
+  const auto& by_rank = summary.at("traffic_by_rank");
+  EXPECT_EQ(by_rank.at(1).at("cross_replica").at("sent").get<double>(), 7 * 8);
+  EXPECT_GT(by_rank.at(0).at("cross_replica").at("sent").get<double>(), 7 * (8 + 8 + 32));
 }
 
 }  // namespace

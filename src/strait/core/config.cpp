@@ -48,21 +48,35 @@ const std::vector<OptionSpec> kOptions = {
     {"log_every", "progress line every N steps", &TrainConfig::log_every},
     {"seed", "random seed for weight initialisation", &TrainConfig::seed},
     {"threads", "LibTorch threads (0 = all cores of this process's share)", &TrainConfig::threads},
-    {"strategy", "auto (one process: single; several: ddp), ddp, or an outer method: local-sgd, diloco",
+    {"strategy", "auto (one process: single; several: ddp), ddp, or an outer method: local-sgd, diloco, sparseloco",
      &TrainConfig::strategy},
     {"inner", "method inside each replica of an outer method: auto, single or ddp", &TrainConfig::inner},
     {"replica_ranks", "ranks per replica of an outer method: a number, node, or auto (1)", &TrainConfig::replica_ranks},
     {"sync_every", "outer methods: inner steps between outer synchronisations (H)", &TrainConfig::sync_every},
-    {"outer_lr", "diloco: outer SGD learning rate", &TrainConfig::outer_lr},
-    {"outer_momentum", "diloco: outer SGD momentum", &TrainConfig::outer_momentum},
-    {"outer_nesterov", "diloco: Nesterov momentum in the outer SGD", &TrainConfig::outer_nesterov},
-    {"outer_dtype", "outer methods: wire dtype of the exchange (fp32, bf16, int8, int4)", &TrainConfig::outer_dtype},
-    {"fragments", "diloco: streaming fragments P (strided layer groups, each synced on its own step of the H window)",
+    {"outer_lr", "diloco, sparseloco: outer SGD learning rate (0: the method's, 0.7 and 1)", &TrainConfig::outer_lr},
+    {"outer_momentum", "diloco, sparseloco: outer SGD momentum (-1: the method's, 0.9 and 0)",
+     &TrainConfig::outer_momentum},
+    {"outer_nesterov", "diloco, sparseloco: Nesterov momentum in the outer SGD", &TrainConfig::outer_nesterov},
+    {"outer_dtype", "local-sgd, diloco: wire dtype of the dense exchange (fp32, bf16, int8, int4)",
+     &TrainConfig::outer_dtype},
+    {"fragments",
+     "diloco, sparseloco: streaming fragments P (strided layer groups, each synced on its own step of the H window)",
      &TrainConfig::fragments},
     {"overlap_steps", "diloco: inner steps tau a fragment's exchange runs in the background (< sync_every)",
      &TrainConfig::overlap_steps},
-    {"fragment_mix", "diloco: alpha in [0, 1): a fragment becomes alpha * local + (1 - alpha) * global after its sync",
+    {"fragment_mix",
+     "diloco, sparseloco: alpha in [0, 1): a fragment becomes alpha * local + (1 - alpha) * global after its sync",
      &TrainConfig::fragment_mix},
+    {"topk", "sparseloco: values kept per 4096 elements of a chunk (scaled for smaller chunks, at least 1)",
+     &TrainConfig::topk},
+    {"quant_bins", "sparseloco: quantization bins of the kept values (2 bits on the wire: 1 to 4)",
+     &TrainConfig::quant_bins},
+    {"error_decay", "sparseloco: beta in [0, 1], the error buffer's decay (e = beta e + delta)",
+     &TrainConfig::error_decay},
+    {"aggregate", "sparseloco: mean (over the replicas that kept a value) or sum (divided by the replicas)",
+     &TrainConfig::aggregate},
+    {"index_coding", "sparseloco: how positions travel: fixed (ceil(log2 C) bits), rice, bitmap, or auto (the smallest)",
+     &TrainConfig::index_coding},
     {"bucket_mb", "DDP gradient bucket size in MiB", &TrainConfig::bucket_mb},
     {"comm_timeout_s", "seconds before a missing peer or stuck collective fails the run", &TrainConfig::comm_timeout_s},
     {"checkpoint_timeout_s", "seconds ranks wait for the slowest checkpoint writer", &TrainConfig::checkpoint_timeout_s},
@@ -156,8 +170,18 @@ nlohmann::json toml_to_json(const toml::node& node, const std::string& key, cons
 
 const std::vector<OptionSpec>& train_options() { return kOptions; }
 
+double outer_lr_of(const TrainConfig& config) {
+  if (config.outer_lr > 0) return config.outer_lr;
+  return config.strategy == "sparseloco" ? 1.0 : 0.7;
+}
+
+double outer_momentum_of(const TrainConfig& config) {
+  if (config.outer_momentum >= 0) return config.outer_momentum;
+  return config.strategy == "sparseloco" ? 0.0 : 0.9;
+}
+
 bool has_outer_method(const TrainConfig& config) {
-  return config.strategy == "local-sgd" || config.strategy == "diloco";
+  return config.strategy == "local-sgd" || config.strategy == "diloco" || config.strategy == "sparseloco";
 }
 
 void load_config_file(const std::filesystem::path& path, TrainConfig& config) {
@@ -246,23 +270,25 @@ void validate_strategy_choice(const TrainConfig& config) {
   auto require = [](bool ok, const std::string& message) {
     if (!ok) throw Error("invalid configuration: " + message);
   };
-  require(is_one_of(config.strategy, {"auto", "ddp", "local-sgd", "diloco"}),
-          "strategy must be auto, ddp, local-sgd or diloco, got '" + config.strategy + "'");
+  require(is_one_of(config.strategy, {"auto", "ddp", "local-sgd", "diloco", "sparseloco"}),
+          "strategy must be auto, ddp, local-sgd, diloco or sparseloco, got '" + config.strategy + "'");
   require(is_one_of(config.inner, {"auto", "single", "ddp"}),
           "inner must be auto, single or ddp, got '" + config.inner + "'");
   const bool outer = has_outer_method(config);
   if (!outer) {
     require(config.inner == "auto", "inner '" + config.inner +
-                                        "' needs an outer method (--strategy local-sgd or diloco); '" +
+                                        "' needs an outer method (--strategy local-sgd, diloco or sparseloco); '" +
                                         config.strategy + "' synchronises every rank every step by itself");
     require(config.replica_ranks == "auto", "replica_ranks '" + config.replica_ranks +
-                                                "' needs an outer method (--strategy local-sgd or diloco); with '" +
+                                                "' needs an outer method (--strategy local-sgd, diloco or sparseloco); with '" +
                                                 config.strategy + "' the whole job is one replica");
   }
   require(is_one_of(config.outer_dtype, {"fp32", "bf16", "int8", "int4"}),
           "outer_dtype must be fp32, bf16, int8 or int4, got '" + config.outer_dtype + "'");
-  require(std::isfinite(config.outer_lr) && config.outer_lr > 0, "outer_lr must be a positive number");
-  require(config.outer_momentum >= 0 && config.outer_momentum < 1, "outer_momentum must be in [0, 1)");
+  require(std::isfinite(config.outer_lr) && config.outer_lr >= 0,
+          "outer_lr must be a positive number (or 0: the method's default)");
+  require(config.outer_momentum == -1 || (config.outer_momentum >= 0 && config.outer_momentum < 1),
+          "outer_momentum must be in [0, 1) (or -1: the method's default)");
   if (config.replica_ranks != "auto" && config.replica_ranks != "node") {
     size_t used = 0;
     int64_t ranks = 0;
@@ -283,9 +309,27 @@ void validate_strategy_choice(const TrainConfig& config) {
   require(config.fragment_mix >= 0 && config.fragment_mix < 1,
           "fragment_mix must be in [0, 1), got " + std::to_string(config.fragment_mix));
   const bool streaming = config.fragments > 1 || config.overlap_steps > 0 || config.fragment_mix > 0;
-  require(!streaming || config.strategy == "diloco",
-          "fragments, overlap_steps and fragment_mix are streaming DiLoCo's: they need --strategy diloco, got '" +
-              config.strategy + "'");
+  require(!streaming || config.strategy == "diloco" || config.strategy == "sparseloco",
+          "fragments, overlap_steps and fragment_mix are streaming DiLoCo's: they need --strategy diloco or "
+          "sparseloco, got '" + config.strategy + "'");
+  if (config.strategy == "sparseloco") {
+    require(config.overlap_steps == 0,
+            "overlap_steps needs the dense exchange of --strategy diloco (sparseloco's error buffers are updated "
+            "at each sync; its fragments sync without overlap)");
+    require(config.outer_dtype == "fp32", "outer_dtype '" + config.outer_dtype +
+                                              "' is for the dense exchange of local-sgd and diloco; sparseloco "
+                                              "sends top-k values in 2 bits (see --topk, --quant-bins)");
+  }
+  require(config.topk >= 1 && config.topk <= 4096,
+          "topk must be in [1, 4096] (values kept per 4096 elements), got " + std::to_string(config.topk));
+  require(config.quant_bins >= 1 && config.quant_bins <= 4,
+          "quant_bins must be in [1, 4] (codes travel in 2 bits), got " + std::to_string(config.quant_bins));
+  require(config.error_decay >= 0 && config.error_decay <= 1,
+          "error_decay must be in [0, 1], got " + std::to_string(config.error_decay));
+  require(is_one_of(config.aggregate, {"mean", "sum"}),
+          "aggregate must be mean or sum, got '" + config.aggregate + "'");
+  require(is_one_of(config.index_coding, {"fixed", "rice", "bitmap", "auto"}),
+          "index_coding must be fixed, rice, bitmap or auto, got '" + config.index_coding + "'");
 }
 
 }  // namespace

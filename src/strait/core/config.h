@@ -59,14 +59,16 @@ struct TrainConfig {
   // Several processes (strait launch, torchrun, mpirun). A replica is a group of ranks that
   // synchronises every step with the inner method; an outer method synchronises the replicas
   // after optimizer steps (see strategy/strategy.h).
-  std::string strategy = "auto";       // auto (single process or ddp), ddp, local-sgd, diloco
+  std::string strategy = "auto";       // auto (single process or ddp), ddp, local-sgd, diloco, sparseloco
   std::string inner = "auto";          // auto, single (one-rank replicas), ddp
   std::string replica_ranks = "auto";  // ranks per replica: a number, "node", or auto (1 for outer methods)
   int64_t sync_every = 50;             // outer methods: inner steps between outer synchronisations (H)
-  // DiLoCo's outer optimizer (SGD with Nesterov momentum on the averaged pseudo-gradient) and the
-  // dtype outer exchanges travel in (fp32, bf16, int8 or int4 with one scale per block).
-  double outer_lr = 0.7;
-  double outer_momentum = 0.9;
+  // DiLoCo's and SparseLoCo's outer optimizer (SGD, with Nesterov momentum, on the averaged
+  // pseudo-gradient) and the dtype dense outer exchanges travel in (fp32, bf16, int8 or int4
+  // with one scale per block). outer_lr 0 and outer_momentum -1 mean the method's own default
+  // (outer_lr_of, outer_momentum_of).
+  double outer_lr = 0;
+  double outer_momentum = -1;
   bool outer_nesterov = true;
   std::string outer_dtype = "fp32";
   // Streaming DiLoCo: P fragments (strided layer groups) on their own offsets in the H window,
@@ -74,6 +76,14 @@ struct TrainConfig {
   int64_t fragments = 1;
   int64_t overlap_steps = 0;
   double fragment_mix = 0.0;
+  // SparseLoCo's compressor: kept values per 4096 of a chunk, 2-bit quantization bins, the
+  // error buffer's decay β, how payloads are combined (mean over the replicas that kept a
+  // coordinate, or sum / R), and how positions are coded.
+  int64_t topk = 64;
+  int64_t quant_bins = 4;
+  double error_decay = 0.95;
+  std::string aggregate = "mean";
+  std::string index_coding = "auto";  // positions on the wire: fixed, rice, bitmap, or auto (the smallest)
   double bucket_mb = 25.0;        // DDP gradient bucket size
   double comm_timeout_s = 300.0;  // rendezvous and every collective; a lost peer fails within it
   double checkpoint_timeout_s = 3600.0;  // how long ranks wait for a checkpoint's slowest writer
@@ -101,8 +111,14 @@ void load_config_file(const std::filesystem::path& path, TrainConfig& config);
 void set_option_from_text(TrainConfig& config, const OptionSpec& option, const std::string& text);
 
 // Whether the configuration asks for an outer method (replicas that synchronise every
-// sync_every steps): local-sgd or diloco.
+// sync_every steps): local-sgd, diloco or sparseloco.
 bool has_outer_method(const TrainConfig& config);
+
+// The outer learning rate and momentum in effect: the configured ones, or the method's
+// defaults (DiLoCo: 0.7 with momentum 0.9; SparseLoCo: 1 without momentum, its error buffer
+// standing in for it).
+double outer_lr_of(const TrainConfig& config);
+double outer_momentum_of(const TrainConfig& config);
 
 // Checks ranges and combinations that do not depend on the data or the model.
 void validate(const TrainConfig& config);

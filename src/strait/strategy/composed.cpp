@@ -11,6 +11,7 @@
 #include "strait/strategy/agreement.h"
 #include "strait/strategy/ddp.h"
 #include "strait/strategy/outer_sgd.h"
+#include "strait/strategy/sparse_exchange.h"
 #include "strait/strategy/strategy.h"
 
 namespace strait {
@@ -66,6 +67,7 @@ class ComposedStrategy final : public Strategy {
   }
 
   NamedTensors replicated_state() override { return outer_ ? outer_->state() : NamedTensors{}; }
+  NamedTensors rank_state() override { return outer_ ? outer_->rank_state() : NamedTensors{}; }
 
   nlohmann::json take_outer_sync() override {
     return outer_ ? outer_->take_sync_metrics() : nlohmann::json::object();
@@ -288,12 +290,23 @@ struct ExchangeGroups {
   comm::Group* across = nullptr;
 };
 
+codec::SparseOptions sparse_options_of(const TrainConfig& config) {
+  codec::SparseOptions options;
+  options.topk = config.topk;
+  options.quant_bins = static_cast<int>(config.quant_bins);
+  options.error_decay = config.error_decay;
+  options.index_coding = codec::index_coding(config.index_coding);
+  return options;
+}
+
 std::unique_ptr<OuterSync> make_outer(const TrainConfig& config, ExchangeGroups groups, ExchangeGroups background) {
   OuterSgdOptions options;
-  options.rule = config.strategy == "diloco" ? OuterSgdOptions::Rule::Diloco : OuterSgdOptions::Rule::AverageWeights;
+  options.rule = config.strategy == "diloco"       ? OuterSgdOptions::Rule::Diloco
+                 : config.strategy == "sparseloco" ? OuterSgdOptions::Rule::SparseLoCo
+                                                   : OuterSgdOptions::Rule::AverageWeights;
   options.sync_every = config.sync_every;
-  options.lr = config.outer_lr;
-  options.momentum = config.outer_momentum;
+  options.lr = outer_lr_of(config);
+  options.momentum = outer_momentum_of(config);
   options.nesterov = config.outer_nesterov;
   options.wire = codec::parse_wire_dtype(config.outer_dtype);
   options.fragments = config.fragments;
@@ -303,8 +316,15 @@ std::unique_ptr<OuterSync> make_outer(const TrainConfig& config, ExchangeGroups 
   if (options.overlap_steps > 0) {
     overlapping = std::make_unique<ReplicaExchange>(background.replica, background.across, options.wire);
   }
-  return std::make_unique<OuterSgd>(std::make_unique<ReplicaExchange>(groups.replica, groups.across, options.wire),
-                                    options, std::move(overlapping));
+  std::unique_ptr<OuterExchange> exchange;
+  if (options.rule == OuterSgdOptions::Rule::SparseLoCo) {
+    exchange = std::make_unique<SparseExchange>(groups.replica, groups.across, sparse_options_of(config),
+                                                config.aggregate == "sum" ? codec::Aggregation::Sum
+                                                                          : codec::Aggregation::Mean);
+  } else {
+    exchange = std::make_unique<ReplicaExchange>(groups.replica, groups.across, options.wire);
+  }
+  return std::make_unique<OuterSgd>(std::move(exchange), options, std::move(overlapping));
 }
 
 }  // namespace

@@ -32,6 +32,8 @@ class OuterSync {
   // The method's own state, the same on every rank (checkpoints keep it once); loading into
   // these tensors restores it.
   virtual NamedTensors state() = 0;
+  // This rank's own state (e.g. SparseLoCo's error buffers; checkpoints keep it per rank).
+  virtual NamedTensors rank_state() = 0;
   // The figures of the outer sync done since the last call ({} if none).
   virtual nlohmann::json take_sync_metrics() = 0;
   // Method-specific figures for the run summary.

@@ -34,7 +34,7 @@ int64_t fragment_of(const std::string& name, int64_t layers, int64_t fragments) 
   return (layers - 1) % fragments;  // the final norm and the output head
 }
 
-OuterSgd::OuterSgd(std::unique_ptr<ReplicaExchange> exchange, OuterSgdOptions options,
+OuterSgd::OuterSgd(std::unique_ptr<OuterExchange> exchange, OuterSgdOptions options,
                    std::unique_ptr<ReplicaExchange> background)
     : exchange_(std::move(exchange)), background_(std::move(background)), options_(options) {
   const std::string method = name();
@@ -51,14 +51,21 @@ OuterSgd::OuterSgd(std::unique_ptr<ReplicaExchange> exchange, OuterSgdOptions op
               std::to_string(options_.overlap_steps));
   require(options_.fragment_mix >= 0 && options_.fragment_mix < 1,
           "fragment_mix must be in [0, 1), got " + std::to_string(options_.fragment_mix));
-  require(options_.rule == OuterSgdOptions::Rule::Diloco || !streaming(),
-          "fragments and overlap_steps are streaming DiLoCo's (--strategy diloco)");
+  require(pseudo_gradients() || !streaming(),
+          "fragments and overlap_steps are streaming DiLoCo's (--strategy diloco or sparseloco)");
+  require(options_.rule == OuterSgdOptions::Rule::Diloco || options_.overlap_steps == 0,
+          "overlap_steps needs the dense exchange of --strategy diloco");
   require((background_ != nullptr) == (options_.overlap_steps > 0),
           "a background exchange is needed exactly when overlap_steps > 0");
 }
 
 std::string OuterSgd::name() const {
-  return options_.rule == OuterSgdOptions::Rule::Diloco ? "diloco" : "local-sgd";
+  switch (options_.rule) {
+    case OuterSgdOptions::Rule::AverageWeights: return "local-sgd";
+    case OuterSgdOptions::Rule::Diloco: return "diloco";
+    case OuterSgdOptions::Rule::SparseLoCo: return "sparseloco";
+  }
+  return "?";
 }
 
 void OuterSgd::prepare(const LlamaModel& model) {
@@ -68,10 +75,13 @@ void OuterSgd::prepare(const LlamaModel& model) {
                 std::to_string(layers));
   }
   fragments_ = std::vector<Fragment>(static_cast<size_t>(options_.fragments));
+  std::vector<std::vector<std::vector<int64_t>>> shapes(fragments_.size());  // per fragment, in its order
   int64_t count = 0;
   for (const auto& parameter : model.parameters()) {
     const int64_t n = parameter.tensor.numel();
-    auto& ranges = fragments_[static_cast<size_t>(fragment_of(parameter.name, layers, options_.fragments))].ranges;
+    const auto fragment = static_cast<size_t>(fragment_of(parameter.name, layers, options_.fragments));
+    shapes[fragment].push_back(parameter.tensor.sizes().vec());
+    auto& ranges = fragments_[fragment].ranges;
     if (!ranges.empty() && ranges.back().first + ranges.back().second == count) {
       ranges.back().second += n;  // contiguous with the fragment's previous parameter
     } else {
@@ -83,11 +93,10 @@ void OuterSgd::prepare(const LlamaModel& model) {
     for (const auto& range : fragments_[p].ranges) fragments_[p].size += range.second;
     fragments_[p].offset = static_cast<int64_t>(p) * options_.sync_every / options_.fragments;
   }
+  exchange_->prepare(shapes);
   weights_ = torch::zeros({count}, torch::kFloat32);
-  if (options_.rule == OuterSgdOptions::Rule::Diloco) {
-    global_ = torch::zeros({count}, torch::kFloat32);
-    momentum_ = torch::zeros({count}, torch::kFloat32);
-  }
+  if (pseudo_gradients()) global_ = torch::zeros({count}, torch::kFloat32);
+  if (pseudo_gradients() && options_.momentum > 0) momentum_ = torch::zeros({count}, torch::kFloat32);
   if (options_.overlap_steps > 0) {
     in_flight_ = torch::zeros({count}, torch::kFloat32);
     in_flight_since_ = torch::full({options_.fragments}, int64_t{-1}, torch::kInt64);
@@ -141,9 +150,9 @@ void OuterSgd::after_step(int64_t step, LlamaModel& model, bool final_step) {
   const auto start = std::chrono::steady_clock::now();
   torch::NoGradGuard no_grad;
   nlohmann::json figures = {{"step", step}};
-  if (options_.rule == OuterSgdOptions::Rule::AverageWeights) {
+  if (!pseudo_gradients()) {
     if (step % options_.sync_every != 0 && !final_step) return;
-    average_weights(step, model);
+    average_weights(step, model, figures);
   } else {
     const int64_t window_step = step % options_.sync_every;
     std::vector<bool> synced(fragments_.size(), false);  // applied at this step
@@ -177,9 +186,9 @@ void OuterSgd::after_step(int64_t step, LlamaModel& model, bool final_step) {
   last_sync_ = std::move(figures);
 }
 
-void OuterSgd::average_weights(int64_t step, LlamaModel& model) {
+void OuterSgd::average_weights(int64_t step, LlamaModel& model, nlohmann::json& figures) {
   flatten(model, weights_);
-  bytes_sent_ += exchange_->mean(weights_, "outer_weights");
+  bytes_sent_ += exchange_->aggregate(0, weights_, "outer_weights", figures);
   simulate_silent_corruption(weights_);
   unflatten(weights_, model);
   require_identical_replicas(weights_, step);
@@ -196,7 +205,7 @@ void OuterSgd::start_sync(int64_t step, size_t index, LlamaModel& model, double 
   add_norm(figures, "pseudo_gradient_norm", pseudo_gradient.norm().item<double>());
   if (streaming()) add_to_list(figures, "fragments_started", index);
   if (mix >= 0) {
-    bytes_sent_ += exchange_->mean(pseudo_gradient, "outer_pseudo_gradient");
+    bytes_sent_ += exchange_->aggregate(index, pseudo_gradient, "outer_pseudo_gradient", figures);
     finish_sync(step, index, model, pseudo_gradient, mix, figures);
     return;
   }
@@ -230,13 +239,16 @@ void OuterSgd::finish_sync(int64_t step, size_t index, LlamaModel& model, const 
   const Fragment& fragment = fragments_[index];
   add_norm(figures, "mean_pseudo_gradient_norm", mean.norm().item<double>());
   if (streaming()) add_to_list(figures, "fragments_applied", index);
-  torch::Tensor momentum = gather(momentum_, fragment);
   torch::Tensor global = gather(global_, fragment);
-  momentum.mul_(options_.momentum).add_(mean);
-  const torch::Tensor update = options_.nesterov ? mean.add_(momentum, options_.momentum) : momentum;
+  torch::Tensor update = mean;  // without momentum
+  if (momentum_.defined()) {
+    torch::Tensor momentum = gather(momentum_, fragment);
+    momentum.mul_(options_.momentum).add_(mean);
+    update = options_.nesterov ? mean.add_(momentum, options_.momentum) : momentum;
+    scatter(momentum, momentum_, fragment);
+  }
   global.sub_(update, options_.lr);
   simulate_silent_corruption(global);
-  scatter(momentum, momentum_, fragment);
   scatter(global, global_, fragment);
   flatten(model, weights_);
   torch::Tensor local = gather(weights_, fragment);
@@ -289,7 +301,8 @@ void OuterSgd::require_identical_replicas(const torch::Tensor& weights, int64_t 
 
 NamedTensors OuterSgd::state() {
   if (!global_.defined()) return {};
-  NamedTensors state = {{"outer.weights", global_}, {"outer.momentum", momentum_}};
+  NamedTensors state = {{"outer.weights", global_}};
+  if (momentum_.defined()) state.emplace_back("outer.momentum", momentum_);
   if (!in_flight_.defined()) return state;
   for (size_t p = 0; p < fragments_.size(); ++p) {
     if (in_flight(p)) await_exchange(p);
@@ -310,7 +323,7 @@ nlohmann::json OuterSgd::report() const {
                            {"outer_dtype", codec::to_string(options_.wire)},
                            {"outer_syncs", syncs_},  // fragment syncs with streaming
                            {"outer_sync_seconds", seconds_blocked_}};
-  if (options_.rule == OuterSgdOptions::Rule::Diloco) {
+  if (pseudo_gradients()) {
     report["outer_lr"] = options_.lr;
     report["outer_momentum"] = options_.momentum;
     report["outer_nesterov"] = options_.nesterov;

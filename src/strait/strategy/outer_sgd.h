@@ -5,6 +5,10 @@
 //              window from) is averaged over the replicas, and SGD with (Nesterov) momentum
 //              steps θ with it: m ← μ m + Δ; θ ← θ − lr (Δ + μ m) with Nesterov, θ − lr m without.
 //              θ and m are the same on every rank: checkpoints keep them once.
+//   sparseloco: DiLoCo's loop with SparseLoCo's exchange (sparse_exchange.h): the aggregate of
+//              the replicas' error-fed, top-k, 2-bit payloads replaces the mean Δ, and the
+//              outer step is plain SGD (momentum 0 by default: the decaying error buffer stands
+//              in for it), θ ← θ − lr aggregate, lr applied once.
 // Either way every replica continues from the new θ, and the ranks exchange a hash of it: a
 // mismatch (quantized or not, the exchange promises identical bits) stops the run naming the
 // replicas. Between syncs no byte crosses a replica boundary; the inner optimizers' moments stay
@@ -41,16 +45,16 @@
 namespace strait {
 
 struct OuterSgdOptions {
-  enum class Rule { AverageWeights, Diloco };
+  enum class Rule { AverageWeights, Diloco, SparseLoCo };
   Rule rule = Rule::Diloco;
   int64_t sync_every = 50;
-  double lr = 0.7;          // diloco only
-  double momentum = 0.9;    // diloco only
-  bool nesterov = true;     // diloco only
-  codec::WireDtype wire = codec::WireDtype::Fp32;
-  int64_t fragments = 1;      // diloco only: P
+  double lr = 0.7;          // diloco and sparseloco
+  double momentum = 0.9;    // diloco and sparseloco (0: no momentum state)
+  bool nesterov = true;     // diloco and sparseloco
+  codec::WireDtype wire = codec::WireDtype::Fp32;  // dense exchanges
+  int64_t fragments = 1;      // diloco and sparseloco: P
   int64_t overlap_steps = 0;  // diloco only: τ, in [0, sync_every)
-  double fragment_mix = 0.0;  // diloco only: α, in [0, 1)
+  double fragment_mix = 0.0;  // diloco and sparseloco: α, in [0, 1)
 };
 
 // Which fragment (of `fragments`) the parameter `name` (Hugging Face naming) belongs to, in a
@@ -62,8 +66,9 @@ class OuterSgd final : public OuterSync {
   // `background` runs the exchanges that overlap inner steps; it must use groups that nothing
   // else uses, and is required exactly when overlap_steps > 0. Throws strait::Error on a
   // sync_every < 1, lr <= 0, momentum outside [0, 1), fragments < 1, overlap_steps outside
-  // [0, sync_every), fragment_mix outside [0, 1), or fragments / overlap with local-sgd.
-  OuterSgd(std::unique_ptr<ReplicaExchange> exchange, OuterSgdOptions options,
+  // [0, sync_every), fragment_mix outside [0, 1), fragments with local-sgd, or overlap with
+  // anything but diloco.
+  OuterSgd(std::unique_ptr<OuterExchange> exchange, OuterSgdOptions options,
            std::unique_ptr<ReplicaExchange> background = nullptr);
 
   std::string name() const override;
@@ -74,6 +79,7 @@ class OuterSgd final : public OuterSync {
   void offer_stop(bool replica_asks) override { replica_asks_stop_ = replica_asks; }
   bool stop_agreed() const override { return stop_agreed_; }
   NamedTensors state() override;
+  NamedTensors rank_state() override { return exchange_->rank_state(); }
   nlohmann::json take_sync_metrics() override;
   nlohmann::json report() const override;
 
@@ -90,7 +96,7 @@ class OuterSgd final : public OuterSync {
   void unflatten(const torch::Tensor& from, LlamaModel& model) const;
   torch::Tensor gather(const torch::Tensor& flat, const Fragment& fragment) const;
   void scatter(const torch::Tensor& values, const torch::Tensor& flat, const Fragment& fragment) const;
-  void average_weights(int64_t step, LlamaModel& model);
+  void average_weights(int64_t step, LlamaModel& model, nlohmann::json& figures);
   void start_sync(int64_t step, size_t index, LlamaModel& model, double mix, nlohmann::json& figures);
   void finish_sync(int64_t step, size_t index, LlamaModel& model, const torch::Tensor& mean, double mix,
                    nlohmann::json& figures);
@@ -101,14 +107,15 @@ class OuterSgd final : public OuterSync {
   void simulate_silent_corruption(const torch::Tensor& weights) const;
   void require_identical_replicas(const torch::Tensor& weights, int64_t step);
   bool streaming() const { return options_.fragments > 1 || options_.overlap_steps > 0; }
+  bool pseudo_gradients() const { return options_.rule != OuterSgdOptions::Rule::AverageWeights; }
 
-  std::unique_ptr<ReplicaExchange> exchange_;
+  std::unique_ptr<OuterExchange> exchange_;
   std::unique_ptr<ReplicaExchange> background_;
   OuterSgdOptions options_;
   std::vector<Fragment> fragments_;
   torch::Tensor weights_;          // (parameters) fp32 scratch: this replica's weights, flat
-  torch::Tensor global_;           // (parameters) fp32, diloco: θ, the weights of the last outer steps
-  torch::Tensor momentum_;         // (parameters) fp32, diloco: m
+  torch::Tensor global_;           // (parameters) fp32, pseudo-gradient rules: θ, the weights of the last outer steps
+  torch::Tensor momentum_;         // (parameters) fp32, pseudo-gradient rules with momentum > 0: m
   torch::Tensor in_flight_;        // (parameters) fp32, overlap: mean Δ of fragments in flight
   torch::Tensor in_flight_since_;  // (fragments) int64, overlap: the step each started at, or -1
   int64_t syncs_ = 0;

@@ -15,15 +15,41 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
+#include <nlohmann/json.hpp>
 #include <torch/types.h>
 
 #include "strait/codec/wire_codec.h"
 #include "strait/comm/group.h"
+#include "strait/model/tensor_io.h"
 
 namespace strait {
 
-class ReplicaExchange {
+// What an outer method asks of an exchange: turn one fragment of every replica's flat values
+// (pseudo-gradients, or weights for local SGD) into the one result that every rank applies, the
+// same bits everywhere. The dense mean below, or SparseLoCo's error-fed sparse aggregate
+// (sparse_exchange.h).
+class OuterExchange {
+ public:
+  virtual ~OuterExchange() = default;
+  // The shapes of the tensors that make up each fragment, in the order of its flat values;
+  // called once, before the first aggregate or a checkpoint load into rank_state().
+  virtual void prepare(const std::vector<std::vector<std::vector<int64_t>>>& fragment_shapes) = 0;
+  // Replaces `flat` (fragment `fragment`'s values on this replica, 1-D float32, contiguous) by
+  // the aggregate over the replicas and returns the bytes this rank sent to other replicas. Every
+  // rank of the job calls it in the same order; `label` names it in the ledger. Figures of the
+  // exchange beyond its bytes (e.g. the payload's size) are added to `figures`.
+  virtual int64_t aggregate(size_t fragment, const torch::Tensor& flat, const std::string& label,
+                            nlohmann::json& figures) = 0;
+  // The ranks of this rank's position in every replica (null for one process); the outer method
+  // checks over it that the replicas agree.
+  virtual comm::Group* across() = 0;
+  // This rank's own state (checkpoints keep it per rank; loading into it restores it).
+  virtual NamedTensors rank_state() = 0;
+};
+
+class ReplicaExchange final : public OuterExchange {
  public:
   // `replica`: this rank's replica; `across`: the ranks of this rank's position in every
   // replica. Both must outlive this object; both null for a job of one process (one replica of
@@ -37,8 +63,14 @@ class ReplicaExchange {
   // collectives and the codec do (a peer's malformed bytes).
   int64_t mean(const torch::Tensor& flat, const std::string& label);
 
+  // The mean; the dense exchange keeps no state and treats every fragment alike.
+  void prepare(const std::vector<std::vector<std::vector<int64_t>>>&) override {}
+  int64_t aggregate(size_t, const torch::Tensor& flat, const std::string& label, nlohmann::json&) override {
+    return mean(flat, label);
+  }
   // Which replica each member of `across` belongs to is its group rank (null for one process).
-  comm::Group* across() { return across_; }
+  comm::Group* across() override { return across_; }
+  NamedTensors rank_state() override { return {}; }
 
  private:
   int64_t mean_of_shard(const torch::Tensor& shard, const std::string& label);

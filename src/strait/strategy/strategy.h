@@ -52,6 +52,9 @@ class Strategy {
   // State of the strategy itself (e.g. DiLoCo's outer weights and momentum), the same on every
   // rank: checkpoints keep it once, and a load into these tensors restores it ({} if none).
   virtual NamedTensors replicated_state() = 0;
+  // State of the strategy that is this rank's own (e.g. SparseLoCo's error buffers):
+  // checkpoints keep it per rank, next to the rank's weights ({} if none).
+  virtual NamedTensors rank_state() = 0;
 
   // After initialisation (restored = false) every rank takes rank 0's weights. After a
   // checkpoint load, replicated weights are only re-broadcast; per-rank weights are each rank's

@@ -107,6 +107,19 @@ void load_weights(const SafetensorsFile& file, const LlamaModel& model) {
   load_into(file, parameters);
 }
 
+// The strategy state file in `dir` holding every tensor of `state`, checked; none when `state` is
+// empty.
+std::optional<SafetensorsFile> strategy_state_file(const fs::path& dir, const NamedTensors& state) {
+  if (state.empty()) return std::nullopt;
+  if (!fs::exists(dir / kStrategyFile)) {
+    throw Error("checkpoint " + dir.string() + " holds no " + kStrategyFile +
+                " (the outer method's state); it was written by a strategy without one");
+  }
+  SafetensorsFile file = SafetensorsFile::load(dir / kStrategyFile);
+  for (const auto& [name, tensor] : state) file.info(name);
+  return file;
+}
+
 template <typename T>
 T required(const nlohmann::json& json, const char* key, const fs::path& source) {
   if (!json.contains(key)) throw Error(source.string() + ": missing '" + key + "'");
@@ -126,10 +139,11 @@ fs::path checkpoint_dir(const fs::path& run_dir, int64_t step) {
 }
 
 void save_rank_state(const fs::path& run_dir, int64_t step, int rank, const LlamaModel& model,
-                     const Optimizer& optimizer) {
+                     const Optimizer& optimizer, const NamedTensors& rank_strategy_state) {
   const fs::path dir = per_rank_staging_dir(run_dir, step) / rank_dir_name(rank);
   fs::create_directories(dir);
   write_model_and_optimizer(dir, model, optimizer);
+  if (!rank_strategy_state.empty()) save_tensors(dir / kStrategyFile, rank_strategy_state);
 }
 
 void save_checkpoint(const fs::path& run_dir, const CheckpointState& state, const LlamaModel& model,
@@ -253,7 +267,7 @@ CheckpointState read_checkpoint_state(const fs::path& dir) {
 }
 
 void load_checkpoint(const fs::path& dir, LlamaModel& model, Optimizer* optimizer, int rank,
-                     const NamedTensors& strategy_state) {
+                     const NamedTensors& strategy_state, const NamedTensors& rank_strategy_state) {
   const CheckpointState state = read_checkpoint_state(dir);
   if (state.placement == Placement::PerRank && (rank < 0 || rank >= state.world_size)) {
     throw Error("checkpoint " + dir.string() + " holds the state of ranks 0.." + std::to_string(state.world_size - 1) +
@@ -267,21 +281,15 @@ void load_checkpoint(const fs::path& dir, LlamaModel& model, Optimizer* optimize
   }
   // Validate both files completely before changing any state.
   const auto optimizer_file = SafetensorsFile::load(files / "optimizer.safetensors");
-  std::optional<SafetensorsFile> strategy_file;
-  if (!strategy_state.empty()) {
-    if (!fs::exists(dir / kStrategyFile)) {
-      throw Error("checkpoint " + dir.string() + " holds no " + kStrategyFile +
-                  " (the outer state of DiLoCo); it was written by a strategy without one");
-    }
-    strategy_file = SafetensorsFile::load(dir / kStrategyFile);
-    for (const auto& [name, tensor] : strategy_state) strategy_file->info(name);
-  }
+  const std::optional<SafetensorsFile> strategy_file = strategy_state_file(dir, strategy_state);
+  const std::optional<SafetensorsFile> rank_strategy_file = strategy_state_file(files, rank_strategy_state);
   NamedTensors moments = optimizer_tensors(*optimizer);
   auto rng_state = tensor_from_file(optimizer_file, "rng.cpu");
   for (const auto& [name, tensor] : moments) optimizer_file.info(name);
   load_weights(weights, model);
   load_into(optimizer_file, moments);
   if (strategy_file) load_into(*strategy_file, strategy_state);
+  if (rank_strategy_file) load_into(*rank_strategy_file, rank_strategy_state);
   optimizer->set_step_count(state.optimizer_steps);
   at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the global generator
   generator.set_state(rng_state);

@@ -10,7 +10,9 @@
 //                           outer weights "outer.weights" and momentum "outer.momentum", flat)
 //     rank-00001/           only when the model and optimizer are per rank (outer methods, whose
 //                           replicas train apart): each rank's model.safetensors and
-//                           optimizer.safetensors (the top-level ones are rank 0's, for tools)
+//                           optimizer.safetensors (the top-level ones are rank 0's, for tools), and
+//                           its strategy.safetensors when the strategy keeps per-rank state
+//                           (SparseLoCo's error buffers "outer.error.<fragment>")
 //     state.json            step, optimizer step count, data cursor, training and model config,
 //                           placement ("replicated" or "per_rank") and world size, the xxh64
 //                           checksum of every other file (rank directories included), and
@@ -51,9 +53,10 @@ struct CheckpointState {
 std::filesystem::path checkpoint_dir(const std::filesystem::path& run_dir, int64_t step);
 
 // Every rank of a PerRank checkpoint, before rank 0's save_checkpoint: writes this rank's model
-// and optimizer state to RUN/checkpoints/.step-N.ranks/rank-R/ (each file atomically).
+// and optimizer state, and its strategy state when not empty, to
+// RUN/checkpoints/.step-N.ranks/rank-R/ (each file atomically).
 void save_rank_state(const std::filesystem::path& run_dir, int64_t step, int rank, const LlamaModel& model,
-                     const Optimizer& optimizer);
+                     const Optimizer& optimizer, const NamedTensors& rank_strategy_state = {});
 
 // Writes RUN/checkpoints/step-N atomically. `data_dir` is where the tokenizer files come from.
 // With state.placement PerRank, moves in the state.world_size rank directories that
@@ -76,10 +79,11 @@ std::string manifest_checksum(nlohmann::json state);
 // Loads weights (and optimizer state and RNG) into objects built from state.model_config; from a
 // PerRank checkpoint, `rank`'s own. A weight that is NaN or infinite is an Error naming its
 // tensor, raised before anything is loaded.
-// `strategy_state`, when not empty, is loaded from strategy.safetensors: Error if the checkpoint
-// has none (it was written by a strategy without such state) or a tensor is missing.
+// `strategy_state`, when not empty, is loaded from strategy.safetensors, and
+// `rank_strategy_state` from the rank's own: Error if the checkpoint has none (it was written by
+// a strategy without such state) or a tensor is missing.
 void load_checkpoint(const std::filesystem::path& dir, LlamaModel& model, Optimizer* optimizer, int rank = 0,
-                     const NamedTensors& strategy_state = {});
+                     const NamedTensors& strategy_state = {}, const NamedTensors& rank_strategy_state = {});
 
 // A model built from a checkpoint directory, for eval, generate and export; non-finite weights
 // are refused as by load_checkpoint.

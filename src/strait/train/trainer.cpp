@@ -203,7 +203,8 @@ int64_t Trainer::restore() {
                 std::to_string(state.world_size) + " ranks, and this job has " +
                 std::to_string(strategy_->world_size()));
   }
-  load_checkpoint(*latest, model_, &optimizer_, strategy_->rank(), strategy_->replicated_state());
+  load_checkpoint(*latest, model_, &optimizer_, strategy_->rank(), strategy_->replicated_state(),
+                  strategy_->rank_state());
   train_loader_.seek(state.cursor);
   if (prints()) std::cerr << "strait: resumed from " << latest->string() << " (step " << state.step << ")\n";
   return state.step;
@@ -255,7 +256,7 @@ void Trainer::save(int64_t step) {
   state.placement = strategy_->model_placement();
   state.world_size = strategy_->world_size();
   if (state.placement == Placement::PerRank) {
-    save_rank_state(run_dir_, step, strategy_->rank(), model_, optimizer_);
+    save_rank_state(run_dir_, step, strategy_->rank(), model_, optimizer_, strategy_->rank_state());
     strategy_->wait_for_every_rank(what + ": every rank's files written");
   }
   if (is_writer()) {

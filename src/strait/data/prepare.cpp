@@ -63,15 +63,34 @@ constexpr OutputKind kPreparedData{"prepare", "prepare.json", "a prepared data d
 
 bool is_hidden(const fs::path& path) { return path.filename().string().rfind('.', 0) == 0; }
 
-// Skips out_dir so that re-preparing a directory that contains its own output does not read
-// the old shards as text.
-std::vector<fs::path> files_under(const fs::path& dir, const fs::path& out_dir) {
-  const fs::path out = fs::weakly_canonical(out_dir);
+// Whether `inner` is `outer` or lies inside it (both canonical).
+bool is_within(const fs::path& inner, const fs::path& outer) {
+  return std::mismatch(outer.begin(), outer.end(), inner.begin(), inner.end()).first == outer.end();
+}
+
+// The output may not overlap any input, by canonical paths (symlinks resolved): prepare would
+// read its own output as text, or replace the text it reads. Checked before anything is written.
+void check_no_overlap(const PrepareOptions& options) {
+  const fs::path out = fs::weakly_canonical(options.out_dir);
+  for (const fs::path& input : options.inputs) {
+    if (!fs::exists(input)) throw Error("prepare: input " + input.string() + " does not exist");
+    const fs::path in = fs::canonical(input);
+    const char* how = in == out ? "is the same directory as" : is_within(out, in) ? "is inside" : is_within(in, out) ? "contains" : nullptr;
+    if (how == nullptr) continue;
+    throw Error("prepare: the output " + options.out_dir.string() + " " + how + " the input " + input.string() +
+                (in == fs::path(input).lexically_normal() && out == options.out_dir.lexically_normal()
+                     ? ""
+                     : " (resolved: " + out.string() + " and " + in.string() + ")") +
+                "; inputs and output may not overlap: choose an output directory outside every input");
+  }
+}
+
+std::vector<fs::path> files_under(const fs::path& dir) {
   std::vector<fs::path> files;
   for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator(); ++it) {
-    bool skip = is_hidden(it->path()) || (it->is_directory() && fs::weakly_canonical(it->path()) == out);
-    if (skip && it->is_directory()) it.disable_recursion_pending();
-    if (!skip && it->is_regular_file()) files.push_back(it->path());
+    const bool hidden = is_hidden(it->path());
+    if (hidden && it->is_directory()) it.disable_recursion_pending();
+    if (!hidden && it->is_regular_file()) files.push_back(it->path());
   }
   std::sort(files.begin(), files.end());
   return files;
@@ -88,7 +107,7 @@ Format directory_format(const std::vector<fs::path>& files, const std::string& r
 }
 
 void add_directory(const fs::path& dir, const PrepareOptions& options, std::vector<Document>& documents) {
-  std::vector<fs::path> files = files_under(dir, options.out_dir);
+  std::vector<fs::path> files = files_under(dir);
   Format format = directory_format(files, options.format);
   for (const fs::path& file : files) {
     if (format == Format::brown && !is_brown_file_name(file.filename().string())) continue;
@@ -120,8 +139,22 @@ std::vector<bool> validation_mask(size_t count, double fraction) {
   return mask;
 }
 
-Corpus find_corpus(const PrepareOptions& options) {
+// A document with nothing but whitespace adds no tokens; as the only validation document it
+// would leave an empty validation split.
+bool is_blank(const fs::path& file) {
+  if (fs::file_size(file) == 0) return true;
+  const std::string text = read_whole_file(file);
+  return text.find_first_not_of(" \t\r\n\f\v") == std::string::npos;
+}
+
+Corpus find_corpus(const PrepareOptions& options, const std::function<void(const std::string&)>& progress) {
   Corpus corpus{collect_documents(options), {}};
+  const auto blank = std::stable_partition(corpus.documents.begin(), corpus.documents.end(),
+                                           [](const Document& document) { return !is_blank(document.path); });
+  for (auto it = blank; it != corpus.documents.end(); ++it) {
+    report(progress, "warning: skipping " + it->path.string() + ": it is empty (or only whitespace)");
+  }
+  corpus.documents.erase(blank, corpus.documents.end());
   size_t count = corpus.documents.size();
   if (count == 0) {
     std::string inputs;
@@ -130,7 +163,7 @@ Corpus find_corpus(const PrepareOptions& options) {
     throw Error("prepare: no documents found in" + inputs + hint);
   }
   if (count == 1) {
-    throw Error("prepare: found only 1 document (" + corpus.documents[0].path.string() +
+    throw Error("prepare: found only 1 document with text (" + corpus.documents[0].path.string() +
                 "); need at least 2, one for training and one for validation");
   }
   corpus.is_val = validation_mask(count, options.val_fraction);
@@ -305,8 +338,9 @@ void publish(StagedDirectory& staged, const PrepareOptions& options, const std::
 
 PrepareSummary prepare_checked(const PrepareOptions& options, const std::function<void(const std::string&)>& progress) {
   validate_options(options);
+  check_no_overlap(options);
   check_replaceable_output(options.out_dir, options.overwrite, kPreparedData);
-  Corpus corpus = find_corpus(options);
+  Corpus corpus = find_corpus(options, progress);
   size_t val_count = static_cast<size_t>(std::count(corpus.is_val.begin(), corpus.is_val.end(), true));
   report(progress, "found " + std::to_string(corpus.documents.size()) + " documents: " +
                        std::to_string(corpus.documents.size() - val_count) + " for training, " +

@@ -51,16 +51,24 @@ class CodecCommand : public ::testing::Test {
     writer.write(path);
   }
 
+  // `strait codec` over a.safetensors into decoded.safetensors with `flags`: its JSON report
+  // (empty when it failed, which the test has then been told).
+  nlohmann::json codec_of_a(const std::string& flags) const {
+    const auto result = testing::run_strait("--quiet codec --in '" + (scratch_ / "a.safetensors").string() +
+                                            "' --out '" + decoded().string() + "' " + flags);
+    EXPECT_EQ(result.exit_code, 0) << result.output;
+    return result.exit_code == 0 ? last_json_line(result.output) : nlohmann::json();
+  }
+  fs::path decoded() const { return scratch_ / "decoded.safetensors"; }
+
   testing::ScratchDir scratch_;
   std::vector<float> matrix_, later_, vector_;
 };
 
 TEST_F(CodecCommand, WritesWhatAPeerWouldDecodeAndReportsTheFormulasBytes) {
-  const fs::path out = scratch_ / "decoded.safetensors";
-  const auto result = testing::run_strait("--quiet codec --in '" + (scratch_ / "a.safetensors").string() + "' --out '" +
-                                          out.string() + "' --index-coding fixed");
-  ASSERT_EQ(result.exit_code, 0) << result.output;
-  const nlohmann::json report = last_json_line(result.output);
+  const fs::path out = decoded();
+  const nlohmann::json report = codec_of_a("--index-coding fixed");
+  ASSERT_FALSE(report.is_null());
   codec::SparseOptions options;
   options.index_coding = codec::IndexCoding::Fixed;
   // The same round through the library: compress, then decode.
@@ -85,11 +93,8 @@ TEST_F(CodecCommand, WritesWhatAPeerWouldDecodeAndReportsTheFormulasBytes) {
 }
 
 TEST_F(CodecCommand, ByDefaultSendsTheSmallestIndexCodingAndReportsItsBitsPerIndex) {
-  const fs::path out = scratch_ / "decoded.safetensors";
-  const auto result = testing::run_strait("--quiet codec --in '" + (scratch_ / "a.safetensors").string() + "' --out '" +
-                                          out.string() + "'");
-  ASSERT_EQ(result.exit_code, 0) << result.output;
-  const nlohmann::json report = last_json_line(result.output);
+  const nlohmann::json report = codec_of_a("");
+  ASSERT_FALSE(report.is_null());
   const codec::SparseOptions options;  // auto
   const std::vector<codec::SparseTensor> sent = {codec::compress(matrix_.data(), {64, 64}, options),
                                                  codec::compress(vector_.data(), {100}, options)};
@@ -105,7 +110,7 @@ TEST_F(CodecCommand, ByDefaultSendsTheSmallestIndexCodingAndReportsItsBitsPerInd
   EXPECT_LT(w.at("payload_bytes").get<double>(), 140);
   std::vector<float> expected(64 * 64, 0.0f);
   codec::add_decoded(sent[0], expected.data());
-  EXPECT_EQ(read_floats(out, "w"), expected);
+  EXPECT_EQ(read_floats(decoded(), "w"), expected);
 }
 
 TEST_F(CodecCommand, CompressesTheDifferenceOfTwoFiles) {

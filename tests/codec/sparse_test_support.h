@@ -1,6 +1,8 @@
 // Helpers of the SparseLoCo codec tests.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <functional>
 #include <numeric>
@@ -46,6 +48,19 @@ inline codec::SparseTensor random_sparse_tensor(const std::vector<int64_t>& shap
   tensor.shift = normal(random);
   for (int c = 0; c < options.quant_bins; ++c) tensor.centroids.push_back(normal(random));
   return tensor;
+}
+
+// `actual` (what unpack returned) holds exactly `expected` (what was packed).
+inline void expect_same_tensors(const std::vector<codec::SparseTensor>& actual,
+                                const std::vector<codec::SparseTensor>& expected) {
+  ASSERT_EQ(actual.size(), expected.size());
+  for (size_t t = 0; t < expected.size(); ++t) {
+    EXPECT_EQ(actual[t].shape, expected[t].shape) << t;
+    EXPECT_EQ(actual[t].positions, expected[t].positions) << t;
+    EXPECT_EQ(actual[t].codes, expected[t].codes) << t;
+    EXPECT_EQ(actual[t].shift, expected[t].shift) << t;
+    EXPECT_EQ(actual[t].centroids, expected[t].centroids) << t;
+  }
 }
 
 }  // namespace strait::testing

@@ -46,14 +46,7 @@ void expect_round_trip(const std::vector<SparseTensor>& tensors, const SparseOpt
   if (options.index_coding == IndexCoding::Fixed || options.index_coding == IndexCoding::Bitmap) {
     EXPECT_EQ(payload.size(), packed_size(shapes, options));
   }
-  const auto received = unpack(payload.data(), payload.size(), shapes, options);
-  ASSERT_EQ(received.size(), tensors.size());
-  for (size_t t = 0; t < tensors.size(); ++t) {
-    EXPECT_EQ(received[t].positions, tensors[t].positions) << t;
-    EXPECT_EQ(received[t].codes, tensors[t].codes) << t;
-    EXPECT_EQ(received[t].shift, tensors[t].shift) << t;
-    EXPECT_EQ(received[t].centroids, tensors[t].centroids) << t;
-  }
+  testing::expect_same_tensors(unpack(payload.data(), payload.size(), shapes, options), tensors);
 }
 
 // One chunk of `shape` with exactly `positions` kept (k_C must be positions.size()).

@@ -137,14 +137,7 @@ TEST(SparseCodec, PayloadsRoundTripAndTakeTheFormulasBytes) {
   // chunks of 3072 keep 48 each, 192 x 14 bits = 336.
   EXPECT_EQ(payload.size(), 32u + (28 + 112) + (28 + 2) + (28 + 336));
   EXPECT_EQ(payload.size(), packed_size(shapes, options));
-  const auto received = unpack(payload.data(), payload.size(), shapes, options);
-  ASSERT_EQ(received.size(), tensors.size());
-  for (size_t t = 0; t < tensors.size(); ++t) {
-    EXPECT_EQ(received[t].positions, tensors[t].positions) << t;
-    EXPECT_EQ(received[t].codes, tensors[t].codes) << t;
-    EXPECT_EQ(received[t].shift, tensors[t].shift) << t;
-    EXPECT_EQ(received[t].centroids, tensors[t].centroids) << t;
-  }
+  testing::expect_same_tensors(unpack(payload.data(), payload.size(), shapes, options), tensors);
 }
 
 TEST(SparseCodec, AtK96Per4096AFullChunkTensorIsAtLeast97TimesSmallerThanFloat32) {

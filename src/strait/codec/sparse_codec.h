@@ -152,7 +152,7 @@ size_t packed_size(const std::vector<std::vector<int64_t>>& shapes, const Sparse
 size_t max_packed_size(const std::vector<std::vector<int64_t>>& shapes, const SparseOptions& options);
 
 // Reads a payload from a peer (untrusted) that must hold tensors of `shapes`, compressed with
-// `options` (with index coding Auto, a body in any coding is accepted). Throws strait::Error
+// `options` (with index coding Auto: in the coding auto picks for it). Throws strait::Error
 // naming what is wrong: magic, version, index coding, bins or k other than expected, more bytes
 // than `shapes` can take, a body size or checksum that disagrees, a tensor count or element
 // count other than the model's, a non-finite shift or centroid, a position outside its chunk or

@@ -221,9 +221,9 @@ def markdown(report):
     return "\n".join(out)
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_run_arguments(p):
+    """The options of the runs (model, batch, schedule, where they are kept); bench/sparseloco.py
+    shares them."""
     p.add_argument("--strait", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--preset", default="micro")
@@ -236,55 +236,90 @@ def parse_args(argv):
     p.add_argument("--eval-every", type=int, default=25)
     p.add_argument("--eval-batches", type=int, default=8)
     p.add_argument("--precision", default="bf16-mixed")
-    p.add_argument("--links", default="100mbit,20mbit")
-    p.add_argument("--phases", default="quality,testbed")
     p.add_argument("--port", type=int, default=29640)
     p.add_argument("--work", default=os.path.join(BENCH, "out", "diloco-runs"))
-    p.add_argument("--out", default=os.path.join(BENCH, "out", "diloco.json"))
-    args = p.parse_args(argv)
+
+
+def finish_args(p, args, known_phases):
     args.strait = os.path.abspath(args.strait)
     args.data = os.path.abspath(args.data)
     args.work = os.path.abspath(args.work)
     phases = set(args.phases.split(","))
-    if not phases <= {"quality", "testbed"}:
+    if not phases <= known_phases:
         p.error(f"--phases: unknown phase in {args.phases}")
     args.phases = phases
     return args
 
 
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(p)
+    p.add_argument("--links", default="100mbit,20mbit")
+    p.add_argument("--phases", default="quality,testbed")
+    p.add_argument("--out", default=os.path.join(BENCH, "out", "diloco.json"))
+    return finish_args(p, p.parse_args(argv), {"quality", "testbed"})
+
+
 def main(argv):
     args = parse_args(argv)
-    report = {"command": shlex.join([sys.argv[0]] + argv), "machine": tp.machine_info(),
-              "git": tp.git_state(), "settings": {k: v for k, v in vars(args).items()
-                                                  if k != "phases"}}
-    report["settings"]["phases"] = sorted(args.phases)
+    report = new_report(args, argv)
+    report.update(quality_phase(args, METHODS, TESTBED_METHODS))
+    if "testbed" in args.phases:
+        report["testbed"] = testbed_phase(args, TESTBED_METHODS, report["quality"])
+    write_report(args, report, markdown)
+
+
+def quality_phase(args, methods, testbed_methods):
+    """Every method on loopback; the targets; the step at which each method reached them."""
     quality = {}
-    for i, method in enumerate(METHODS):
+    for i, method in enumerate(methods):
         quality[method] = quality_run(args, method, args.port + i)
         progress(f"quality {method}: final val loss {quality[method]['final_val_loss']:.4f}")
     targets = {"ddp+3%": quality["ddp"]["final_val_loss"] * TARGET_FACTOR,
-               "common": max(quality[m]["final_val_loss"] for m in TESTBED_METHODS)}
+               "common": max(quality[m]["final_val_loss"] for m in testbed_methods)}
     for r in quality.values():
         curve = [{"step": s, "val_loss": v} for s, v in r["val_curve"]]
         r["target_steps"] = {name: first_step_at_or_below(curve, loss) for name, loss in targets.items()}
-    report.update(targets=targets, quality=quality)
-    if "testbed" in args.phases:
-        report["testbed"] = {}
-        for link in args.links.split(","):
-            report["testbed"][link] = {}
-            for method in TESTBED_METHODS:
-                r = testbed_run(args, method, link, quality[method])
-                report["testbed"][link][method] = r
-                progress(f"testbed {link} {method}: {r['seconds']:.1f} s to step {r['last_step']}")
+    return {"targets": targets, "quality": quality}
+
+
+def testbed_phase(args, methods, quality, annotate=lambda result, quality_result: None):
+    """Every method at every link rate of --links; annotate(result, quality result) may add
+    figures to each result."""
+    testbed = {}
+    for link in args.links.split(","):
+        testbed[link] = {}
+        for method in methods:
+            r = testbed_run(args, method, link, quality[method])
+            annotate(r, quality[method])
+            testbed[link][method] = r
+            progress(f"testbed {link} {method}: {r['seconds']:.1f} s to step {r['last_step']}")
+    return testbed
+
+
+def new_report(args, argv):
+    report = {"command": shlex.join([sys.argv[0]] + argv), "machine": tp.machine_info(),
+              "git": tp.git_state(), "settings": {k: v for k, v in vars(args).items() if k != "phases"}}
+    report["settings"]["phases"] = sorted(args.phases)
+    return report
+
+
+def write_report(args, report, to_markdown):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
-    print(markdown(report))
+    print(to_markdown(report))
 
 
-if __name__ == "__main__":
+def run(main):
+    """Runs main(argv); a BenchError ends the benchmark with its message and status 1."""
     try:
         main(sys.argv[1:])
     except BenchError as error:
         progress(f"error: {error}")
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -13,6 +13,7 @@
 #include "strait/codec/tensor_file.h"
 #include "strait/core/config.h"
 #include "strait/core/error.h"
+#include "strait/core/suggest.h"
 #include "strait/data/prepare.h"
 #include "strait/data/tokenizer.h"
 #include "strait/launch/launcher.h"
@@ -141,6 +142,9 @@ Command add_eval(CLI::App& cli) {
   return {app, [args] {
             torch::set_num_threads(strait::resolve_threads(args->threads));
             const auto model = strait::load_model(args->checkpoint);
+            strait::check_shard_for_checkpoint(args->checkpoint, args->shard, [](const std::string& line) {
+              std::cerr << "strait: note: " << line << "\n";
+            });
             const auto result = strait::evaluate_shard(model, args->shard, args->max_windows, args->batch_size);
             std::cout << nlohmann::json{{"checkpoint", args->checkpoint}, {"data", args->shard},
                                         {"context_length", model.config().context_length},
@@ -282,6 +286,40 @@ Command add_launch(CLI::App& cli, int& exit_status) {
           }};
 }
 
+// What CLI11 reports as "A subcommand is required" or "arguments were not expected", said in
+// terms of the mistake: an unknown command or option, with the nearest real one. "" when
+// neither applies (CLI11's own message is then shown).
+std::string usage_hint(const CLI::App& cli, int argc, char** argv) {
+  std::vector<std::string> commands;
+  for (const CLI::App* command : cli.get_subcommands({})) commands.push_back(command->get_name());
+  for (const CLI::App* command : cli.get_subcommands({})) {
+    if (!command->parsed()) continue;
+    for (const std::string& extra : command->remaining()) {
+      if (extra.rfind("--", 0) != 0 || extra.size() < 3) continue;
+      const std::string flag = extra.substr(0, extra.find('='));
+      std::vector<std::string> flags;
+      for (const CLI::Option* option : command->get_options({})) {
+        for (const std::string& name : option->get_lnames()) flags.push_back("--" + name);
+      }
+      const std::string closest = strait::closest_match(flag, flags);
+      return command->get_name() + ": unknown option " + flag +
+             (closest.empty() ? "" : " (did you mean " + closest + "?)") + "; see strait " + command->get_name() +
+             " --help";
+    }
+    return "";
+  }
+  for (int i = 1; i < argc; ++i) {  // no command was recognised: the first word should be one
+    const std::string word = argv[i];
+    if (word.rfind("-", 0) == 0) continue;
+    const std::string closest = strait::closest_match(word, commands);
+    std::string list;
+    for (const auto& command : commands) list += (list.empty() ? "" : ", ") + command;
+    return "unknown command '" + word + "'" + (closest.empty() ? "" : " (did you mean '" + closest + "'?)") +
+           "; the commands are " + list;
+  }
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -305,6 +343,10 @@ int main(int argc, char** argv) {
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
+    if (const std::string hint = usage_hint(cli, argc, argv); !hint.empty() && error.get_exit_code() != 0) {
+      std::cerr << "strait: error: " << hint << "\n";
+      return 2;
+    }
     const int code = cli.exit(error);
     return code == 0 ? 0 : 2;
   }

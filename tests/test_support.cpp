@@ -78,6 +78,8 @@ int free_tcp_port() {
   return ntohs(address.sin_port);
 }
 
+std::string quoted(const fs::path& path) { return "'" + path.string() + "'"; }
+
 CommandResult run_command(const std::string& command_line) {
   CommandResult result;
   FILE* pipe = popen((command_line + " 2>&1").c_str(), "r");

@@ -39,6 +39,9 @@ struct CommandResult {
 // rendezvous: ctest runs tests in parallel, so fixed ports would collide.
 int free_tcp_port();
 
+// `path` in single quotes, for a shell command line (test paths hold no quotes).
+std::string quoted(const std::filesystem::path& path);
+
 // Runs a shell command line, capturing its combined output.
 CommandResult run_command(const std::string& command_line);
 

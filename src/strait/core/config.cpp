@@ -7,6 +7,7 @@
 
 #include "strait/core/error.h"
 #include "strait/core/fileio.h"
+#include "strait/core/suggest.h"
 
 namespace strait {
 
@@ -86,6 +87,9 @@ const std::vector<OptionSpec> kOptions = {
      &TrainConfig::stop_after},
     {"resume", "continue from the newest checkpoint in the run directory", &TrainConfig::resume},
     {"overwrite", "replace an existing run directory", &TrainConfig::overwrite},
+    {"resume_from", "continue from RUN/checkpoints/step-N (step-N or N) instead of the newest; later checkpoints "
+                    "are removed",
+     &TrainConfig::resume_from},
 };
 
 const OptionSpec* find_option(const std::string& key) {
@@ -95,29 +99,12 @@ const OptionSpec* find_option(const std::string& key) {
   return nullptr;
 }
 
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> previous(b.size() + 1), current(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) previous[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    current[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
-      current[j] = std::min({previous[j] + 1, current[j - 1] + 1, substitution});
-    }
-    std::swap(previous, current);
-  }
-  return previous[b.size()];
-}
-
 std::string unknown_key_message(const std::string& key, const std::string& source) {
   std::string message = source + ": unknown key '" + key + "'";
-  const OptionSpec* closest = nullptr;
-  size_t best = 4;  // suggest only near misses
-  for (const auto& option : kOptions) {
-    size_t distance = edit_distance(key, option.key);
-    if (distance < best) best = distance, closest = &option;
-  }
-  if (closest != nullptr) message += " (did you mean '" + closest->key + "'?)";
+  std::vector<std::string> keys;
+  for (const auto& option : kOptions) keys.push_back(option.key);
+  const std::string closest = closest_match(key, keys);
+  if (!closest.empty()) message += " (did you mean '" + closest + "'?)";
   return message;
 }
 
@@ -369,6 +356,7 @@ void validate(const TrainConfig& config) {
   validate_strategy_choice(config);
   require(config.grad_clip >= 0, "grad_clip must be >= 0 (0 disables clipping)");
   require(!(config.resume && config.overwrite), "resume and overwrite exclude each other");
+  require(config.resume_from.empty() || !config.overwrite, "resume_from and overwrite exclude each other");
 }
 
 nlohmann::json to_json(const TrainConfig& config) {

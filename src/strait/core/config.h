@@ -92,6 +92,7 @@ struct TrainConfig {
   int64_t stop_after = 0;  // end this process after this step, with a checkpoint (0: run to `steps`)
   bool resume = false;     // continue from the newest valid checkpoint in `out`
   bool overwrite = false;  // replace an existing run directory
+  std::string resume_from;  // "step-N" or "N": resume from that checkpoint, not the newest (implies resume)
 };
 
 // One entry of the option table.

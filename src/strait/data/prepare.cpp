@@ -11,6 +11,7 @@
 #include "strait/core/error.h"
 #include "strait/core/fileio.h"
 #include "strait/data/brown.h"
+#include "strait/data/identity.h"
 #include "strait/data/shard.h"
 #include "strait/data/tokenizer.h"
 
@@ -320,7 +321,9 @@ PrepareSummary encode_corpus(const PrepareOptions& options, const Corpus& corpus
   summary.vocab_size = tokenizer.vocab_size();
   for (const auto& name : train.names()) summary.shards.push_back(options.out_dir / name);
   for (const auto& name : val.names()) summary.shards.push_back(options.out_dir / name);
-  write_json(dir / "prepare.json", prepare_record(options, summary, train, val));
+  nlohmann::json record = prepare_record(options, summary, train, val);
+  record["files"] = hash_data_files(dir);  // shards and tokenizer, checked by train, --resume and eval
+  write_json(dir / "prepare.json", record);
   return summary;
 }
 

@@ -47,17 +47,6 @@ std::optional<int64_t> step_of(const fs::path& dir) {
   return std::stoll(match[1]);
 }
 
-std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path& run_dir) {
-  std::vector<std::pair<int64_t, fs::path>> found;
-  const fs::path root = run_dir / "checkpoints";
-  if (!fs::is_directory(root)) return found;
-  for (const auto& entry : fs::directory_iterator(root)) {
-    if (auto step = step_of(entry.path()); step && entry.is_directory()) found.emplace_back(*step, entry.path());
-  }
-  std::sort(found.begin(), found.end());
-  return found;
-}
-
 std::string rank_dir_name(int rank) {
   char name[32];
   std::snprintf(name, sizeof(name), "rank-%05d", rank);
@@ -132,6 +121,17 @@ T required(const nlohmann::json& json, const char* key, const fs::path& source) 
 
 }  // namespace
 
+std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path& run_dir) {
+  std::vector<std::pair<int64_t, fs::path>> found;
+  const fs::path root = run_dir / "checkpoints";
+  if (!fs::is_directory(root)) return found;
+  for (const auto& entry : fs::directory_iterator(root)) {
+    if (auto step = step_of(entry.path()); step && entry.is_directory()) found.emplace_back(*step, entry.path());
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
 fs::path checkpoint_dir(const fs::path& run_dir, int64_t step) {
   char name[32];
   std::snprintf(name, sizeof(name), "step-%06lld", static_cast<long long>(step));
@@ -184,6 +184,7 @@ void save_checkpoint(const fs::path& run_dir, const CheckpointState& state, cons
       {"world_size", state.world_size},
       {"files", files},
   };
+  if (!state.data_files.is_null()) json["data_files"] = state.data_files;
   json[kManifestKey] = manifest_checksum(json);
   atomic_write_file(dir / "state.json", json.dump(2) + "\n");
   // If a previous attempt at this step was interrupted after publishing (impossible to tell
@@ -245,6 +246,7 @@ CheckpointState read_checkpoint_state(const fs::path& dir) {
   CheckpointState state;
   state.step = step;
   state.optimizer_steps = required<int64_t>(json, "optimizer_steps", state_path);
+  if (json.contains("data_files")) state.data_files = json.at("data_files");
   state.cursor = data::cursor_from_json(required<nlohmann::json>(json, "cursor", state_path));
   state.train_config = train_config_from_json(required<nlohmann::json>(json, "train_config", state_path),
                                               state_path.string() + " train_config");

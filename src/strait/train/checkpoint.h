@@ -48,6 +48,9 @@ struct CheckpointState {
   ModelConfig model_config;
   Placement placement = Placement::Replicated;  // of the model and optimizer state
   int64_t world_size = 1;                        // ranks whose state a PerRank checkpoint holds
+  // The data the run trains on (data::hash_data_files); null for checkpoints written before
+  // strait recorded it.
+  nlohmann::json data_files;
 };
 
 std::filesystem::path checkpoint_dir(const std::filesystem::path& run_dir, int64_t step);
@@ -88,6 +91,9 @@ void load_checkpoint(const std::filesystem::path& dir, LlamaModel& model, Optimi
 // A model built from a checkpoint directory, for eval, generate and export; non-finite weights
 // are refused as by load_checkpoint.
 LlamaModel load_model(const std::filesystem::path& dir);
+
+// Every step-N directory under RUN/checkpoints, as (N, path), by N.
+std::vector<std::pair<int64_t, std::filesystem::path>> list_checkpoints(const std::filesystem::path& run_dir);
 
 // The newest step-N directory under RUN/checkpoints (by N), if any.
 std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& run_dir);

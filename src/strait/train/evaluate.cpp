@@ -1,9 +1,60 @@
 #include "strait/train/evaluate.h"
 
+#include "strait/core/checksum.h"
 #include "strait/core/error.h"
+#include "strait/core/fileio.h"
+#include "strait/data/identity.h"
 #include "strait/data/shard.h"
+#include "strait/data/tokenizer.h"
 
 namespace strait {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// "byte, 256 tokens" for the tokenizer of `dir`, or why it cannot be read.
+std::string tokenizer_summary(const fs::path& dir) {
+  try {
+    const auto tokenizer = data::load_tokenizer(dir);
+    return tokenizer->kind() + ", " + std::to_string(tokenizer->vocab_size()) + " tokens";
+  } catch (const Error& error) {
+    return error.what();
+  }
+}
+
+}  // namespace
+
+void check_shard_for_checkpoint(const fs::path& checkpoint, const fs::path& shard,
+                                const std::function<void(const std::string&)>& note) {
+  const fs::path dir = shard.has_parent_path() ? shard.parent_path() : fs::path(".");
+  if (!fs::exists(dir / "tokenizer.json")) {
+    if (note) note("no tokenizer.json beside " + shard.string() + ": cannot check that it was prepared with the "
+                   "checkpoint's tokenizer");
+  } else {
+    for (const char* name : {"tokenizer.json", "tokenizer.model"}) {
+      const bool in_checkpoint = fs::exists(checkpoint / name), in_data = fs::exists(dir / name);
+      if (in_checkpoint == in_data && (!in_data || xxh64_file_hex(checkpoint / name) == xxh64_file_hex(dir / name))) {
+        continue;
+      }
+      throw Error("eval: " + shard.string() + " was prepared with another tokenizer (" + tokenizer_summary(dir) +
+                  ", " + (dir / "tokenizer.json").string() + ") than the checkpoint's (" +
+                  tokenizer_summary(checkpoint) + "): its token ids mean other text to this model; evaluate on "
+                  "data prepared with the checkpoint's tokenizer");
+    }
+  }
+  // A shard that prepare recorded must still be what it wrote.
+  const fs::path record_path = dir / "prepare.json";
+  if (!fs::exists(record_path)) return;
+  const auto record = nlohmann::json::parse(read_whole_file(record_path), nullptr, false);
+  const std::string name = shard.filename().string();
+  if (record.is_discarded() || !record.contains("files") || !record.at("files").contains(name)) return;
+  const nlohmann::json now = {
+      {name, {{"bytes", static_cast<int64_t>(fs::file_size(shard))}, {"xxh64", xxh64_file_hex(shard)}}}};
+  const std::string differences =
+      data::data_differences(nlohmann::json{{name, record.at("files").at(name)}}, now, "prepare.json");
+  if (!differences.empty()) throw Error("eval: " + shard.string() + " changed after prepare: " + differences);
+}
 
 double mean_loss(const LlamaModel& model, data::TokenLoader& loader, int64_t batches) {
   torch::NoGradGuard no_grad;

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
@@ -25,5 +27,12 @@ struct ShardEvaluation {
 // model's vocabulary, a shard shorter than T + 1 tokens.
 ShardEvaluation evaluate_shard(const LlamaModel& model, const std::filesystem::path& shard, int64_t max_windows,
                                int64_t batch_size);
+
+// eval's check that `shard` is data for the model of `checkpoint`: a shard whose directory holds
+// another tokenizer than the checkpoint's (e.g. byte-level tokens for a BPE model) is refused,
+// and so is one that changed after prepare recorded it (prepare.json). `note` gets a line when
+// the shard's directory has no tokenizer to compare.
+void check_shard_for_checkpoint(const std::filesystem::path& checkpoint, const std::filesystem::path& shard,
+                                const std::function<void(const std::string&)>& note);
 
 }  // namespace strait

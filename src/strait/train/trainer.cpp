@@ -14,6 +14,7 @@
 #include "strait/core/metrics.h"
 #include "strait/core/stop_signal.h"
 #include "strait/core/threads.h"
+#include "strait/data/identity.h"
 #include "strait/data/loader.h"
 #include "strait/data/shard.h"
 #include "strait/data/tokenizer.h"
@@ -74,13 +75,23 @@ FileLock prepare_run_dir(const TrainConfig& config) {
   return lock;
 }
 
-// The model configuration of a resumed run must be the one its checkpoint was trained with.
+// The model configuration of a resumed run must be the one its checkpoint was trained with; the
+// message names the keys that differ (e.g. "hidden_size 64 in the checkpoint vs 32 configured").
 void check_resume_compatible(const CheckpointState& state, const ModelConfig& model, const fs::path& dir) {
-  if (to_hf_config(state.model_config) != to_hf_config(model)) {
-    throw Error("cannot resume from " + dir.string() + ": it holds a different model (" +
-                to_hf_config(state.model_config).dump() + ") than the one configured (" + to_hf_config(model).dump() +
-                ")");
+  const nlohmann::json saved = to_hf_config(state.model_config), configured = to_hf_config(model);
+  if (saved == configured) return;
+  std::string differences;
+  for (const auto& [key, value] : saved.items()) {
+    const nlohmann::json other = configured.contains(key) ? configured.at(key) : nlohmann::json();
+    if (other == value) continue;
+    differences += (differences.empty() ? "" : ", ") + key + " " + value.dump() + " in the checkpoint vs " +
+                   (other.is_null() ? "none" : other.dump()) + " configured";
   }
+  for (const auto& [key, value] : configured.items()) {
+    if (!saved.contains(key)) differences += (differences.empty() ? "" : ", ") + key + " " + value.dump() + " configured only";
+  }
+  throw Error("cannot resume from " + dir.string() + ": it holds a different model than the one configured: " +
+              differences + " (resume with the checkpoint's model options, or start a new run with --overwrite)");
 }
 
 // Fault injection for tests: STRAIT_TEST_SLOW_CHECKPOINT_MS=N makes rank 0's every checkpoint
@@ -118,6 +129,9 @@ class Trainer {
         train_loader_(make_loader("train")),
         val_loader_(make_loader("val")),
         precision_(resolve_precision(config.precision)) {
+    data_files_ = data::verified_data_files(config.data, [this](const std::string& line) {
+      if (prints()) std::cerr << "strait: note: " << line << "\n";
+    });
     check_all_tokens();
     model_.init_weights(static_cast<uint64_t>(config.seed));
     model_.set_compute_dtype(precision_ == "bf16-mixed" ? torch::kBFloat16 : torch::kFloat32);
@@ -132,6 +146,10 @@ class Trainer {
   data::TokenLoader make_loader(const std::string& split) const;
   void check_all_tokens() const;
   int64_t restore();
+  fs::path named_checkpoint() const;
+  [[noreturn]] void refuse_checkpoint(const fs::path& checkpoint, const Error& error) const;
+  void remove_checkpoints_after(int64_t step) const;
+  void check_same_data(const CheckpointState& state, const fs::path& checkpoint) const;
   StepResult train_step(int64_t step);
   double validation_loss();
   void save(int64_t step);
@@ -156,6 +174,7 @@ class Trainer {
   std::string precision_;  // "fp32" or "bf16-mixed"
   MatmulRates matmul_rates_;
   int64_t first_step_ = 1;
+  nlohmann::json data_files_;  // what --data holds (data::verified_data_files), kept in checkpoints
   bool stop_noticed_ = false;  // a stop signal was seen and passed to the strategy
 };
 
@@ -180,13 +199,66 @@ void Trainer::check_all_tokens() const {
   }
 }
 
+// The checkpoint --resume-from names (step-N or N), which must exist.
+fs::path Trainer::named_checkpoint() const {
+  const std::string& name = config_.resume_from;
+  const std::string digits = name.rfind("step-", 0) == 0 ? name.substr(5) : name;
+  if (digits.empty() || digits.size() > 12 || digits.find_first_not_of("0123456789") != std::string::npos) {
+    throw Error("--resume-from '" + name + "': expected step-N or N, e.g. step-000400");
+  }
+  const fs::path dir = checkpoint_dir(run_dir_, std::stoll(digits));
+  if (fs::is_directory(dir)) return dir;
+  std::string present;
+  for (const auto& [step, path] : list_checkpoints(run_dir_)) present += " " + path.filename().string();
+  throw Error("--resume-from " + name + ": " + dir.string() + " does not exist; the run's checkpoints are:" +
+              (present.empty() ? " none" : present));
+}
+
+// The newest checkpoint cannot be used (`error`): the message names the older ones that verify
+// and how to continue from one of them.
+void Trainer::refuse_checkpoint(const fs::path& checkpoint, const Error& error) const {
+  if (!config_.resume_from.empty()) throw error;  // the user chose this one
+  std::vector<std::string> valid;  // newest first
+  for (const auto& [step, dir] : list_checkpoints(run_dir_)) {
+    if (dir == checkpoint) continue;
+    try {
+      read_checkpoint_state(dir);
+      valid.insert(valid.begin(), dir.filename().string());
+    } catch (const Error&) {
+    }
+  }
+  if (valid.empty()) throw Error(std::string(error.what()) + "; no other checkpoint of this run verifies either");
+  std::string names;
+  for (const auto& name : valid) names += (names.empty() ? "" : ", ") + name;
+  throw Error(std::string(error.what()) + "; older checkpoints that verify: " + names + "; pass --resume-from " +
+              valid.front() + " to continue from the newest of them (the checkpoints after it are then removed)");
+}
+
+// --resume-from continues from an older checkpoint: the ones after it belong to the abandoned
+// continuation (and would collide with the steps about to be saved again).
+void Trainer::remove_checkpoints_after(int64_t step) const {
+  for (const auto& [later, dir] : list_checkpoints(run_dir_)) {
+    if (later <= step) continue;
+    fs::remove_all(dir);
+    std::fprintf(stderr, "strait: removed %s: --resume-from continues from step %lld\n", dir.c_str(),
+                 static_cast<long long>(step));
+  }
+}
+
 int64_t Trainer::restore() {
   if (!config_.resume) return 0;
-  auto latest = latest_checkpoint(run_dir_);
+  const auto latest =
+      config_.resume_from.empty() ? latest_checkpoint(run_dir_) : std::optional<fs::path>(named_checkpoint());
+  std::optional<CheckpointState> state;
+  try {
+    if (latest) state = read_checkpoint_state(*latest);
+  } catch (const Error& error) {
+    refuse_checkpoint(*latest, error);
+  }
   // Rank 0 decides which step the job resumes from; every other rank must have found the same
   // one in its run directory, or all stop here with one message.
   try {
-    strategy_->require_same_everywhere("resume_step", latest ? read_checkpoint_state(*latest).step : 0);
+    strategy_->require_same_everywhere("resume_step", state ? state->step : 0);
   } catch (const Error& disagreement) {
     throw Error(std::string("cannot resume: ranks would resume from different checkpoints: ") + disagreement.what() +
                 " (each rank resumes from the newest checkpoint in its --out directory; give every rank the same "
@@ -196,18 +268,40 @@ int64_t Trainer::restore() {
     if (prints()) std::cerr << "strait: no checkpoint in " << run_dir_.string() << "; starting from step 0\n";
     return 0;
   }
-  const CheckpointState state = read_checkpoint_state(*latest);
-  check_resume_compatible(state, model_.config(), *latest);
-  if (state.placement == Placement::PerRank && state.world_size != strategy_->world_size()) {
+  check_resume_compatible(*state, model_.config(), *latest);
+  check_same_data(*state, *latest);
+  if (state->placement == Placement::PerRank && state->world_size != strategy_->world_size()) {
     throw Error("cannot resume from " + latest->string() + ": it holds the per-rank state of " +
-                std::to_string(state.world_size) + " ranks, and this job has " +
+                std::to_string(state->world_size) + " ranks, and this job has " +
                 std::to_string(strategy_->world_size()));
   }
-  load_checkpoint(*latest, model_, &optimizer_, strategy_->rank(), strategy_->replicated_state(),
-                  strategy_->rank_state());
-  train_loader_.seek(state.cursor);
-  if (prints()) std::cerr << "strait: resumed from " << latest->string() << " (step " << state.step << ")\n";
-  return state.step;
+  try {
+    load_checkpoint(*latest, model_, &optimizer_, strategy_->rank(), strategy_->replicated_state(),
+                    strategy_->rank_state());
+  } catch (const Error& error) {
+    refuse_checkpoint(*latest, error);
+  }
+  train_loader_.seek(state->cursor);
+  if (prints()) std::cerr << "strait: resumed from " << latest->string() << " (step " << state->step << ")\n";
+  return state->step;
+}
+
+// A resumed run must read the data its checkpoint was trained on: the same shards and tokenizer,
+// byte for byte, wherever --data points on this machine.
+void Trainer::check_same_data(const CheckpointState& state, const fs::path& checkpoint) const {
+  if (state.data_files.is_null()) {
+    if (prints()) {
+      std::cerr << "strait: note: " << checkpoint.string() << " records no data hashes (an older strait wrote it): "
+                << "the data is not checked against it\n";
+    }
+    return;
+  }
+  const std::string differences = data::data_differences(state.data_files, data_files_, "the checkpoint");
+  if (!differences.empty()) {
+    throw Error("cannot resume from " + checkpoint.string() + ": --data " + config_.data +
+                " is not the data it was trained on: " + differences +
+                " (resume with that data, or start a new run with --overwrite)");
+  }
 }
 
 StepResult Trainer::train_step(int64_t step) {
@@ -255,6 +349,7 @@ void Trainer::save(int64_t step) {
   state.model_config = model_.config();
   state.placement = strategy_->model_placement();
   state.world_size = strategy_->world_size();
+  state.data_files = data_files_;
   if (state.placement == Placement::PerRank) {
     save_rank_state(run_dir_, step, strategy_->rank(), model_, optimizer_, strategy_->rank_state());
     strategy_->wait_for_every_rank(what + ": every rank's files written");
@@ -348,7 +443,10 @@ nlohmann::json Trainer::run(Strategy& strategy) {
   strategy.prepare(model_);
   const int64_t start_step = restore();
   if (start_step >= config_.steps) return finished_run(start_step);
-  if (is_writer() && config_.resume) remove_abandoned_staging();
+  if (is_writer() && config_.resume) {
+    remove_abandoned_staging();
+    if (!config_.resume_from.empty()) remove_checkpoints_after(start_step);
+  }
   strategy.synchronize_weights(model_, start_step > 0);
   strategy.take_step_traffic();  // start-up traffic (the weight broadcast) is not a step's; totals keep it
   first_step_ = start_step + 1;
@@ -501,8 +599,10 @@ int resolve_threads(int64_t requested, int local_world_size) {
   return std::max(1, available_cores() / std::max(1, local_world_size));
 }
 
-nlohmann::json train(const TrainConfig& config, const TrainOptions& options) {
-  validate(config);
+nlohmann::json train(const TrainConfig& given, const TrainOptions& options) {
+  validate(given);
+  TrainConfig config = given;
+  config.resume = config.resume || !config.resume_from.empty();
   const StopSignals stop_signals;  // from here on SIGTERM/SIGINT stop the run with a checkpoint
   const launch::RankEnvironment environment = launch::read_rank_environment();
   torch::set_num_threads(resolve_threads(config.threads, environment.local_world_size));

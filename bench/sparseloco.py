@@ -187,21 +187,33 @@ def parse_args(argv):
     p.add_argument("--links", default="20mbit,10gbit")
     p.add_argument("--phases", default="payload,ledger,quality,testbed")
     p.add_argument("--out", default=os.path.join(BENCH, "out", "sparseloco.json"))
-    return diloco.finish_args(p, p.parse_args(argv), {"payload", "ledger", "quality", "testbed"})
+    p.add_argument("--methods", default=",".join(METHODS), help="a subset of METHODS (ddp is needed)")
+    p.add_argument("--testbed-methods", default=",".join(TESTBED_METHODS), help="a subset of TESTBED_METHODS")
+    args = diloco.finish_args(p, p.parse_args(argv), {"payload", "ledger", "quality", "testbed"})
+    for name, chosen, known in [("--methods", args.methods, METHODS), ("--testbed-methods", args.testbed_methods,
+                                                                         TESTBED_METHODS)]:
+        unknown = [m for m in chosen.split(",") if m not in known]
+        if unknown:
+            p.error(f"{name}: unknown {unknown}; known: {list(known)}")
+    if "ddp" not in args.methods.split(","):
+        p.error("--methods must include ddp (its final loss sets the target)")
+    return args
 
 
 def main(argv):
     args = parse_args(argv)
     diloco.METHODS.update(METHODS)
+    methods = [m for m in METHODS if m in args.methods.split(",")]
+    testbed_methods = [m for m in TESTBED_METHODS if m in args.testbed_methods.split(",")]
     report = diloco.new_report(args, argv)
     if "payload" in args.phases:
         report["payload"] = payload_phase(args)
     if "ledger" in args.phases:
         report["ledger"] = ledger_phase(args)
     if args.phases & {"quality", "testbed"}:
-        report.update(diloco.quality_phase(args, METHODS, TESTBED_METHODS))
+        report.update(diloco.quality_phase(args, methods, testbed_methods))
     if "testbed" in args.phases:
-        report["testbed"] = diloco.testbed_phase(args, TESTBED_METHODS, report["quality"], add_blocked)
+        report["testbed"] = diloco.testbed_phase(args, testbed_methods, report["quality"], add_blocked)
     diloco.write_report(args, report, markdown)
 
 

@@ -214,6 +214,9 @@ TEST_F(Ddp, RanksWithDifferentConfigurationsRefuseToTrain) {
   EXPECT_NE(result.output.find("rank0-exit=1"), std::string::npos) << result.output;
   for (const char* log : {"rank0.log", "rank1.log"}) {
     EXPECT_NE(testing::read_file(scratch_ / log).find("config_hash"), std::string::npos) << testing::read_file(scratch_ / log);
+    EXPECT_NE(testing::read_file(scratch_ / log).find("rank 1 differs from rank 0 in: seed 7 on rank 1 vs 1337 on rank 0"),
+              std::string::npos)
+        << testing::read_file(scratch_ / log);
   }
   EXPECT_FALSE(fs::exists(out / "checkpoints"));
 }

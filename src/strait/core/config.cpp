@@ -373,6 +373,24 @@ nlohmann::json shared_settings(const TrainConfig& config) {
   return json;
 }
 
+std::string describe_differences(const nlohmann::json& first, const std::string& first_where,
+                                 const nlohmann::json& second, const std::string& second_where) {
+  auto value_in = [](const nlohmann::json& object, const std::string& key) {
+    return object.contains(key) ? object.at(key).dump() : std::string("none");
+  };
+  std::string differences;
+  auto compare = [&](const std::string& key) {
+    const std::string a = value_in(first, key), b = value_in(second, key);
+    if (a == b) return;
+    differences += (differences.empty() ? "" : ", ") + key + " " + a + " " + first_where + " vs " + b + " " + second_where;
+  };
+  for (const auto& [key, value] : first.items()) compare(key);
+  for (const auto& [key, value] : second.items()) {
+    if (!first.contains(key)) compare(key);
+  }
+  return differences;
+}
+
 TrainConfig train_config_from_json(const nlohmann::json& json, const std::string& source) {
   if (!json.is_object()) throw Error(source + ": the training config must be a JSON object");
   TrainConfig config;

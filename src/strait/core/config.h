@@ -128,6 +128,13 @@ nlohmann::json to_json(const TrainConfig& config);
 // The options every rank of a job must agree on: to_json without the per-machine ones (paths,
 // network interface, thread count), which legitimately differ between hosts.
 nlohmann::json shared_settings(const TrainConfig& config);
+
+// The keys whose values differ between two JSON objects, each as
+// "key <first value> <first_where> vs <second value> <second_where>" (a missing key reads
+// "none"), joined by ", "; empty when they are equal. E.g. "hidden_size 64 in the checkpoint vs
+// 32 configured".
+std::string describe_differences(const nlohmann::json& first, const std::string& first_where,
+                                 const nlohmann::json& second, const std::string& second_where);
 // Strict inverse of to_json (used for checkpoints): unknown keys and wrong types are errors.
 TrainConfig train_config_from_json(const nlohmann::json& json, const std::string& source);
 

@@ -258,6 +258,34 @@ std::string interface_for(const TrainConfig& config) {
   return from_environment ? from_environment : "";
 }
 
+// After the ranks found that their settings' hashes differ (every rank learns it alike): each
+// rank's settings, all-gathered, and the keys in which each differs from rank 0's, e.g.
+// "; rank 1 differs from rank 0 in: seed 7 on rank 1 vs 1337 on rank 0". A peer's bytes are
+// untrusted: unreadable settings are said to be; if the gather itself fails, nothing is added.
+std::string settings_differences(comm::Communicator& communicator, const std::string& dump) {
+  std::vector<std::vector<uint8_t>> all;
+  try {
+    communicator.world().all_gather_bytes({dump.begin(), dump.end()}, all, "allgather_settings", 1 << 20).wait();
+  } catch (const Error&) {
+    return "";
+  }
+  auto parse = [](const std::vector<uint8_t>& bytes) {
+    return nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, /*allow_exceptions=*/false);
+  };
+  const nlohmann::json reference = parse(all[0]);
+  std::string text;
+  for (size_t r = 1; r < all.size(); ++r) {
+    const nlohmann::json theirs = parse(all[r]);
+    const std::string rank = "rank " + std::to_string(r);
+    const std::string differences =
+        theirs.is_discarded() || reference.is_discarded()
+            ? "settings that cannot be read"
+            : describe_differences(theirs, "on " + rank, reference, "on rank 0");
+    if (!differences.empty()) text += "; " + rank + " differs from rank 0 in: " + differences;
+  }
+  return text;
+}
+
 std::unique_ptr<comm::Communicator> connect(const TrainConfig& config, const launch::RankEnvironment& environment) {
   comm::CommOptions options;
   options.topology = {environment.rank,       environment.world_size, environment.local_rank,
@@ -272,7 +300,11 @@ std::unique_ptr<comm::Communicator> connect(const TrainConfig& config, const lau
   // Ranks started with different options would silently train different things; per-machine
   // settings (paths, interface, threads) may differ.
   const std::string dump = shared_settings(config).dump();
-  communicator->check_consistency(xxh64_hex(dump.data(), dump.size()));
+  try {
+    communicator->check_consistency(xxh64_hex(dump.data(), dump.size()));
+  } catch (const Error& disagreement) {
+    throw Error(std::string(disagreement.what()) + settings_differences(*communicator, dump));
+  }
   return communicator;
 }
 

@@ -80,16 +80,7 @@ FileLock prepare_run_dir(const TrainConfig& config) {
 void check_resume_compatible(const CheckpointState& state, const ModelConfig& model, const fs::path& dir) {
   const nlohmann::json saved = to_hf_config(state.model_config), configured = to_hf_config(model);
   if (saved == configured) return;
-  std::string differences;
-  for (const auto& [key, value] : saved.items()) {
-    const nlohmann::json other = configured.contains(key) ? configured.at(key) : nlohmann::json();
-    if (other == value) continue;
-    differences += (differences.empty() ? "" : ", ") + key + " " + value.dump() + " in the checkpoint vs " +
-                   (other.is_null() ? "none" : other.dump()) + " configured";
-  }
-  for (const auto& [key, value] : configured.items()) {
-    if (!saved.contains(key)) differences += (differences.empty() ? "" : ", ") + key + " " + value.dump() + " configured only";
-  }
+  const std::string differences = describe_differences(saved, "in the checkpoint", configured, "configured");
   throw Error("cannot resume from " + dir.string() + ": it holds a different model than the one configured: " +
               differences + " (resume with the checkpoint's model options, or start a new run with --overwrite)");
 }

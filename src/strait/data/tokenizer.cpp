@@ -1,7 +1,8 @@
 #include "strait/data/tokenizer.h"
 
-#include <random>
 #include <map>
+#include <random>
+#include <regex>
 
 #include <nlohmann/json.hpp>
 
@@ -160,6 +161,30 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& data_dir) {
   return make_byte_tokenizer();
 }
 
+namespace {
+
+// SentencePiece's trainer fails with its own text: a source location, the failed condition and
+// advice in terms of its own flags (--character_coverage), which strait does not have. The two
+// failures a vocabulary size causes become advice about --vocab-size; any other keeps
+// SentencePiece's words without the location and condition.
+std::string explain_trainer_failure(const std::string& text, int vocab_size) {
+  const std::string asked = "vocab_size " + std::to_string(vocab_size);
+  std::smatch match;
+  if (std::regex_search(text, match, std::regex(R"(Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+))"))) {
+    return "this text yields at most " + match[1].str() + " pieces, fewer than the " + asked +
+           " asked for; prepare with --vocab-size " + match[1].str() + " or less, or with more text";
+  }
+  if (std::regex_search(text, match, std::regex(R"(Vocabulary size is smaller than required_chars\. \d+ vs (\d+))"))) {
+    const int needed = std::stoi(match[1].str());
+    return asked + " is too small for this text: its " + std::to_string(needed - kMinBpeVocabSize) +
+           " distinct characters need a piece each besides the 259 fixed ones (256 bytes, 3 special); prepare "
+           "with --vocab-size " + std::to_string(needed) + " or more";
+  }
+  return std::regex_replace(text, std::regex(R"([A-Za-z]+: \S+\.cc\(\d+\) \[.*?\] )"), "");
+}
+
+}  // namespace
+
 std::string train_bpe_model(const SentenceSource& sentences, int vocab_size) {
   if (vocab_size < kMinBpeVocabSize || vocab_size > kMaxBpeVocabSize) {
     throw Error("BPE vocab_size " + std::to_string(vocab_size) + " is outside [259, 65535] (256 byte pieces and 3 "
@@ -170,7 +195,8 @@ std::string train_bpe_model(const SentenceSource& sentences, int vocab_size) {
   try {
     return train_sentencepiece(sample, bpe_trainer_options(vocab_size));
   } catch (const Error& error) {
-    throw Error("training a BPE tokenizer with vocab_size " + std::to_string(vocab_size) + " failed: " + error.what());
+    throw Error("training a BPE tokenizer with vocab_size " + std::to_string(vocab_size) +
+                " failed: " + explain_trainer_failure(error.what(), vocab_size));
   }
 }
 

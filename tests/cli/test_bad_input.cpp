@@ -44,6 +44,15 @@ class BadInput : public ::testing::Test {
     EXPECT_TRUE(before == testing::snapshot_tree(scratch_.path())) << "files changed after: " << arguments;
   }
 
+  // Records the checksums of `checkpoint`'s files, as edited by a test, in its state.json, so that
+  // the check under test, not the checksum, is what refuses them.
+  static void reseal(const fs::path& checkpoint) {
+    auto state = nlohmann::json::parse(testing::read_file(checkpoint / "state.json"));
+    for (auto& [name, checksum] : state["files"].items()) checksum = xxh64_file_hex(checkpoint / name);
+    state["manifest_xxh64"] = manifest_checksum(state);
+    testing::write_file(checkpoint / "state.json", state.dump(2));
+  }
+
   std::string train_args(const fs::path& data) const {
     return "--quiet train --data '" + data.string() + "' --out '" + (scratch_ / "new-run").string() +
            "' --preset nano --context-length 32 --batch-size 2 --steps 2 --threads 1";
@@ -277,8 +286,7 @@ TEST_F(BadInput, OutOfRangeEvalAndGenerateArguments) {
 }
 
 TEST_F(BadInput, NonFiniteWeightsAreRefusedOnLoad) {
-  // A copy of the run whose newest checkpoint has one NaN weight, with its checksum in state.json
-  // updated so that the loader's finiteness check, not the checksum, is what refuses it.
+  // A copy of the run whose newest checkpoint has one NaN weight, resealed.
   const fs::path run = scratch_ / "diverged";
   fs::copy(run_dir(), run, fs::copy_options::recursive);
   const fs::path weights = checkpoint_dir(run, 4) / "model.safetensors";
@@ -294,10 +302,7 @@ TEST_F(BadInput, NonFiniteWeightsAreRefusedOnLoad) {
     ASSERT_TRUE(found) << poisoned;
     save_tensors(weights, tensors, file.metadata());
   }
-  auto state = nlohmann::json::parse(testing::read_file(checkpoint_dir(run, 4) / "state.json"));
-  state["files"]["model.safetensors"] = xxh64_file_hex(weights);
-  state["manifest_xxh64"] = manifest_checksum(state);
-  testing::write_file(checkpoint_dir(run, 4) / "state.json", state.dump(2));
+  reseal(checkpoint_dir(run, 4));
 
   const std::string message = weights.string() + ": tensor '" + poisoned +
                               "' holds 1 non-finite value (NaN or infinity); refusing to load these weights";
@@ -305,6 +310,35 @@ TEST_F(BadInput, NonFiniteWeightsAreRefusedOnLoad) {
                   message);
   expect_rejected("generate --checkpoint " + quoted(checkpoint_dir(run, 4)) + " --prompt hello --max-tokens 5", message);
   expect_rejected("export --checkpoint " + quoted(checkpoint_dir(run, 4)) + " --out " + quoted(scratch_ / "hf"), message);
+  expect_rejected("--quiet train --data " + quoted(data_dir()) + " --out " + quoted(run) +
+                      " --preset nano --context-length 32 --batch-size 2 --steps 6 --threads 1 --resume",
+                  message);
+}
+
+TEST_F(BadInput, ATensorWhoseHeaderEntryWasDeletedIsNamedOnLoad) {
+  // A copy of the run whose newest model.safetensors lost one header entry (its bytes stay, now
+  // described by no tensor), resealed: the loader must name the tensor, not only the bytes.
+  const fs::path run = scratch_ / "edited-header";
+  fs::copy(run_dir(), run, fs::copy_options::recursive);
+  const fs::path weights = checkpoint_dir(run, 4) / "model.safetensors";
+  const std::string deleted = "model.layers.0.mlp.down_proj.weight";
+  {
+    const std::string bytes = testing::read_file(weights);
+    uint64_t length = 0;
+    for (int i = 7; i >= 0; --i) length = length << 8 | static_cast<uint8_t>(bytes[i]);
+    auto header = nlohmann::json::parse(bytes.substr(8, length));
+    ASSERT_EQ(header.erase(deleted), 1u);
+    const std::string text = header.dump();
+    std::string edited;
+    for (int i = 0; i < 8; ++i) edited.push_back(static_cast<char>((uint64_t{text.size()} >> (8 * i)) & 0xff));
+    testing::write_file(weights, edited + text + bytes.substr(8 + length));
+  }
+  reseal(checkpoint_dir(run, 4));
+
+  const std::string message =
+      weights.string() + ": the header lacks '" + deleted + "', so part of the data buffer belongs to no tensor (";
+  expect_rejected("eval --checkpoint " + quoted(checkpoint_dir(run, 4)) + " --data " + quoted(data_dir() / "val_000000.bin"),
+                  message);
   expect_rejected("--quiet train --data " + quoted(data_dir()) + " --out " + quoted(run) +
                       " --preset nano --context-length 32 --batch-size 2 --steps 6 --threads 1 --resume",
                   message);

@@ -49,10 +49,10 @@ class SafetensorsTest : public ::testing::Test {
 
   // Loads `bytes` expecting strait::Error, and returns its message after checking that it
   // names the file.
-  std::string load_error(const std::string& bytes) {
+  std::string load_error(const std::string& bytes, const std::vector<std::string>& expected = {}) {
     fs::path path = write(bytes);
     try {
-      SafetensorsFile::load(path);
+      SafetensorsFile::load(path, expected);
     } catch (const Error& error) {
       std::string message = error.what();
       EXPECT_EQ(message.rfind(path.string() + ": ", 0), 0u) << message;
@@ -434,6 +434,25 @@ TEST_F(SafetensorsTest, RejectsTrailingBytes) {
   EXPECT_CONTAINS(load_error(file_bytes(kGoodHeader, kGoodData + "xyz")),
                   "3 trailing bytes after the last tensor (the data buffer is 11 bytes, the tensors end at 8)");
   EXPECT_CONTAINS(load_error(file_bytes("{}", "x")), "1 trailing bytes");
+}
+
+TEST_F(SafetensorsTest, AReaderThatExpectsTensorsNamesTheOnesWhoseEntriesWereDeleted) {
+  // a, b and c were written; the header's entry for b (a gap), or for c (trailing bytes), is gone.
+  const std::string data = "aabbcc";
+  const std::string without_b =
+      R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"c":{"dtype":"U8","shape":[2],"data_offsets":[4,6]}})";
+  const std::string without_c =
+      R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}})";
+  EXPECT_CONTAINS(load_error(file_bytes(without_b, data), {"a", "b", "c"}),
+                  "the header lacks 'b', so part of the data buffer belongs to no tensor (gap of 2 bytes in the data "
+                  "buffer before tensor 'c'");
+  EXPECT_CONTAINS(load_error(file_bytes(without_c, data), {"a", "b", "c", "d"}),
+                  "the header lacks 'c', 'd', so part of the data buffer belongs to no tensor (2 trailing bytes");
+  // Without expectations, or when every expected tensor is listed, the layout problem alone.
+  EXPECT_EQ(load_error(file_bytes(without_c, data)).find("lacks"), std::string::npos);
+  EXPECT_EQ(load_error(file_bytes(without_c, data), {"a", "b"}).find("lacks"), std::string::npos);
+  // A well-formed file that lacks an expected tensor loads; info() names it when asked.
+  EXPECT_FALSE(SafetensorsFile::load(write(file_bytes(without_c, "aabb")), {"a", "c"}).contains("c"));
 }
 
 TEST_F(SafetensorsTest, RejectsBadMetadata) {

@@ -222,25 +222,36 @@ TensorInfo parse_tensor(const fs::path& path, const std::string& name, const jso
 
 // The tensors, sorted by offset, must tile the data buffer exactly: any overlap means two
 // tensors share bytes, and any gap or trailing bytes mean the header does not describe the data.
-void check_tiling(const fs::path& path, const std::vector<TensorInfo>& tensors, size_t data_size) {
+// Returns the first problem, or an empty string.
+std::string tiling_problem(const std::vector<TensorInfo>& tensors, size_t data_size) {
   size_t covered = 0;
   const TensorInfo* previous = nullptr;
   for (const TensorInfo& tensor : tensors) {
     if (tensor.offset < covered) {
-      fail(path, "tensor '" + tensor.name + "' data_offsets " + offsets_text(tensor) + " overlap tensor '" +
-                     previous->name + "' data_offsets " + offsets_text(*previous));
+      return "tensor '" + tensor.name + "' data_offsets " + offsets_text(tensor) + " overlap tensor '" + previous->name +
+             "' data_offsets " + offsets_text(*previous);
     }
     if (tensor.offset > covered) {
-      fail(path, "gap of " + std::to_string(tensor.offset - covered) + " bytes in the data buffer before tensor '" +
-                     tensor.name + "' (data_offsets " + offsets_text(tensor) + "); tensors must be contiguous");
+      return "gap of " + std::to_string(tensor.offset - covered) + " bytes in the data buffer before tensor '" +
+             tensor.name + "' (data_offsets " + offsets_text(tensor) + "); tensors must be contiguous";
     }
     covered = tensor.offset + tensor.nbytes;
     previous = &tensor;
   }
   if (covered != data_size) {
-    fail(path, std::to_string(data_size - covered) + " trailing bytes after the last tensor (the data buffer is " +
-                   std::to_string(data_size) + " bytes, the tensors end at " + std::to_string(covered) + ")");
+    return std::to_string(data_size - covered) + " trailing bytes after the last tensor (the data buffer is " +
+           std::to_string(data_size) + " bytes, the tensors end at " + std::to_string(covered) + ")";
   }
+  return "";
+}
+
+// The names among `expected` that the header lacks, quoted and comma-separated; empty if none.
+std::string missing_names(const SafetensorsFile& file, const std::vector<std::string>& expected) {
+  std::string names;
+  for (const std::string& name : expected) {
+    if (!file.contains(name)) names += (names.empty() ? "'" : ", '") + name + "'";
+  }
+  return names;
 }
 
 }  // namespace
@@ -305,7 +316,9 @@ void SafetensorsWriter::write(const fs::path& path) const {
   atomic_write_file(path, file);
 }
 
-SafetensorsFile SafetensorsFile::load(const fs::path& path) {
+SafetensorsFile SafetensorsFile::load(const fs::path& path) { return load(path, {}); }
+
+SafetensorsFile SafetensorsFile::load(const fs::path& path, const std::vector<std::string>& expected) {
   SafetensorsFile file;
   file.path_ = path;
   file.bytes_ = read_whole_file(path);
@@ -324,8 +337,13 @@ SafetensorsFile SafetensorsFile::load(const fs::path& path) {
   std::stable_sort(file.tensors_.begin(), file.tensors_.end(), [](const TensorInfo& a, const TensorInfo& b) {
     return std::make_pair(a.offset, a.nbytes) < std::make_pair(b.offset, b.nbytes);
   });
-  check_tiling(path, file.tensors_, data_size);
   for (size_t i = 0; i < file.tensors_.size(); ++i) file.index_[file.tensors_[i].name] = i;
+  if (const std::string problem = tiling_problem(file.tensors_, data_size); !problem.empty()) {
+    const std::string missing = missing_names(file, expected);
+    fail(path, missing.empty() ? problem
+                               : "the header lacks " + missing + ", so part of the data buffer belongs to no tensor (" +
+                                     problem + ")");
+  }
   return file;
 }
 

@@ -63,6 +63,10 @@ class SafetensorsFile {
   // buffer exactly (no overlap, gap, trailing or missing bytes) and that metadata values are
   // strings. Throws strait::Error("<path>: <problem>") otherwise.
   static SafetensorsFile load(const std::filesystem::path& path);
+  // load() for a reader that knows which tensors the file must hold: when the layout check fails,
+  // the tensors among `expected` that the header lacks are named, not only the gap or trailing
+  // bytes their data leaves undescribed (as when a tensor's header entry was deleted).
+  static SafetensorsFile load(const std::filesystem::path& path, const std::vector<std::string>& expected);
 
   const std::vector<TensorInfo>& tensors() const { return tensors_; }  // sorted by offset
   bool contains(const std::string& name) const { return index_.count(name) != 0; }

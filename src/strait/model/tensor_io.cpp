@@ -72,6 +72,12 @@ torch::Tensor tensor_from_file(const SafetensorsFile& file, const std::string& n
   return tensor;
 }
 
+std::vector<std::string> names_of(const NamedTensors& tensors) {
+  std::vector<std::string> names;
+  for (const auto& [name, tensor] : tensors) names.push_back(name);
+  return names;
+}
+
 void load_into(const SafetensorsFile& file, const std::vector<std::pair<std::string, torch::Tensor>>& destinations,
                const std::string& prefix) {
   torch::NoGradGuard no_grad;

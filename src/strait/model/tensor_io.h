@@ -20,6 +20,9 @@ using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 void save_tensors(const std::filesystem::path& path, const NamedTensors& tensors,
                   const std::map<std::string, std::string>& metadata = {}, DType float_dtype = DType::F32);
 
+// The names, in order: what SafetensorsFile::load(path, expected) takes.
+std::vector<std::string> names_of(const NamedTensors& tensors);
+
 // A copy of one tensor of a loaded file as a LibTorch tensor of its stored dtype.
 torch::Tensor tensor_from_file(const SafetensorsFile& file, const std::string& name);
 

@@ -21,6 +21,8 @@ constexpr const char* kManifestKey = "manifest_xxh64";
 constexpr int kOldestReadable = 1;
 const char* const kTokenizerFiles[] = {"tokenizer.json", "tokenizer.model"};
 constexpr const char* kStrategyFile = "strategy.safetensors";
+// The tensor of optimizer.safetensors that holds the CPU generator state.
+constexpr const char* kRngTensor = "rng.cpu";
 
 NamedTensors model_tensors(const LlamaModel& model) {
   NamedTensors tensors;
@@ -62,7 +64,7 @@ fs::path per_rank_staging_dir(const fs::path& run_dir, int64_t step) {
 void write_model_and_optimizer(const fs::path& dir, const LlamaModel& model, const Optimizer& optimizer) {
   save_tensors(dir / "model.safetensors", model_tensors(model), {{"format", "pt"}});
   NamedTensors optimizer_state = optimizer_tensors(optimizer);
-  optimizer_state.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+  optimizer_state.emplace_back(kRngTensor, at::detail::getDefaultCPUGenerator().get_state());
   save_tensors(dir / "optimizer.safetensors", optimizer_state);
 }
 
@@ -104,7 +106,7 @@ std::optional<SafetensorsFile> strategy_state_file(const fs::path& dir, const Na
     throw Error("checkpoint " + dir.string() + " holds no " + kStrategyFile +
                 " (the outer method's state); it was written by a strategy without one");
   }
-  SafetensorsFile file = SafetensorsFile::load(dir / kStrategyFile);
+  SafetensorsFile file = SafetensorsFile::load(dir / kStrategyFile, names_of(state));
   for (const auto& [name, tensor] : state) file.info(name);
   return file;
 }
@@ -276,17 +278,19 @@ void load_checkpoint(const fs::path& dir, LlamaModel& model, Optimizer* optimize
                 ", not of rank " + std::to_string(rank));
   }
   const fs::path files = state.placement == Placement::PerRank ? dir / rank_dir_name(rank) : dir;
-  const auto weights = SafetensorsFile::load(files / "model.safetensors");
+  const auto weights = SafetensorsFile::load(files / "model.safetensors", names_of(model_tensors(model)));
   if (optimizer == nullptr) {
     load_weights(weights, model);
     return;
   }
   // Validate both files completely before changing any state.
-  const auto optimizer_file = SafetensorsFile::load(files / "optimizer.safetensors");
+  NamedTensors moments = optimizer_tensors(*optimizer);
+  std::vector<std::string> optimizer_names = names_of(moments);
+  optimizer_names.push_back(kRngTensor);
+  const auto optimizer_file = SafetensorsFile::load(files / "optimizer.safetensors", optimizer_names);
   const std::optional<SafetensorsFile> strategy_file = strategy_state_file(dir, strategy_state);
   const std::optional<SafetensorsFile> rank_strategy_file = strategy_state_file(files, rank_strategy_state);
-  NamedTensors moments = optimizer_tensors(*optimizer);
-  auto rng_state = tensor_from_file(optimizer_file, "rng.cpu");
+  auto rng_state = tensor_from_file(optimizer_file, kRngTensor);
   for (const auto& [name, tensor] : moments) optimizer_file.info(name);
   load_weights(weights, model);
   load_into(optimizer_file, moments);
@@ -300,7 +304,7 @@ void load_checkpoint(const fs::path& dir, LlamaModel& model, Optimizer* optimize
 LlamaModel load_model(const fs::path& dir) {
   const CheckpointState state = read_checkpoint_state(dir);
   LlamaModel model(state.model_config);
-  load_weights(SafetensorsFile::load(dir / "model.safetensors"), model);
+  load_weights(SafetensorsFile::load(dir / "model.safetensors", names_of(model_tensors(model))), model);
   return model;
 }
 

@@ -1,4 +1,4 @@
-// strait's command line: prepare, train, eval, export, generate, codec, launch.
+// strait's command line: prepare, train, eval, export, generate, codec, launch, fit.
 // Every failure a user can cause ends as "strait: error: <what and where>" and exit status 1;
 // usage mistakes (unknown flags, values of the wrong type or out of range) are reported by CLI11
 // with the same prefix and exit status 2 (its convention is 106+, mapped to 2).
@@ -16,6 +16,7 @@
 #include "strait/core/suggest.h"
 #include "strait/data/prepare.h"
 #include "strait/data/tokenizer.h"
+#include "strait/fit/report.h"
 #include "strait/launch/launcher.h"
 #include "strait/launch/rank_environment.h"
 #include "strait/model/generate.h"
@@ -269,6 +270,31 @@ Command add_generate(CLI::App& cli) {
           }};
 }
 
+// `strait fit DIR`: scaling laws per method from a sweep's cells.jsonl (src/strait/fit/cells.h
+// defines the format). The report is printed even when a fit fails to converge, so the fits that
+// worked are not lost; the command then fails naming the ones that did not.
+Command add_fit(CLI::App& cli) {
+  struct Args {
+    std::string path;
+    bool json = false;
+  };
+  auto args = std::make_shared<Args>();
+  auto* app = cli.add_subcommand(
+      "fit", "fit L(N) = E + A*N^-alpha (and L(N,D) = ... + B*D^-beta where the grid allows) per method to a "
+             "sweep's cells, with 95% intervals, and compare the methods' alpha");
+  app->add_option("dir", args->path, "sweep directory (its cells.jsonl) or a cells .jsonl file")->required();
+  app->add_flag("--json", args->json, "print the report as one JSON object");
+  return {app, [args] {
+            const auto report = strait::fit::fit_cells(strait::fit::read_cells(args->path));
+            std::cout << (args->json ? strait::fit::report_json(report).dump() + "\n"
+                                     : strait::fit::format_report(report));
+            if (report.failures.empty()) return;
+            std::string failed;
+            for (const auto& failure : report.failures) failed += (failed.empty() ? "" : "; ") + failure;
+            throw strait::Error("fit: " + std::to_string(report.failures.size()) + " fit(s) did not converge: " + failed);
+          }};
+}
+
 // `strait launch [options] -- <strait arguments>`: runs strait once per local rank. Its exit
 // status is the first failing rank's, which main() must return as is (not as a strait::Error).
 Command add_launch(CLI::App& cli, int& exit_status) {
@@ -339,7 +365,7 @@ int main(int argc, char** argv) {
   cli.add_flag("-q,--quiet", quiet, "no progress output");
   int exit_status = 0;
   std::vector<Command> commands = {add_prepare(cli, quiet), add_train(cli, quiet, exit_status), add_eval(cli), add_export(cli),
-                                   add_generate(cli), add_codec(cli, quiet), add_launch(cli, exit_status)};
+                                   add_generate(cli), add_codec(cli, quiet), add_launch(cli, exit_status), add_fit(cli)};
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

@@ -1,4 +1,4 @@
-// strait's command line: prepare, train, eval, export, generate, codec, launch, fit.
+// strait's command line: prepare, train, eval, export, generate, codec, launch, fit, plan.
 // Every failure a user can cause ends as "strait: error: <what and where>" and exit status 1;
 // usage mistakes (unknown flags, values of the wrong type or out of range) are reported by CLI11
 // with the same prefix and exit status 2 (its convention is 106+, mapped to 2).
@@ -20,6 +20,7 @@
 #include "strait/launch/launcher.h"
 #include "strait/launch/rank_environment.h"
 #include "strait/model/generate.h"
+#include "strait/plan/plan.h"
 #include "strait/train/checkpoint.h"
 #include "strait/train/evaluate.h"
 #include "strait/train/export.h"
@@ -44,6 +45,22 @@ CLI::Validator at_least(int64_t minimum) {
         return valid ? std::string() : "got '" + input + "', expected " + expected;
       },
       "");  // no text in --help, where it would read "FLOAT:>= 0=0.8"
+}
+
+// CLI11 check of a name that a strait parser turns into a value: a bad name is a usage error
+// carrying the parser's message (which lists the valid names).
+template <typename Parse>
+CLI::Validator parsed_by(Parse parse) {
+  return CLI::Validator(
+      [parse](std::string& input) {
+        try {
+          parse(input);
+        } catch (const strait::Error& error) {
+          return std::string(error.what());
+        }
+        return std::string();
+      },
+      "");
 }
 
 // An empty --out would otherwise resolve to the current directory or to nothing at all.
@@ -214,16 +231,7 @@ Command add_codec(CLI::App& cli, bool& quiet) {
   app->add_option("--index-coding", args->index_coding,
                   "how positions travel: fixed (ceil(log2 C) bits each), rice (gaps), bitmap, or auto (the smallest)")
       ->capture_default_str()
-      ->check(CLI::Validator(
-          [](std::string& input) {
-            try {
-              strait::codec::index_coding(input);
-            } catch (const strait::Error& error) {
-              return std::string(error.what());
-            }
-            return std::string();
-          },
-          ""));
+      ->check(parsed_by(strait::codec::index_coding));
   app->add_flag("--overwrite", args->options.overwrite, "replace an earlier strait codec output at --out");
   return {app, [args, &quiet] {
             if (args->in.empty() && args->delta.empty()) throw strait::Error("codec: pass --in FILE or --delta A B");
@@ -234,6 +242,94 @@ Command add_codec(CLI::App& cli, bool& quiet) {
                 is_delta ? std::optional<fs::path>(args->delta[1]) : std::nullopt, args->out, args->options);
             if (!quiet) print_codec_report(report);
             std::cout << report.dump() << "\n";
+          }};
+}
+
+Command add_plan(CLI::App& cli) {
+  struct Args {
+    strait::plan::Cluster cluster;
+    strait::plan::Workload workload;
+    strait::plan::MethodOptions methods;
+    std::string link, measured, outer_dtype = "fp32", wire_dtype = "bf16", index_coding = "auto";
+    std::vector<std::string> method_names;
+    double params = 0, flops = 0, step_compute_s = 0, bucket_mb = 25;
+    int64_t batch_size = 1, seq_len = 4096, tokens_per_step = 0;
+    bool json = false;
+  };
+  auto args = std::make_shared<Args>();
+  auto* app = cli.add_subcommand("plan", "predict bytes and time per step of every method on a cluster, and recommend one");
+  auto* params = app->add_option("--params", args->params, "model parameters, e.g. 7e9 (default with --measured: the run's)");
+  app->add_option("--nodes", args->cluster.nodes, "nodes (one replica each for the outer methods)")
+      ->capture_default_str()
+      ->check(at_least<int>(1));
+  app->add_option("--ranks-per-node", args->cluster.ranks_per_node, "ranks (accelerators) per node")
+      ->capture_default_str()
+      ->check(at_least<int>(1));
+  app->add_option("--link", args->link, "each node's link rate, each way, as tc writes it: 12.5gbit, 100mbit, 20mbit")
+      ->required()
+      ->check(parsed_by(strait::plan::parse_link_rate));
+  app->add_option("--link-efficiency", args->cluster.link_efficiency, "share of the rate TCP payload gets")
+      ->capture_default_str();
+  app->add_option("--flops", args->flops, "sustained FLOP/s of one rank, e.g. 300e12");
+  app->add_option("--tokens-per-step", args->tokens_per_step, "tokens per rank per step (default batch x seq-len)")
+      ->check(at_least<int64_t>(1));
+  app->add_option("--batch-size", args->batch_size, "sequences per rank per step")->capture_default_str()->check(at_least<int64_t>(1));
+  app->add_option("--seq-len", args->seq_len, "tokens per sequence")->capture_default_str()->check(at_least<int64_t>(1));
+  app->add_option("--step-compute-s", args->step_compute_s, "a step's compute time in seconds, instead of --flops");
+  app->add_option("--measured", args->measured, "a strait run directory whose metrics give the step compute time");
+  app->add_option("--method", args->method_names, "methods to compare (repeat or comma-separate; default all)")
+      ->delimiter(',')
+      ->check(parsed_by([](const std::string& name) { strait::plan::method_named(name, {}); }));
+  app->add_option("--sync-every", args->methods.sync_every, "H: outer methods sync every H steps (SparseLoCo's 512M setting)")
+      ->capture_default_str()
+      ->check(at_least<int>(1));
+  app->add_option("--fragments", args->methods.fragments, "streaming DiLoCo's fragments P")->capture_default_str()->check(at_least<int>(1));
+  app->add_option("--overlap-steps", args->methods.overlap_steps, "streaming DiLoCo's tau")->capture_default_str()->check(at_least<int>(0));
+  app->add_option("--outer-dtype", args->outer_dtype, "dense outer exchange: fp32, bf16, int8, int4")
+      ->capture_default_str()
+      ->check(parsed_by(strait::codec::parse_wire_dtype));
+  app->add_option("--wire-dtype", args->wire_dtype, "ZeRO's weights and gradients: fp32, bf16")
+      ->capture_default_str()
+      ->check(parsed_by(strait::codec::parse_wire_dtype));
+  app->add_option("--topk", args->methods.sparse.topk, "SparseLoCo: values kept per 4096")->capture_default_str()->check(at_least<int64_t>(1));
+  app->add_option("--index-coding", args->index_coding, "SparseLoCo: fixed, rice, bitmap, auto")
+      ->capture_default_str()
+      ->check(parsed_by(strait::codec::index_coding));
+  app->add_option("--bucket-mb", args->bucket_mb, "DDP's gradient bucket size, MiB")->capture_default_str();
+  app->add_flag("--json", args->json, "print one JSON object instead of the table");
+  return {app, [args, params] {
+            bool have_params = params->count() > 0;
+            if (!args->measured.empty()) {
+              const auto run = strait::plan::read_measured_run(args->measured);
+              args->workload.step_compute_s = run.step_compute_s;
+              if (!have_params && run.params) {
+                args->params = *run.params;
+                have_params = true;
+              }
+            } else if (args->step_compute_s != 0) {
+              args->workload.step_compute_s = args->step_compute_s;
+            } else if (args->flops == 0) {
+              throw strait::Error("plan: give the compute rate: --flops (per rank), --step-compute-s or --measured RUN_DIR");
+            }
+            if (!have_params) throw strait::Error("plan: --params is required (e.g. --params 7e9)");
+            args->workload.params = args->params;
+            args->workload.flops_per_rank = args->flops;
+            args->workload.tokens_per_rank_step = static_cast<double>(
+                args->tokens_per_step > 0 ? args->tokens_per_step : args->batch_size * args->seq_len);
+            args->cluster.link_bits_per_s = strait::plan::parse_link_rate(args->link);
+            args->methods.outer_dtype = strait::codec::parse_wire_dtype(args->outer_dtype);
+            args->methods.wire_dtype = strait::codec::parse_wire_dtype(args->wire_dtype);
+            args->methods.sparse.index_coding = strait::codec::index_coding(args->index_coding);
+            if (!(args->bucket_mb > 0)) throw strait::Error("plan: --bucket-mb must be > 0");
+            args->methods.bucket_bytes = args->bucket_mb * 1024 * 1024;
+            if (args->method_names.empty()) args->method_names = strait::plan::method_names();
+            std::vector<strait::plan::Prediction> predictions;
+            for (const auto& name : args->method_names) {
+              predictions.push_back(strait::plan::predict(args->cluster, args->workload,
+                                                          strait::plan::method_named(name, args->methods)));
+            }
+            if (args->json) std::cout << strait::plan::plan_json(args->cluster, args->workload, predictions).dump(2) << "\n";
+            else std::cout << strait::plan::plan_table(args->cluster, args->workload, predictions);
           }};
 }
 
@@ -365,7 +461,8 @@ int main(int argc, char** argv) {
   cli.add_flag("-q,--quiet", quiet, "no progress output");
   int exit_status = 0;
   std::vector<Command> commands = {add_prepare(cli, quiet), add_train(cli, quiet, exit_status), add_eval(cli), add_export(cli),
-                                   add_generate(cli), add_codec(cli, quiet), add_launch(cli, exit_status), add_fit(cli)};
+                                   add_generate(cli), add_codec(cli, quiet), add_launch(cli, exit_status),
+                                   add_plan(cli), add_fit(cli)};
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

@@ -434,6 +434,50 @@ size_t max_packed_size(const std::vector<std::vector<int64_t>>& shapes, const Sp
   return total;
 }
 
+namespace {
+
+// E[sum of floor(g / 2^r)] over the k gaps before the kept positions of a chunk of C elements
+// keeping k uniformly random positions: by exchangeability every gap has the law of the first,
+// P(g >= m) = C(C - m, k) / C(C, k), and E[floor(g / 2^r)] = sum over j >= 1 of P(g >= j 2^r).
+double expected_rice_quotients(int64_t chunk_size, int64_t keep, int r) {
+  double total = 0;
+  for (int64_t m = int64_t{1} << r; m <= chunk_size - keep; m += int64_t{1} << r) {
+    double log_p = 0;  // log of prod_{i < k} (C - m - i) / (C - i)
+    for (int64_t i = 0; i < keep; ++i) log_p += std::log(static_cast<double>(chunk_size - m - i) / (chunk_size - i));
+    const double p = std::exp(log_p);
+    total += p;
+    if (p < 1e-12) break;  // the remaining terms are smaller still
+  }
+  return keep * total;
+}
+
+}  // namespace
+
+double expected_packed_size(const std::vector<std::vector<int64_t>>& shapes, const SparseOptions& options) {
+  check_options(options);
+  double smallest = 0;
+  bool first = true;
+  for (const IndexCoding coding : kBodyCodings) {
+    if (options.index_coding != IndexCoding::Auto && coding != options.index_coding) continue;
+    double total = kHeaderBytes;
+    for (const auto& shape : shapes) {
+      const Chunking chunking = chunking_for(shape);
+      const int64_t keep = kept_per_chunk(chunking.chunk_size(), options.topk);
+      double index_bits = static_cast<double>(max_chunk_index_bits(coding, chunking, keep));
+      if (coding == IndexCoding::Rice) {
+        const int r = rice_parameter(chunking.chunk_size(), keep);
+        index_bits = keep * (r + 1) + expected_rice_quotients(chunking.chunk_size(), keep, r);
+      }
+      // The bit stream is padded to a byte per tensor: on average half a byte, kept whole here.
+      const double bits = chunking.chunk_count() * (index_bits + keep * kCodeBits);
+      total += static_cast<double>(tensor_bytes(0, 0, options)) + std::ceil(bits / 8);
+    }
+    if (first || total < smallest) smallest = total;
+    first = false;
+  }
+  return smallest;
+}
+
 size_t packed_size(const std::vector<std::vector<int64_t>>& shapes, const SparseOptions& options) {
   if (options.index_coding == IndexCoding::Rice || options.index_coding == IndexCoding::Auto) {
     throw Error("sparse codec: the size of a " + to_string(options.index_coding) +

@@ -150,6 +150,11 @@ size_t packed_size(const std::vector<std::vector<int64_t>>& shapes, const Sparse
 // The largest payload any tensors of `shapes` can take (exact for fixed and bitmap; auto is at
 // most fixed's size; rice at most k_C (r + 1) + ((C − k_C) >> r) bits a chunk): a buffer bound.
 size_t max_packed_size(const std::vector<std::vector<int64_t>>& shapes, const SparseOptions& options);
+// The payload's expected size when every chunk keeps uniformly random positions (top-k of noise-
+// like values): exact for fixed and bitmap, the expectation for rice (each gap's unary quotient
+// averaged over the k_C-of-C draws without replacement), and for auto the smallest of the three.
+// For planning (strait plan); the real payload of a given tensor is payload_stats' bytes.
+double expected_packed_size(const std::vector<std::vector<int64_t>>& shapes, const SparseOptions& options);
 
 // Reads a payload from a peer (untrusted) that must hold tensors of `shapes`, compressed with
 // `options` (with index coding Auto: in the coding auto picks for it). Throws strait::Error

@@ -1,0 +1,527 @@
+#include "strait/plan/plan.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <iomanip>
+#include <regex>
+#include <sstream>
+
+#include "strait/comm/gloo_algorithms.h"
+#include "strait/core/error.h"
+#include "strait/core/suggest.h"
+
+namespace strait::plan {
+
+namespace gloo = comm::gloo_algorithms;
+
+namespace {
+
+constexpr double kFloatBytes = 4;
+
+int64_t ceil_div(int64_t value, int64_t divisor) { return (value + divisor - 1) / divisor; }
+
+double sent(const std::vector<comm::PeerTraffic>& transfers) {
+  double total = 0;
+  for (const auto& transfer : transfers) total += static_cast<double>(transfer.sent);
+  return total;
+}
+
+// Bytes the busiest node sends to other nodes in a collective over every rank of the job, whose
+// group rank is the global rank: `transfers(rank)` is that rank's traffic (gloo_algorithms.h).
+double busiest_node_sent(const Cluster& cluster, const std::function<std::vector<comm::PeerTraffic>(int)>& transfers) {
+  double busiest = 0;
+  for (int node = 0; node < cluster.nodes; ++node) {
+    double node_sent = 0;
+    for (int local = 0; local < cluster.ranks_per_node; ++local) {
+      const int rank = node * cluster.ranks_per_node + local;
+      for (const auto& transfer : transfers(rank)) {
+        if (transfer.peer / cluster.ranks_per_node != node) node_sent += static_cast<double>(transfer.sent);
+      }
+    }
+    busiest = std::max(busiest, node_sent);
+  }
+  return busiest;
+}
+
+double encoded_bytes(codec::WireDtype dtype, int64_t count) {
+  return static_cast<double>(codec::WireCodec(dtype).encoded_size(static_cast<size_t>(count)));
+}
+
+std::string dtype_name(codec::WireDtype dtype) {
+  switch (dtype) {
+    case codec::WireDtype::Fp32: return "fp32";
+    case codec::WireDtype::Bf16: return "bf16";
+    case codec::WireDtype::Int8: return "int8";
+    case codec::WireDtype::Int4: return "int4";
+  }
+  return "?";
+}
+
+void require_positive(double value, const std::string& what) {
+  if (!(value > 0) || !std::isfinite(value)) {
+    std::ostringstream text;
+    text << "plan: " << what << " must be a positive number, got " << value;
+    throw Error(text.str());
+  }
+}
+
+// The model's tensors; without them, the parameters as 64 x 64 tiles plus a 1-D remainder, which
+// chunk as the matrices of a transformer do (SparseLoCo's k per 4096 applies per tile).
+std::vector<std::vector<int64_t>> tensor_shapes(const Workload& workload) {
+  if (!workload.shapes.empty()) return workload.shapes;
+  const auto params = static_cast<int64_t>(std::llround(workload.params));
+  std::vector<std::vector<int64_t>> shapes;
+  if (params / 4096 > 0) shapes.push_back({64 * (params / 4096), 64});
+  if (params % 4096 > 0) shapes.push_back({params % 4096});
+  return shapes;
+}
+
+// DDP's buckets as strait builds them (strategy/ddp.cpp): tensors in reverse order until a bucket
+// holds at least bucket_bytes; without shapes, full buckets and a remainder.
+std::vector<int64_t> ddp_buckets(const Workload& workload, double bucket_bytes) {
+  std::vector<int64_t> buckets;
+  if (workload.shapes.empty()) {
+    const auto params = static_cast<int64_t>(std::llround(workload.params));
+    const auto per_bucket = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(bucket_bytes / kFloatBytes)));
+    for (int64_t left = params; left > 0; left -= per_bucket) buckets.push_back(std::min(left, per_bucket));
+    return buckets;
+  }
+  int64_t current = 0;
+  for (auto it = workload.shapes.rbegin(); it != workload.shapes.rend(); ++it) {
+    int64_t n = 1;
+    for (int64_t d : *it) n *= d;
+    current += n;
+    if (static_cast<double>(current) * kFloatBytes >= bucket_bytes) {
+      buckets.push_back(current);
+      current = 0;
+    }
+  }
+  if (current > 0) buckets.push_back(current);
+  return buckets;
+}
+
+// ZeRO-3 / ZeRO++ per step (ALGORITHMS.md section 1), Gloo's ring over all ranks in node order
+// for the world collectives (a ring crosses each node boundary once, so a node sends about the
+// whole volume M); a ring reduce-scatter moves the bytes of a ring all-gather in reverse.
+double zero_bytes_per_node(const Cluster& cluster, const Workload& workload, const MethodSpec& method) {
+  const int n = cluster.ranks();
+  const auto params = static_cast<int64_t>(std::llround(workload.params));
+  const int64_t shard = ceil_div(params, n);
+  const codec::WireDtype weights = method.qwz ? codec::WireDtype::Int8 : method.wire_dtype;
+  const double gather = busiest_node_sent(
+      cluster, [&](int rank) { return gloo::ring_allgather(rank, n, static_cast<uint64_t>(encoded_bytes(weights, shard))); });
+  // hpZ: backward gathers the node's secondary 1/k copies over the node's own links.
+  const double backward_gather = method.hpz && cluster.nodes > 1 ? 0 : gather;
+  double gradients = 0;
+  if (method.qgz && cluster.nodes > 1) {
+    // Hierarchical all-to-all: int4 slices inside the node (free), then each rank exchanges its
+    // 1/k of the node's reduced gradient with its counterparts on the other nodes.
+    const int64_t chunk = ceil_div(params, static_cast<int64_t>(cluster.ranks_per_node) * cluster.nodes);
+    const double chunk_bytes = encoded_bytes(codec::WireDtype::Int4, chunk);
+    gradients = cluster.ranks_per_node * sent(gloo::direct_alltoall(0, cluster.nodes, static_cast<uint64_t>(chunk_bytes)));
+  } else {
+    gradients = busiest_node_sent(cluster, [&](int rank) {
+      return gloo::ring_allgather(rank, n, static_cast<uint64_t>(encoded_bytes(method.wire_dtype, shard)));
+    });
+  }
+  return gather + backward_gather + gradients;
+}
+
+double link_seconds(const Cluster& cluster, double bytes) {
+  return bytes * 8 / (cluster.link_bits_per_s * cluster.link_efficiency);
+}
+
+std::string bytes_text(double bytes) {
+  std::ostringstream text;
+  const char* units[] = {"B", "kB", "MB", "GB", "TB"};
+  int unit = 0;
+  while (bytes >= 1000 && unit < 4) {
+    bytes /= 1000;
+    ++unit;
+  }
+  text << std::fixed << std::setprecision(bytes < 10 && unit > 0 ? 2 : (unit > 0 ? 1 : 0)) << bytes << " " << units[unit];
+  return text.str();
+}
+
+std::string seconds_text(double seconds) {
+  std::ostringstream text;
+  if (seconds >= 1) text << std::fixed << std::setprecision(2) << seconds << " s";
+  else text << std::fixed << std::setprecision(seconds >= 0.01 ? 1 : 3) << seconds * 1000 << " ms";
+  return text.str();
+}
+
+bool changes_optimisation(Kind kind) { return kind != Kind::Ddp && kind != Kind::Zero3; }
+
+// Local SGD, DiLoCo and SparseLoCo: every replica waits for the exchange at the outer step.
+void block_at_outer_step(Prediction& p, const Cluster& cluster, double compute, double bytes_per_sync) {
+  p.bytes_per_outer_sync = bytes_per_sync;
+  p.cross_node_bytes_per_node_per_step = bytes_per_sync / p.method.sync_every;
+  p.compute_s = compute;
+  p.comm_s = link_seconds(cluster, p.cross_node_bytes_per_node_per_step);
+  p.step_time_s = compute + p.comm_s;
+  p.time_model = "compute + blocking exchange / H";
+}
+
+}  // namespace
+
+double parse_link_rate(const std::string& text) {
+  static const std::regex form(R"(^([0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?)(bit|kbit|mbit|gbit|tbit)$)", std::regex::icase);
+  std::smatch match;
+  if (std::regex_match(text, match, form)) {
+    std::string unit = match[4];
+    std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return std::tolower(c); });
+    const double scale = unit == "bit" ? 1 : unit == "kbit" ? 1e3 : unit == "mbit" ? 1e6 : unit == "gbit" ? 1e9 : 1e12;
+    // strtod, not stod: an out-of-range number is infinite here rather than an exception.
+    const double rate = std::strtod(match[1].str().c_str(), nullptr) * scale;
+    if (rate > 0 && std::isfinite(rate)) return rate;
+  }
+  throw Error("'" + text +
+              "' is not a link rate like 12.5gbit or 100mbit (a positive number, then bit, kbit, mbit, gbit or tbit: bits per "
+              "second in powers of 1000, as tc writes them)");
+}
+
+std::vector<std::string> method_names() {
+  return {"ddp",       "zero3",    "zero3+hpz", "zero3+qwz",        "zero3+qgz", "zero3+hpz+qwz",
+          "zero++",    "local-sgd", "diloco",   "streaming-diloco", "sparseloco"};
+}
+
+MethodSpec method_named(const std::string& name, const MethodOptions& options) {
+  const auto names = method_names();
+  if (std::find(names.begin(), names.end(), name) == names.end()) {
+    const std::string closest = closest_match(name, names);
+    std::string list;
+    for (const auto& known : names) list += (list.empty() ? "" : ", ") + known;
+    throw Error("unknown method '" + name + "'" + (closest.empty() ? "" : " (did you mean '" + closest + "'?)") +
+                "; the methods are " + list);
+  }
+  MethodSpec method;
+  method.bucket_bytes = options.bucket_bytes;
+  method.wire_dtype = options.wire_dtype;
+  method.sync_every = options.sync_every;
+  method.outer_dtype = options.outer_dtype;
+  method.sparse = options.sparse;
+  const std::string h = " H=" + std::to_string(options.sync_every);
+  if (name == "ddp") {
+    method.name = "ddp";
+  } else if (name.rfind("zero", 0) == 0) {
+    method.kind = Kind::Zero3;
+    const bool all = name == "zero++";
+    method.hpz = all || name.find("hpz") != std::string::npos;
+    method.qwz = all || name.find("qwz") != std::string::npos;
+    method.qgz = all || name.find("qgz") != std::string::npos;
+    method.name = all ? "zero++ (hpz+qwz+qgz)" : name;
+    method.name += " " + dtype_name(options.wire_dtype);
+  } else if (name == "local-sgd") {
+    method.kind = Kind::LocalSgd;
+    method.name = name + h + " " + dtype_name(options.outer_dtype);
+  } else if (name == "diloco") {
+    method.kind = Kind::Diloco;
+    method.name = name + h + " " + dtype_name(options.outer_dtype);
+  } else if (name == "streaming-diloco") {
+    method.kind = Kind::StreamingDiloco;
+    method.fragments = options.fragments;
+    method.overlap_steps = options.overlap_steps;
+    method.name = name + h + " P=" + std::to_string(options.fragments) + " tau=" + std::to_string(options.overlap_steps) +
+                  " " + dtype_name(options.outer_dtype);
+  } else {
+    method.kind = Kind::SparseLoco;
+    method.name = name + h + " k=" + std::to_string(options.sparse.topk);
+  }
+  return method;
+}
+
+double ddp_bytes_per_node(const Cluster& cluster, const std::vector<int64_t>& bucket_elements) {
+  if (cluster.nodes < 2) return 0;
+  const int k = cluster.ranks_per_node;
+  double busiest = 0;
+  // Every rank of a node takes 1/k of each bucket across nodes (communicator.cpp); with k = 1
+  // that is the plain ring over the nodes. Gloo's chunks can differ by node, hence the max.
+  for (int node = 0; node < cluster.nodes; ++node) {
+    double node_sent = 0;
+    for (int64_t elements : bucket_elements) {
+      const auto slice_bytes = static_cast<uint64_t>(ceil_div(elements, k)) * 4;
+      node_sent += k * sent(gloo::ring_allreduce(node, cluster.nodes, slice_bytes, 4));
+    }
+    busiest = std::max(busiest, node_sent);
+  }
+  return busiest;
+}
+
+double dense_exchange_bytes_per_node(const Cluster& cluster, int64_t count, codec::WireDtype dtype) {
+  const int replicas = cluster.nodes;
+  if (replicas < 2) return 0;
+  // replica_exchange.cpp: the rank at position p of its replica takes the p-th of k shards, and
+  // sends each other replica's owner its encoded slice (all-to-all), then the owner's encoded
+  // mean to each (all-gather); then the 8-byte weight check (all-gather of an int64).
+  const int64_t shard = ceil_div(count, cluster.ranks_per_node);
+  const auto slice_bytes = static_cast<uint64_t>(encoded_bytes(dtype, ceil_div(shard, replicas)));
+  const double per_rank = sent(gloo::direct_alltoall(0, replicas, slice_bytes)) +
+                          sent(gloo::ring_allgather(0, replicas, slice_bytes)) + sent(gloo::ring_allgather(0, replicas, 8));
+  return cluster.ranks_per_node * per_rank;
+}
+
+double sparse_exchange_bytes_per_node(const Cluster& cluster, double payload_bytes) {
+  const int replicas = cluster.nodes;
+  if (replicas < 2) return 0;
+  // sparse_exchange.cpp: position 0 of each replica all-gathers the 8-byte sizes, then every
+  // payload padded to the largest (Group::all_gather_bytes); every rank sends the weight check.
+  const double payload = sent(gloo::ring_allgather(0, replicas, 8)) +
+                         sent(gloo::ring_allgather(0, replicas, static_cast<uint64_t>(std::ceil(payload_bytes))));
+  return payload + cluster.ranks_per_node * sent(gloo::ring_allgather(0, replicas, 8));
+}
+
+Prediction predict(const Cluster& cluster, const Workload& workload, const MethodSpec& method) {
+  if (cluster.nodes < 1) throw Error("plan: --nodes must be >= 1, got " + std::to_string(cluster.nodes));
+  if (cluster.ranks_per_node < 1) {
+    throw Error("plan: --ranks-per-node must be >= 1, got " + std::to_string(cluster.ranks_per_node));
+  }
+  require_positive(cluster.link_bits_per_s, "the link rate");
+  if (!(cluster.link_efficiency > 0 && cluster.link_efficiency <= 1)) {
+    throw Error("plan: --link-efficiency must be in (0, 1], got " + std::to_string(cluster.link_efficiency));
+  }
+  require_positive(workload.params, "--params");
+  if (workload.params > 1e15) throw Error("plan: --params must be at most 1e15");
+  if (method.sync_every < 1) throw Error("plan: --sync-every must be >= 1, got " + std::to_string(method.sync_every));
+  if (method.fragments < 1) throw Error("plan: --fragments must be >= 1, got " + std::to_string(method.fragments));
+  if (method.overlap_steps < 0 || method.overlap_steps >= method.sync_every) {
+    throw Error("plan: --overlap-steps must be in [0, --sync-every), got " + std::to_string(method.overlap_steps));
+  }
+  double compute = 0;
+  if (workload.step_compute_s) {
+    require_positive(*workload.step_compute_s, "the step compute time");
+    compute = *workload.step_compute_s;
+  } else {
+    require_positive(workload.tokens_per_rank_step, "--tokens-per-step");
+    require_positive(workload.flops_per_rank, "--flops");
+    compute = 6 * workload.params * workload.tokens_per_rank_step / workload.flops_per_rank;
+  }
+
+  Prediction p;
+  p.method = method;
+  const auto params = static_cast<int64_t>(std::llround(workload.params));
+  const double h = method.sync_every;
+  switch (method.kind) {
+    case Kind::Ddp: {
+      const auto buckets = ddp_buckets(workload, method.bucket_bytes);
+      p.cross_node_bytes_per_node_per_step = ddp_bytes_per_node(cluster, buckets);
+      p.compute_s = compute;
+      p.comm_s = link_seconds(cluster, p.cross_node_bytes_per_node_per_step);
+      // Buckets leave as backward fills them, one after another on the link: the last can start
+      // only when backward ends, the first only after 1/b of it.
+      const double forward = compute / 3, backward = compute - forward, b = static_cast<double>(buckets.size());
+      p.step_time_s = forward + std::max(backward + p.comm_s / b, backward / b + p.comm_s);
+      p.time_model = "forward + max(backward + link/buckets, backward/buckets + link)";
+      break;
+    }
+    case Kind::Zero3:
+      p.cross_node_bytes_per_node_per_step = zero_bytes_per_node(cluster, workload, method);
+      p.compute_s = compute * 8 / 6;  // backward recomputes each layer's forward
+      p.comm_s = link_seconds(cluster, p.cross_node_bytes_per_node_per_step);
+      p.step_time_s = std::max(p.compute_s, p.comm_s);
+      p.time_model = "max(compute with recomputed forward, link)";
+      break;
+    case Kind::LocalSgd:
+    case Kind::Diloco:
+      block_at_outer_step(p, cluster, compute, dense_exchange_bytes_per_node(cluster, params, method.outer_dtype));
+      break;
+    case Kind::StreamingDiloco: {
+      // Fragment f syncs once per window and runs behind τ inner steps; its remainder blocks.
+      double unhidden = 0;
+      for (int f = 0; f < method.fragments; ++f) {
+        const int64_t count = params / method.fragments + (f < params % method.fragments ? 1 : 0);
+        const double bytes = dense_exchange_bytes_per_node(cluster, count, method.outer_dtype);
+        p.bytes_per_outer_sync += bytes;
+        unhidden += std::max(0.0, link_seconds(cluster, bytes) - method.overlap_steps * compute);
+      }
+      p.cross_node_bytes_per_node_per_step = p.bytes_per_outer_sync / h;
+      p.compute_s = compute;
+      p.comm_s = link_seconds(cluster, p.cross_node_bytes_per_node_per_step);
+      p.step_time_s = std::max(compute + unhidden / h, p.comm_s);
+      p.time_model = "max(compute + what tau steps do not hide / H, link)";
+      break;
+    }
+    case Kind::SparseLoco: {
+      const double payload = codec::expected_packed_size(tensor_shapes(workload), method.sparse);
+      block_at_outer_step(p, cluster, compute, sparse_exchange_bytes_per_node(cluster, payload));
+      break;
+    }
+  }
+  p.exposed_comm_s = p.step_time_s - p.compute_s;
+  return p;
+}
+
+std::vector<std::vector<int64_t>> llama_shapes(int64_t vocab, int64_t hidden, int64_t intermediate, int64_t layers,
+                                               bool tied_embeddings) {
+  std::vector<std::vector<int64_t>> shapes = {{vocab, hidden}};
+  for (int64_t i = 0; i < layers; ++i) {
+    shapes.insert(shapes.end(), {{hidden},
+                                 {hidden, hidden},
+                                 {hidden, hidden},
+                                 {hidden, hidden},
+                                 {hidden, hidden},
+                                 {hidden},
+                                 {intermediate, hidden},
+                                 {intermediate, hidden},
+                                 {hidden, intermediate}});
+  }
+  shapes.push_back({hidden});
+  if (!tied_embeddings) shapes.push_back({vocab, hidden});
+  return shapes;
+}
+
+Recommendation recommend(const std::vector<Prediction>& predictions) {
+  if (predictions.empty()) throw Error("plan: no methods to compare");
+  Recommendation best;
+  for (size_t i = 1; i < predictions.size(); ++i) {
+    if (predictions[i].step_time_s < predictions[best.index].step_time_s) best.index = i;
+  }
+  const Prediction& p = predictions[best.index];
+  std::ostringstream reason;
+  reason << p.method.name << ": " << seconds_text(p.step_time_s) << " a step, " << bytes_text(p.cross_node_bytes_per_node_per_step)
+         << " across each node's link per step";
+  for (const Prediction& other : predictions) {
+    if (other.method.kind == Kind::Ddp && other.step_time_s > p.step_time_s) {
+      reason << ", " << std::setprecision(3) << other.step_time_s / p.step_time_s << "x DDP's speed";
+    }
+  }
+  reason << (p.exposed_comm_s <= 0.05 * p.step_time_s ? "; the link is (nearly) hidden behind compute"
+                                                       : "; the link still costs " + seconds_text(p.exposed_comm_s) + " a step");
+  // An outer method wins on speed by changing the optimisation: name the best that does not.
+  if (changes_optimisation(p.method.kind)) {
+    const Prediction* exact = nullptr;
+    for (const Prediction& other : predictions) {
+      if (!changes_optimisation(other.method.kind) && (!exact || other.step_time_s < exact->step_time_s)) exact = &other;
+    }
+    if (exact) {
+      reason << ". Fastest with DDP's optimisation: " << exact->method.name << ", " << seconds_text(exact->step_time_s)
+             << " a step";
+    }
+  }
+  best.reason = reason.str();
+  return best;
+}
+
+namespace {
+
+const char* kQualityCaveat =
+    "local SGD, DiLoCo, streaming DiLoCo and SparseLoCo change the optimisation (replicas drift apart for H steps): at "
+    "equal tokens their loss can be worse than DDP's or ZeRO's (BENCHMARKS.md: +5% to +15% on a 0.87M-parameter model "
+    "at H = 15-50), so check the loss at your scale before choosing them on speed alone";
+
+std::vector<std::string> assumptions(const Cluster& cluster, const Workload& workload) {
+  std::vector<std::string> lines = {
+      "bytes: what the busiest node sends across its link (it receives as many), from Gloo's ring/all-to-all models "
+      "(comm/gloo_algorithms.h) and the wire codecs' sizes",
+      "outer methods: one replica per node (" + std::to_string(cluster.nodes) +
+          " replicas), DDP inside the node on links taken as free",
+      "DDP: float32 gradient buckets, hierarchical all-reduce (reduce-scatter in the node, ring across nodes, "
+      "all-gather in the node); loss and weight-check scalars of 8 bytes are counted for outer methods only",
+      "ZeRO-3/ZeRO++ (not yet built in strait): the collectives of ALGORITHMS.md section 1 with Gloo's ring; "
+      "qwZ int8 and qgZ int4 in blocks of 256 with a float32 scale",
+      "SparseLoCo: the payload's expected size for random top-k positions (codec::expected_packed_size)",
+  };
+  std::ostringstream link;
+  link << "link time = bytes x 8 / (rate x " << cluster.link_efficiency
+       << "): TCP payload's share of the nominal rate; no per-message latency";
+  lines.push_back(link.str());
+  lines.push_back(workload.step_compute_s ? "compute: the given or measured step compute time (x 8/6 for ZeRO)"
+                                          : "compute: 6 x params x tokens per rank per step / FLOP/s per rank (8 x for "
+                                            "ZeRO: backward recomputes the forward)");
+  return lines;
+}
+
+}  // namespace
+
+nlohmann::json plan_json(const Cluster& cluster, const Workload& workload, const std::vector<Prediction>& predictions) {
+  nlohmann::json methods = nlohmann::json::array();
+  for (const Prediction& p : predictions) {
+    nlohmann::json entry = {{"method", p.method.name},
+                            {"cross_node_bytes_per_node_per_step", p.cross_node_bytes_per_node_per_step},
+                            {"step_time_s", p.step_time_s},
+                            {"compute_s", p.compute_s},
+                            {"comm_s", p.comm_s},
+                            {"exposed_comm_s", p.exposed_comm_s},
+                            {"time_model", p.time_model},
+                            {"changes_optimisation", changes_optimisation(p.method.kind)}};
+    if (changes_optimisation(p.method.kind)) {
+      entry["sync_every"] = p.method.sync_every;
+      entry["bytes_per_outer_sync"] = p.bytes_per_outer_sync;
+    }
+    methods.push_back(entry);
+  }
+  const Recommendation best = recommend(predictions);
+  nlohmann::json workload_json = {{"params", workload.params}};
+  if (workload.step_compute_s) workload_json["step_compute_s"] = *workload.step_compute_s;
+  else workload_json.update({{"tokens_per_rank_step", workload.tokens_per_rank_step}, {"flops_per_rank", workload.flops_per_rank}});
+  return {{"cluster",
+           {{"nodes", cluster.nodes},
+            {"ranks_per_node", cluster.ranks_per_node},
+            {"link_bits_per_s", cluster.link_bits_per_s},
+            {"link_efficiency", cluster.link_efficiency}}},
+          {"workload", workload_json},
+          {"assumptions", assumptions(cluster, workload)},
+          {"methods", methods},
+          {"recommendation", {{"method", predictions[best.index].method.name}, {"reason", best.reason}, {"caveat", kQualityCaveat}}}};
+}
+
+std::string plan_table(const Cluster& cluster, const Workload& workload, const std::vector<Prediction>& predictions) {
+  std::ostringstream out;
+  const bool gbit = cluster.link_bits_per_s >= 1e9;
+  out << "strait plan: " << cluster.nodes << " nodes x " << cluster.ranks_per_node
+      << (cluster.ranks_per_node == 1 ? " rank, " : " ranks, ")
+      << cluster.link_bits_per_s / (gbit ? 1e9 : 1e6) << (gbit ? " Gbit/s" : " Mbit/s") << " per node link, "
+      << workload.params / 1e6 << "M parameters\n";
+  out << std::left << std::setw(40) << "method" << std::right << std::setw(14) << "bytes/step" << std::setw(14)
+      << "per sync" << std::setw(12) << "compute" << std::setw(12) << "link" << std::setw(12) << "exposed"
+      << std::setw(12) << "step" << "\n";
+  for (const Prediction& p : predictions) {
+    out << std::left << std::setw(40) << p.method.name << std::right << std::setw(14)
+        << bytes_text(p.cross_node_bytes_per_node_per_step) << std::setw(14)
+        << (p.bytes_per_outer_sync > 0 ? bytes_text(p.bytes_per_outer_sync) : "-") << std::setw(12)
+        << seconds_text(p.compute_s) << std::setw(12) << seconds_text(p.comm_s) << std::setw(12)
+        << seconds_text(p.exposed_comm_s) << std::setw(12) << seconds_text(p.step_time_s) << "\n";
+  }
+  const Recommendation best = recommend(predictions);
+  out << "recommendation: " << best.reason << "\n";
+  if (changes_optimisation(predictions[best.index].method.kind)) out << "caveat: " << kQualityCaveat << "\n";
+  return out.str();
+}
+
+MeasuredRun read_measured_run(const std::string& run_dir) {
+  const std::string metrics_path = run_dir + "/metrics.jsonl";
+  std::ifstream metrics(metrics_path);
+  if (!metrics) throw Error("plan: --measured " + run_dir + ": no metrics.jsonl there (is it a strait run directory?)");
+  std::vector<double> quiet_steps, compute_parts;
+  std::string line;
+  while (std::getline(metrics, line)) {
+    if (line.empty()) continue;
+    const auto entry = nlohmann::json::parse(line, nullptr, false);
+    if (entry.is_discarded() || !entry.contains("step_ms")) continue;
+    const double cross = entry.contains("traffic") ? entry["traffic"]["cross_node"].value("sent", 0.0) : 0.0;
+    if (cross == 0 && !entry.contains("outer_sync")) quiet_steps.push_back(entry["step_ms"].get<double>());
+    if (entry.contains("forward_ms") && entry.contains("backward_ms")) {
+      compute_parts.push_back(entry["forward_ms"].get<double>() + entry["backward_ms"].get<double>());
+    }
+  }
+  std::vector<double>& chosen = quiet_steps.empty() ? compute_parts : quiet_steps;
+  if (chosen.empty()) throw Error("plan: --measured " + run_dir + ": metrics.jsonl has no step with step_ms");
+  std::nth_element(chosen.begin(), chosen.begin() + chosen.size() / 2, chosen.end());
+  MeasuredRun run;
+  run.step_compute_s = chosen[chosen.size() / 2] / 1000;
+  std::ifstream summary_file(run_dir + "/summary.json");
+  if (summary_file) {
+    const auto summary = nlohmann::json::parse(summary_file, nullptr, false);
+    if (!summary.is_discarded()) {
+      if (summary.contains("parameters")) run.params = summary["parameters"].get<double>();
+      if (summary.contains("tokens_per_step") && summary.value("world_size", 0) > 0) {
+        run.tokens_per_rank_step = summary["tokens_per_step"].get<double>() / summary["world_size"].get<double>();
+      }
+    }
+  }
+  return run;
+}
+
+}  // namespace strait::plan

@@ -58,6 +58,10 @@ TEST_F(Ddp, TwoAndFourRanksMatchOneProcessOnTheGlobalBatch) {
       const double ring = 2.0 * (ranks - 1) / ranks * gradient_bytes;
       EXPECT_GE(sent, ring) << "step " << line.at("step");
       EXPECT_LE(sent, ring + 256) << "step " << line.at("step");  // + the loss and val-loss scalars
+      // The wait for the reductions is a part of the update's time.
+      const double blocked = line.at("comm_blocked_ms").get<double>();
+      EXPECT_GE(blocked, 0) << "step " << line.at("step");
+      EXPECT_LE(blocked, line.at("update_ms").get<double>()) << "step " << line.at("step");
     }
   }
 }

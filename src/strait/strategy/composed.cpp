@@ -29,6 +29,7 @@ class SingleInner final : public InnerSync {
     return norm;
   }
   double mean(double value, bool&) override { return value; }
+  double take_blocked_seconds() override { return 0; }
   nlohmann::json report() const override { return nlohmann::json::object(); }
 };
 
@@ -68,6 +69,8 @@ class ComposedStrategy final : public Strategy {
 
   NamedTensors replicated_state() override { return outer_ ? outer_->state() : NamedTensors{}; }
   NamedTensors rank_state() override { return outer_ ? outer_->rank_state() : NamedTensors{}; }
+
+  double take_blocked_seconds() override { return inner_->take_blocked_seconds(); }
 
   nlohmann::json take_outer_sync() override {
     return outer_ ? outer_->take_sync_metrics() : nlohmann::json::object();

@@ -1,5 +1,8 @@
 #include "strait/strategy/ddp.h"
 
+#include <chrono>
+#include <utility>
+
 #include "strait/core/error.h"
 
 namespace strait {
@@ -111,7 +114,9 @@ void DdpInner::reduce_gradients(const LlamaModel& model) {
   while (next_to_launch_ < buckets_.size()) launch(buckets_[next_to_launch_++]);
   const double scale = 1.0 / static_cast<double>(replica_.size());
   for (auto& bucket : buckets_) {
+    const auto wait_start = std::chrono::steady_clock::now();
     bucket.reduction->wait();
+    blocked_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
     bucket.buffer.mul_(scale);  // average = sum / replicas (this Gloo has no AVG)
     int64_t offset = 0;
     for (auto& parameter : bucket.parameters) {
@@ -127,6 +132,8 @@ void DdpInner::reduce_gradients(const LlamaModel& model) {
   next_to_launch_ = 0;
   hooks_armed_ = false;
 }
+
+double DdpInner::take_blocked_seconds() { return std::exchange(blocked_seconds_, 0.0); }
 
 double DdpInner::mean(double value, bool& stop) {
   // The stop request rides in the same all-reduce as the metric: no collective of its own.

@@ -42,6 +42,7 @@ class DdpInner final : public InnerSync {
   void before_backward(bool last) override;
   double step(LlamaModel& model, Optimizer& optimizer, double lr, double max_norm) override;
   double mean(double value, bool& stop) override;
+  double take_blocked_seconds() override;
   nlohmann::json report() const override;
 
  private:
@@ -65,6 +66,7 @@ class DdpInner final : public InnerSync {
   std::vector<Bucket> buckets_;
   size_t next_to_launch_ = 0;
   int64_t buckets_started_in_backward_ = 0;  // over the run, for the report
+  double blocked_seconds_ = 0;               // waiting on reductions, since take_blocked_seconds()
   bool hooks_armed_ = false;  // only the step's last backward reduces
   // The parameters hold their gradient accumulators weakly: without these references the
   // accumulators (and the hooks on them) could be destroyed and the hooks silently never fire.

@@ -25,6 +25,9 @@ class InnerSync {
   // The mean of a per-rank scalar over the replica; `stop` (this rank asks to stop, see
   // Strategy::request_stop) becomes true on every rank of the replica if any rank's was.
   virtual double mean(double value, bool& stop) = 0;
+  // Seconds step() waited on communication since the previous call: the part of the reduction
+  // that backward did not hide.
+  virtual double take_blocked_seconds() = 0;
   // Method-specific figures for the run summary ({} if none).
   virtual nlohmann::json report() const = 0;
 };

@@ -102,6 +102,10 @@ class Strategy {
   // minutes, and the other ranks must not fail for waiting on it. A lost rank fails it at once.
   virtual void wait_for_every_rank(const std::string& what) = 0;
 
+  // Seconds the inner method's step() waited on communication since the previous call (DDP:
+  // the gradient reductions backward did not hide; 0 for one process). The outer sync's own
+  // blocked time is in take_outer_sync().
+  virtual double take_blocked_seconds() = 0;
   // The figures of an outer synchronisation done since the previous call ({} if none), for the
   // metrics line: step, blocked_ms and, for DiLoCo, the pseudo-gradient norms.
   virtual nlohmann::json take_outer_sync() = 0;

@@ -489,7 +489,10 @@ nlohmann::json Trainer::run(Strategy& strategy) {
         {"elapsed_s", seconds_since(run_start)},
         {"mfu", flops_per_token * tokens_per_s / peak_flops},
     };
-    if (auto traffic = strategy.take_step_traffic(); !traffic.empty()) line["traffic"] = traffic;
+    if (auto traffic = strategy.take_step_traffic(); !traffic.empty()) {
+      line["traffic"] = traffic;
+      line["comm_blocked_ms"] = strategy.take_blocked_seconds() * 1000.0;
+    }
     if (auto outer = strategy.take_outer_sync(); !outer.empty()) line["outer_sync"] = outer;
     notice_stop_signal(step);
     const bool preempted = !last && strategy.stop_agreed();

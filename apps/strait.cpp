@@ -1,4 +1,4 @@
-// strait's command line: prepare, train, eval, export, generate, codec, launch, fit, plan.
+// strait's command line: prepare, train, eval, export, generate, codec, launch, plan, fit, report.
 // Every failure a user can cause ends as "strait: error: <what and where>" and exit status 1;
 // usage mistakes (unknown flags, values of the wrong type or out of range) are reported by CLI11
 // with the same prefix and exit status 2 (its convention is 106+, mapped to 2).
@@ -21,6 +21,7 @@
 #include "strait/launch/rank_environment.h"
 #include "strait/model/generate.h"
 #include "strait/plan/plan.h"
+#include "strait/report/report.h"
 #include "strait/train/checkpoint.h"
 #include "strait/train/evaluate.h"
 #include "strait/train/export.h"
@@ -64,9 +65,12 @@ CLI::Validator parsed_by(Parse parse) {
 }
 
 // An empty --out would otherwise resolve to the current directory or to nothing at all.
-const CLI::Validator kNonEmptyPath(
-    [](std::string& input) { return input.empty() ? std::string("got an empty path, expected a directory") : std::string(); },
-    "");
+CLI::Validator non_empty_path(const std::string& expected) {
+  return CLI::Validator(
+      [expected](std::string& input) { return input.empty() ? "got an empty path, expected " + expected : std::string(); },
+      "");
+}
+const CLI::Validator kNonEmptyPath = non_empty_path("a directory");
 
 struct Command {
   CLI::App* app;
@@ -391,6 +395,38 @@ Command add_fit(CLI::App& cli) {
           }};
 }
 
+// `strait report RUN_DIR... --out report.html`: the runs side by side, as a page and a table.
+Command add_report(CLI::App& cli, bool& quiet) {
+  struct Args {
+    std::vector<std::string> runs;
+    std::string out = "report.html", title = "strait: training runs compared";
+    double target_loss = 0;
+    bool overwrite = false;
+  };
+  auto args = std::make_shared<Args>();
+  auto* app = cli.add_subcommand("report", "compare training runs: one self-contained HTML page with SVG charts "
+                                           "and a sortable table, and a table on the terminal");
+  app->add_option("runs", args->runs, "run directories (or cells holding run/ and testbed.json)")->required();
+  app->add_option("--out", args->out, "the HTML page to write")->capture_default_str()->check(non_empty_path("a file"));
+  app->add_option("--title", args->title, "the page's title")->capture_default_str();
+  app->add_option("--target-loss", args->target_loss,
+                  "the loss whose time to reach is compared (default: DDP's final validation loss + 3%)")
+      ->check(CLI::PositiveNumber);
+  app->add_flag("--overwrite", args->overwrite, "replace an earlier report at --out");
+  return {app, [args, app, &quiet] {
+            std::vector<strait::report::RunRecord> runs;
+            for (const std::string& dir : args->runs) runs.push_back(strait::report::load_run(dir));
+            strait::report::label_runs(runs);
+            std::optional<double> target;
+            if (app->count("--target-loss") > 0) target = args->target_loss;
+            const auto comparison = strait::report::compare(std::move(runs), target);
+            strait::report::write_html_report(args->out, strait::report::render_html(comparison, args->title),
+                                              args->overwrite);
+            std::cout << strait::report::render_table(comparison);
+            if (!quiet) std::cerr << "strait: wrote " << args->out << "\n";
+          }};
+}
+
 // `strait launch [options] -- <strait arguments>`: runs strait once per local rank. Its exit
 // status is the first failing rank's, which main() must return as is (not as a strait::Error).
 Command add_launch(CLI::App& cli, int& exit_status) {
@@ -462,7 +498,7 @@ int main(int argc, char** argv) {
   int exit_status = 0;
   std::vector<Command> commands = {add_prepare(cli, quiet), add_train(cli, quiet, exit_status), add_eval(cli), add_export(cli),
                                    add_generate(cli), add_codec(cli, quiet), add_launch(cli, exit_status),
-                                   add_plan(cli), add_fit(cli)};
+                                   add_plan(cli), add_fit(cli), add_report(cli, quiet)};
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

@@ -1,0 +1,188 @@
+#include "strait/report/run_record.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+#include "strait/core/error.h"
+#include "strait/core/fileio.h"
+#include "strait/core/metrics.h"
+
+namespace strait::report {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// Every TCP packet on the testbed carries 66 bytes of headers (docs/TESTBED.md).
+constexpr double kHeaderBytesPerPacket = 66;
+
+json read_json(const fs::path& path) {
+  try {
+    return json::parse(read_whole_file(path));
+  } catch (const json::exception& error) {
+    throw Error(path.string() + ": not valid JSON (" + error.what() + ")");
+  }
+}
+
+// `object[key]` as a T; Error naming the file and key if absent or of another type.
+template <typename T>
+T field(const json& object, const std::string& key, const fs::path& file) {
+  if (!object.is_object() || !object.contains(key)) throw Error(file.string() + ": missing \"" + key + "\"");
+  try {
+    return object.at(key).get<T>();
+  } catch (const json::exception&) {
+    throw Error(file.string() + ": \"" + key + "\" is " + object.at(key).dump() + ", not of the expected type");
+  }
+}
+
+template <typename T>
+T field_or(const json& object, const std::string& key, T fallback) {
+  if (!object.is_object() || !object.contains(key) || object.at(key).is_null()) return fallback;
+  return object.at(key).get<T>();
+}
+
+// "diloco H=50", "streaming diloco H=50 P=4 τ=5 int4", "sparseloco H=15 k=64", "ddp".
+std::string method_of(const json& config, const fs::path& file) {
+  std::string strategy = field<std::string>(config, "strategy", file);
+  if (strategy == "auto") strategy = "ddp";
+  if (strategy != "local-sgd" && strategy != "diloco" && strategy != "sparseloco") return strategy;
+  const int64_t fragments = field_or<int64_t>(config, "fragments", 1);
+  std::string method = (fragments > 1 ? "streaming " : "") + strategy;
+  method += " H=" + std::to_string(field_or<int64_t>(config, "sync_every", 0));
+  if (fragments > 1) {
+    method += " P=" + std::to_string(fragments);
+    if (const int64_t overlap = field_or<int64_t>(config, "overlap_steps", 0); overlap > 0) {
+      method += " τ=" + std::to_string(overlap);
+    }
+  }
+  if (strategy == "sparseloco") method += " k=" + std::to_string(field_or<int64_t>(config, "topk", 0));
+  if (const auto dtype = field_or<std::string>(config, "outer_dtype", "fp32"); strategy != "sparseloco" && dtype != "fp32") {
+    method += " " + dtype;
+  }
+  if (const auto inner = field_or<std::string>(config, "inner", "auto"); inner == "ddp") method += " (ddp inside)";
+  return method;
+}
+
+// Sums the step timings and builds the validation curve from metrics.jsonl.
+void read_metrics_into(RunRecord& run, const fs::path& file) {
+  const std::vector<json> lines = read_metrics(file);
+  if (lines.empty()) throw Error(file.string() + ": no steps logged yet");
+  double elapsed_offset = 0, previous_elapsed = 0, cross_node_bytes = 0;
+  bool unrecorded_waits = false;
+  for (const json& line : lines) {
+    // A resumed run's process starts its clock again: continue from where the last one ended.
+    double elapsed = field<double>(line, "elapsed_s", file) + elapsed_offset;
+    if (elapsed < previous_elapsed) elapsed_offset = previous_elapsed, elapsed += previous_elapsed;
+    previous_elapsed = elapsed;
+    run.steps = field<int64_t>(line, "step", file);
+    run.forward_s += field_or<double>(line, "forward_ms", 0) / 1000;
+    run.backward_s += field_or<double>(line, "backward_ms", 0) / 1000;
+    run.update_s += field_or<double>(line, "update_ms", 0) / 1000;
+    run.blocked_s += field_or<double>(line, "comm_blocked_ms", 0) / 1000;
+    unrecorded_waits |= line.contains("traffic") && !line.contains("comm_blocked_ms");
+    if (line.contains("outer_sync")) run.blocked_s += field_or<double>(line.at("outer_sync"), "blocked_ms", 0) / 1000;
+    if (line.contains("traffic") && line.at("traffic").contains("cross_node")) {
+      cross_node_bytes += field_or<double>(line.at("traffic").at("cross_node"), "sent", 0);
+    }
+    if (line.contains("val_loss")) {
+      run.curve.push_back({run.steps, elapsed, cross_node_bytes, field<double>(line, "val_loss", file)});
+    }
+  }
+  const bool ddp_inside = run.method == "ddp" || run.method.find("(ddp inside)") != std::string::npos;
+  if (unrecorded_waits && ddp_inside) run.blocked_s = std::nan("");
+  run.wall_s = previous_elapsed;
+  run.final_val_loss = run.curve.empty() ? std::nan("") : run.curve.back().val_loss;
+}
+
+void read_testbed_into(RunRecord& run, const fs::path& file) {
+  const json testbed = read_json(file);
+  run.link = field<std::string>(testbed, "link", file);
+  run.link_bits_per_s = field<double>(testbed, "link_bits_per_s", file);
+  run.nodes = field<int>(testbed, "nnodes", file);
+  run.ranks_per_node = field<int>(testbed, "nproc_per_node", file);
+  const json nodes = field<json>(testbed, "nodes", file);
+  if (!nodes.is_array() || static_cast<int>(nodes.size()) != run.nodes || run.nodes < 1) {
+    throw Error(file.string() + ": \"nodes\" must list all " + std::to_string(run.nodes) + " nodes");
+  }
+  double payload = 0;
+  for (const json& node : nodes) {
+    const json delta = field<json>(node, "delta", file);
+    payload += field<double>(delta, "tx_bytes", file) - kHeaderBytesPerPacket * field<double>(delta, "tx_packets", file);
+  }
+  run.kernel_bytes_per_node = payload / run.nodes;
+}
+
+}  // namespace
+
+RunRecord load_run(const fs::path& dir) {
+  RunRecord run;
+  run.dir = dir;
+  fs::path run_dir = dir;
+  fs::path testbed = dir / "testbed.json";
+  if (!fs::exists(run_dir / "metrics.jsonl") && fs::exists(dir / "run" / "metrics.jsonl")) run_dir = dir / "run";
+  if (!fs::exists(run_dir / "metrics.jsonl")) {
+    throw Error("report: " + dir.string() + " is not a run directory (no metrics.jsonl, nor run/metrics.jsonl)");
+  }
+  if (!fs::exists(testbed)) testbed = run_dir / "testbed.json";
+  run.method = method_of(read_json(run_dir / "train_config.json"), run_dir / "train_config.json");
+  read_metrics_into(run, run_dir / "metrics.jsonl");  // after the method: DDP's waits depend on it
+  run.link = "loopback";
+  if (fs::exists(testbed)) read_testbed_into(run, testbed);
+  const fs::path summary_file = run_dir / "summary.json";
+  if (fs::exists(summary_file)) {
+    const json summary = read_json(summary_file);
+    run.finished = true;
+    run.wall_s = field<double>(summary, "wall_time_s", summary_file);
+    double sent = 0;
+    for (const json& rank : field_or<json>(summary, "traffic_by_rank", json::array())) {
+      sent += field_or<double>(field_or<json>(rank, "cross_node", json::object()), "sent", 0);
+    }
+    run.ledger_bytes_per_node = sent / run.nodes;
+  }
+  return run;
+}
+
+void label_runs(std::vector<RunRecord>& runs) {
+  // The components every path shares at its start are dropped; what remains names the run.
+  std::vector<std::vector<std::string>> parts;
+  for (const RunRecord& run : runs) {
+    std::vector<std::string> components;
+    for (const auto& component : fs::absolute(run.dir).lexically_normal()) {
+      if (!component.empty()) components.push_back(component.string());
+    }
+    parts.push_back(components);
+  }
+  size_t shared = parts.empty() ? 0 : parts.front().size();
+  for (const auto& components : parts) {
+    size_t i = 0;
+    while (i < shared && i < components.size() && components[i] == parts.front()[i]) ++i;
+    shared = i;
+  }
+  for (size_t r = 0; r < runs.size(); ++r) {
+    std::string label;
+    for (size_t i = shared; i < parts[r].size(); ++i) label += (label.empty() ? "" : "/") + parts[r][i];
+    runs[r].label = label.empty() ? runs[r].method : label;
+  }
+}
+
+std::optional<double> time_to_reach(const RunRecord& run, double target) {
+  for (const ValidationPoint& point : run.curve) {
+    if (point.val_loss <= target) return point.elapsed_s;
+  }
+  return std::nullopt;
+}
+
+std::optional<double> default_target(const std::vector<RunRecord>& runs) {
+  const RunRecord* reference = nullptr;
+  for (const RunRecord& run : runs) {
+    if (run.method != "ddp" || std::isnan(run.final_val_loss)) continue;
+    if (reference == nullptr || run.steps > reference->steps) reference = &run;
+  }
+  if (reference == nullptr) return std::nullopt;
+  return reference->final_val_loss * 1.03;
+}
+
+}  // namespace strait::report

@@ -1,0 +1,45 @@
+// Self-contained SVG charts for `strait report`: no scripts, no fonts or styles from outside,
+// so the page renders offline. Every chart is an <svg> element with a <title> per mark that a
+// browser shows on hover.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace strait::report {
+
+struct Axis {
+  std::string label;
+  bool log = false;  // decades; values <= 0 are left out
+  // How tick values print: plain numbers, or bytes with SI prefixes (kB, MB, GB).
+  enum class Unit { Plain, Bytes } unit = Unit::Plain;
+};
+
+struct Series {
+  std::string name;
+  std::vector<std::pair<double, double>> points;  // (x, y)
+};
+
+// One polyline with markers per series, a legend, gridlines and ticks at round values.
+std::string line_chart(const std::string& title, const Axis& x, const Axis& y, const std::vector<Series>& series);
+
+// One horizontal bar per row; `values[row][segment]`: stacked when `stacked`, side by side
+// (one thin bar per segment) otherwise. NaN leaves a segment out.
+struct BarChart {
+  std::string title;
+  Axis axis;
+  std::vector<std::string> rows;
+  std::vector<std::string> segments;
+  std::vector<std::vector<double>> values;
+  bool stacked = true;
+};
+std::string bar_chart(const BarChart& chart);
+
+// Text for HTML and SVG: & < > " escaped.
+std::string escape(const std::string& text);
+
+// 1234567 -> "1.23 MB"; 0.5 -> "0.5".
+std::string format_value(double value, Axis::Unit unit);
+
+}  // namespace strait::report

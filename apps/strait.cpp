@@ -308,6 +308,7 @@ Command add_plan(CLI::App& cli) {
               args->workload.step_compute_s = run.step_compute_s;
               if (!have_params && run.params) {
                 args->params = *run.params;
+                args->workload.shapes = run.shapes;  // the run's own model: its tensors too
                 have_params = true;
               }
             } else if (args->step_compute_s != 0) {

@@ -108,6 +108,22 @@ TEST(PlanBytes, DilocoIsTheDenseExchangeOfTheLedgerEveryHSteps) {
               8 * dense_exchange_bytes_per_node(Cluster{4, 1, 20e6}, 1000000, codec::WireDtype::Fp32), 1e-9);
 }
 
+int64_t elements(const std::vector<std::vector<int64_t>>& shapes) {
+  int64_t total = 0;
+  for (const auto& shape : shapes) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    total += n;
+  }
+  return total;
+}
+
+TEST(PlanBytes, LlamaShapesAreStraitsPresets) {
+  EXPECT_EQ(elements(kMicroShapes), kMicroParams);
+  EXPECT_EQ(elements(llama_shapes(256, 256, 688, 6, false)), 4877568);  // small (bench/out/wan_ddp.json)
+  EXPECT_EQ(elements(llama_shapes(256, 256, 688, 6, true)), 4877568 - 256 * 256);
+}
+
 TEST(PlanBytes, SparseLocoUsesTheCodecsPayloadSize) {
   // With fixed 12-bit indices the payload depends on the shapes alone: micro's is 24,886 bytes
   // (BENCHMARKS.md), and the ledger's per-rank sync at R = 4 is 3 x (8 + 24,886) + 24 = 74,706.
@@ -232,10 +248,14 @@ TEST(PlanMeasured, ReadsTheComputeTimeOfARun) {
                       "{\"step\":3,\"step_ms\":900,\"forward_ms\":15,\"backward_ms\":30,\"outer_sync\":{},"
                       "\"traffic\":{\"cross_node\":{\"sent\":5}}}\n");
   testing::write_file(dir / "summary.json", "{\"parameters\": 869504, \"tokens_per_step\": 2048, \"world_size\": 4}");
+  testing::write_file(dir / "config.json",
+                      "{\"vocab_size\": 256, \"hidden_size\": 128, \"intermediate_size\": 352, "
+                      "\"num_hidden_layers\": 4, \"tie_word_embeddings\": false}");
   const MeasuredRun run = read_measured_run(dir.path().string());
   EXPECT_DOUBLE_EQ(run.step_compute_s, 0.060);
   EXPECT_EQ(run.params, 869504);
   EXPECT_EQ(run.tokens_per_rank_step, 512);
+  EXPECT_EQ(run.shapes, kMicroShapes);
   EXPECT_NE(error_of([&] { read_measured_run((dir / "missing").string()); }).find("no metrics.jsonl"), std::string::npos);
 }
 

@@ -146,6 +146,15 @@ std::string bytes_text(double bytes) {
   return text.str();
 }
 
+// 7B, 512M, 869.5k: parameter counts in the table's title.
+std::string count_text(double count) {
+  std::ostringstream text;
+  const char* suffix = count >= 1e9 ? "B" : count >= 1e6 ? "M" : count >= 1e3 ? "k" : "";
+  const double scale = count >= 1e9 ? 1e9 : count >= 1e6 ? 1e6 : count >= 1e3 ? 1e3 : 1;
+  text << std::setprecision(4) << count / scale << suffix;
+  return text.str();
+}
+
 std::string seconds_text(double seconds) {
   std::ostringstream text;
   if (seconds >= 1) text << std::fixed << std::setprecision(2) << seconds << " s";
@@ -470,10 +479,10 @@ nlohmann::json plan_json(const Cluster& cluster, const Workload& workload, const
 std::string plan_table(const Cluster& cluster, const Workload& workload, const std::vector<Prediction>& predictions) {
   std::ostringstream out;
   const bool gbit = cluster.link_bits_per_s >= 1e9;
-  out << "strait plan: " << cluster.nodes << " nodes x " << cluster.ranks_per_node
+  out << "strait plan: " << cluster.nodes << (cluster.nodes == 1 ? " node x " : " nodes x ") << cluster.ranks_per_node
       << (cluster.ranks_per_node == 1 ? " rank, " : " ranks, ")
       << cluster.link_bits_per_s / (gbit ? 1e9 : 1e6) << (gbit ? " Gbit/s" : " Mbit/s") << " per node link, "
-      << workload.params / 1e6 << "M parameters\n";
+      << count_text(workload.params) << " parameters\n";
   out << std::left << std::setw(40) << "method" << std::right << std::setw(14) << "bytes/step" << std::setw(14)
       << "per sync" << std::setw(12) << "compute" << std::setw(12) << "link" << std::setw(12) << "exposed"
       << std::setw(12) << "step" << "\n";
@@ -519,6 +528,18 @@ MeasuredRun read_measured_run(const std::string& run_dir) {
       if (summary.contains("tokens_per_step") && summary.value("world_size", 0) > 0) {
         run.tokens_per_rank_step = summary["tokens_per_step"].get<double>() / summary["world_size"].get<double>();
       }
+    }
+  }
+  // The model's shapes make SparseLoCo's payload and DDP's buckets exact.
+  std::ifstream config_file(run_dir + "/config.json");
+  if (config_file) {
+    const auto config = nlohmann::json::parse(config_file, nullptr, false);
+    const char* keys[] = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers"};
+    if (!config.is_discarded() && std::all_of(std::begin(keys), std::end(keys), [&](const char* key) {
+          return config.contains(key) && config[key].is_number_integer();
+        })) {
+      run.shapes = llama_shapes(config["vocab_size"], config["hidden_size"], config["intermediate_size"],
+                                config["num_hidden_layers"], config.value("tie_word_embeddings", false));
     }
   }
   return run;

@@ -143,11 +143,13 @@ std::string plan_table(const Cluster& cluster, const Workload& workload, const s
 // The compute time of one step measured in a strait run directory's metrics.jsonl: the median
 // step_ms of the steps that sent nothing across nodes (outer methods between syncs), else the
 // median forward_ms + backward_ms (DDP, whose update waits on the link). Also the run's
-// parameters (summary.json) and tokens per rank per step, when recorded.
+// parameters and tokens per rank per step (summary.json) and its model's tensor shapes
+// (config.json), when recorded.
 struct MeasuredRun {
   double step_compute_s = 0;
   std::optional<double> params;
   std::optional<double> tokens_per_rank_step;
+  std::vector<std::vector<int64_t>> shapes;
 };
 // Throws strait::Error naming the directory when it holds no usable metrics.
 MeasuredRun read_measured_run(const std::string& run_dir);

@@ -74,7 +74,8 @@ TEST(TrainBpeModel, TooLargeAVocabularyForTheTextIsAClearError) {
     sentence = "the cat sat on the mat";
     return left-- > 0;
   };
-  expect_mentions(error_of([&] { train_bpe_model(sentences, 5000); }), {"vocab_size 5000", "too high"});
+  expect_mentions(error_of([&] { train_bpe_model(sentences, 5000); }),
+                  {"vocab_size 5000", "yields at most 290 pieces", "--vocab-size 290 or less"});
 }
 
 }  // namespace

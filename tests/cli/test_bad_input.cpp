@@ -18,6 +18,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
+using testing::quoted;
+
 class BadInput : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -158,8 +160,6 @@ TEST_F(BadInput, ResumeWithADifferentModelIsRefused) {
                       "' --preset nano --context-length 32 --hidden-size 32 --batch-size 2 --steps 6 --threads 1 --resume",
                   "holds a different model");
 }
-
-std::string quoted(const fs::path& path) { return "'" + path.string() + "'"; }
 
 // The value in "key=value" within `text` (up to a space or newline), "" if absent.
 std::string value_of(const std::string& text, const std::string& key) {

@@ -309,6 +309,7 @@ Command add_plan(CLI::App& cli) {
               if (!have_params && run.params) {
                 args->params = *run.params;
                 args->workload.shapes = run.shapes;  // the run's own model: its tensors too
+                args->workload.layer_elements = run.layer_elements;
                 have_params = true;
               }
             } else if (args->step_compute_s != 0) {

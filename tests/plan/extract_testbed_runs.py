@@ -90,6 +90,10 @@ def testbed_run(bench_out, run_dir):
         fragments = config["fragments"]
         sent = [s["bytes_sent"] for s in syncs if s["bytes_sent"] > 0 and s["step"] < record["steps"]]
         record["ledger_exchange_bytes_per_node_per_window"] = sum(sent) * fragments / len(sent)
+        if fragments > 1:  # each fragment's exchange, from the syncs where it alone landed
+            by_fragment = {s["fragments_applied"][0]: s["bytes_sent"] for s in syncs
+                           if len(s.get("fragments_applied", [])) == 1 and s["bytes_sent"] > 0}
+            record["ledger_fragment_exchange_bytes"] = [by_fragment[f] for f in range(fragments)]
     else:
         record["ledger_bytes_per_node_per_step"] = statistics.median_high(
             l["traffic"]["cross_node"]["sent"] for l in lines)

@@ -120,6 +120,9 @@ int64_t elements(const std::vector<std::vector<int64_t>>& shapes) {
 
 TEST(PlanBytes, LlamaShapesAreStraitsPresets) {
   EXPECT_EQ(elements(kMicroShapes), kMicroParams);
+  // micro's layers: 200,960 elements each, + the embedding (32,768) in the first, + the final
+  // norm and head (128 + 32,768) in the last.
+  EXPECT_EQ(llama_layer_elements(256, 128, 352, 4, false), (std::vector<int64_t>{233728, 200960, 200960, 233856}));
   EXPECT_EQ(elements(llama_shapes(256, 256, 688, 6, false)), 4877568);  // small (bench/out/wan_ddp.json)
   EXPECT_EQ(elements(llama_shapes(256, 256, 688, 6, true)), 4877568 - 256 * 256);
 }
@@ -278,10 +281,11 @@ TEST(PlanValidation, PredictsRecordedTestbedRunsWithin20Percent) {
     const std::string name = run["name"];
     const auto& model = run["model"];
     const Cluster cluster{run["nodes"].get<int>(), run["ranks_per_node"].get<int>(), parse_link_rate(run["link"])};
-    const Workload work =
-        measured(run["params"].get<double>(), run["step_compute_s"].get<double>(),
-                 llama_shapes(model["vocab_size"], model["hidden_size"], model["intermediate_size"],
-                              model["num_hidden_layers"], model["tie_word_embeddings"]));
+    Workload work = measured(run["params"].get<double>(), run["step_compute_s"].get<double>(),
+                             llama_shapes(model["vocab_size"], model["hidden_size"], model["intermediate_size"],
+                                          model["num_hidden_layers"], model["tie_word_embeddings"]));
+    work.layer_elements = llama_layer_elements(model["vocab_size"], model["hidden_size"], model["intermediate_size"],
+                                               model["num_hidden_layers"], model["tie_word_embeddings"]);
     const auto& spec = run["method"];
     MethodOptions options;
     options.sync_every = spec.value("sync_every", 15);
@@ -309,6 +313,16 @@ TEST(PlanValidation, PredictsRecordedTestbedRunsWithin20Percent) {
     } else {
       const double ledger = run["ledger_exchange_bytes_per_node_per_window"];
       EXPECT_NEAR(p.bytes_per_outer_sync, ledger, 0.05 * ledger) << name;
+    }
+    // Streaming's fragments (layers p, p + P, ...) each to the byte, less the 8-byte weight check
+    // to each other replica, which the ledger's bytes_sent leaves out.
+    if (run.contains("ledger_fragment_exchange_bytes")) {
+      const auto& ledger = run["ledger_fragment_exchange_bytes"];
+      ASSERT_EQ(p.fragment_sync_bytes.size(), ledger.size()) << name;
+      for (size_t f = 0; f < ledger.size(); ++f) {
+        EXPECT_EQ(p.fragment_sync_bytes[f] - 8.0 * (cluster.nodes - 1) * cluster.ranks_per_node, ledger[f].get<double>())
+            << name << " fragment " << f;
+      }
     }
   }
 }

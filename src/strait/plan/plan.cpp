@@ -103,6 +103,23 @@ std::vector<int64_t> ddp_buckets(const Workload& workload, double bucket_bytes) 
   return buckets;
 }
 
+// Streaming DiLoCo's fragments (strategy/outer_sgd.cpp): fragment p holds layers p, p + P, ...
+std::vector<int64_t> fragment_elements(const Workload& workload, int fragments) {
+  std::vector<int64_t> counts(static_cast<size_t>(fragments), 0);
+  const auto& layers = workload.layer_elements;
+  if (layers.empty()) {
+    const auto params = static_cast<int64_t>(std::llround(workload.params));
+    for (int f = 0; f < fragments; ++f) counts[f] = params / fragments + (f < params % fragments ? 1 : 0);
+    return counts;
+  }
+  if (fragments > static_cast<int>(layers.size())) {
+    throw Error("plan: " + std::to_string(fragments) + " fragments need at least as many layers, but the model has " +
+                std::to_string(layers.size()));
+  }
+  for (size_t layer = 0; layer < layers.size(); ++layer) counts[layer % fragments] += layers[layer];
+  return counts;
+}
+
 // ZeRO-3 / ZeRO++ per step (ALGORITHMS.md section 1), Gloo's ring over all ranks in node order
 // for the world collectives (a ring crosses each node boundary once, so a node sends about the
 // whole volume M); a ring reduce-scatter moves the bytes of a ring all-gather in reverse.
@@ -339,9 +356,9 @@ Prediction predict(const Cluster& cluster, const Workload& workload, const Metho
     case Kind::StreamingDiloco: {
       // Fragment f syncs once per window and runs behind τ inner steps; its remainder blocks.
       double unhidden = 0;
-      for (int f = 0; f < method.fragments; ++f) {
-        const int64_t count = params / method.fragments + (f < params % method.fragments ? 1 : 0);
+      for (const int64_t count : fragment_elements(workload, method.fragments)) {
         const double bytes = dense_exchange_bytes_per_node(cluster, count, method.outer_dtype);
+        p.fragment_sync_bytes.push_back(bytes);
         p.bytes_per_outer_sync += bytes;
         unhidden += std::max(0.0, link_seconds(cluster, bytes) - method.overlap_steps * compute);
       }
@@ -379,6 +396,27 @@ std::vector<std::vector<int64_t>> llama_shapes(int64_t vocab, int64_t hidden, in
   shapes.push_back({hidden});
   if (!tied_embeddings) shapes.push_back({vocab, hidden});
   return shapes;
+}
+
+std::vector<int64_t> llama_layer_elements(int64_t vocab, int64_t hidden, int64_t intermediate, int64_t layers,
+                                          bool tied_embeddings) {
+  const auto shapes = llama_shapes(vocab, hidden, intermediate, layers, tied_embeddings);
+  auto elements = [&](size_t index) {
+    int64_t n = 1;
+    for (int64_t d : shapes[index]) n *= d;
+    return n;
+  };
+  // llama_shapes' order: embedding, 9 tensors a layer, final norm, then the head unless tied.
+  const size_t per_layer = (shapes.size() - 2 - (tied_embeddings ? 0 : 1)) / static_cast<size_t>(layers);
+  std::vector<int64_t> result;
+  for (int64_t layer = 0; layer < layers; ++layer) {
+    int64_t total = 0;
+    for (size_t t = 0; t < per_layer; ++t) total += elements(1 + layer * per_layer + t);
+    result.push_back(total);
+  }
+  result.front() += elements(0);
+  for (size_t t = 1 + layers * per_layer; t < shapes.size(); ++t) result.back() += elements(t);
+  return result;
 }
 
 Recommendation recommend(const std::vector<Prediction>& predictions) {
@@ -538,8 +576,11 @@ MeasuredRun read_measured_run(const std::string& run_dir) {
     if (!config.is_discarded() && std::all_of(std::begin(keys), std::end(keys), [&](const char* key) {
           return config.contains(key) && config[key].is_number_integer();
         })) {
+      const bool tied = config.value("tie_word_embeddings", false);
       run.shapes = llama_shapes(config["vocab_size"], config["hidden_size"], config["intermediate_size"],
-                                config["num_hidden_layers"], config.value("tie_word_embeddings", false));
+                                config["num_hidden_layers"], tied);
+      run.layer_elements = llama_layer_elements(config["vocab_size"], config["hidden_size"], config["intermediate_size"],
+                                                config["num_hidden_layers"], tied);
     }
   }
   return run;

@@ -57,8 +57,12 @@ struct Workload {
   // A measured (or given) compute time of one step, which replaces the FLOP estimate; for ZeRO
   // it is scaled by 8/6 for the recomputed forward.
   std::optional<double> step_compute_s;
-  // The model's tensors (for SparseLoCo's chunking); empty = params as 64 x 64 tiles.
+  // The model's tensors (for SparseLoCo's chunking and DDP's buckets); empty = params as 64 x 64
+  // tiles.
   std::vector<std::vector<int64_t>> shapes;
+  // Elements per decoder layer, the embedding counted with the first and the final norm and head
+  // with the last: streaming DiLoCo's fragment p holds layers p, p + P, ...; empty = P equal parts.
+  std::vector<int64_t> layer_elements;
 };
 
 enum class Kind { Ddp, Zero3, LocalSgd, Diloco, StreamingDiloco, SparseLoco };
@@ -101,6 +105,7 @@ struct Prediction {
   MethodSpec method;
   double cross_node_bytes_per_node_per_step = 0;  // the busiest node's, sent
   double bytes_per_outer_sync = 0;                // outer methods: the busiest node's per sync (all fragments)
+  std::vector<double> fragment_sync_bytes;        // streaming DiLoCo: each fragment's exchange
   double compute_s = 0;                           // per step
   double comm_s = 0;                              // per step: the link time of the step's bytes
   double exposed_comm_s = 0;                      // per step: what compute does not hide
@@ -125,6 +130,9 @@ double sparse_exchange_bytes_per_node(const Cluster& cluster, double payload_byt
 // without LibTorch): embedding, per layer the two norms, q/k/v/o, gate/up/down, final norm, head.
 std::vector<std::vector<int64_t>> llama_shapes(int64_t vocab, int64_t hidden, int64_t intermediate, int64_t layers,
                                                bool tied_embeddings);
+// Its elements per layer, as Workload::layer_elements counts them.
+std::vector<int64_t> llama_layer_elements(int64_t vocab, int64_t hidden, int64_t intermediate, int64_t layers,
+                                          bool tied_embeddings);
 
 // The fastest prediction's index, and a one-line reason.
 struct Recommendation {
@@ -150,6 +158,7 @@ struct MeasuredRun {
   std::optional<double> params;
   std::optional<double> tokens_per_rank_step;
   std::vector<std::vector<int64_t>> shapes;
+  std::vector<int64_t> layer_elements;
 };
 // Throws strait::Error naming the directory when it holds no usable metrics.
 MeasuredRun read_measured_run(const std::string& run_dir);

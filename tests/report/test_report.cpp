@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "strait/core/error.h"
+#include "strait/plan/plan.h"
 #include "strait/report/report.h"
 #include "strait/report/svg.h"
 #include "test_support.h"
@@ -101,6 +102,40 @@ TEST(ReportRuns, ReadTheTimingsBytesAndCurveOfACellOnTheTestbed) {
   EXPECT_DOUBLE_EQ(run.curve[0].cross_node_bytes, 2000.0);
   EXPECT_DOUBLE_EQ(run.curve[1].cross_node_bytes, 4000.0);
   EXPECT_DOUBLE_EQ(run.final_val_loss, 2.0);
+}
+
+TEST(ReportRuns, PlansPredictionAddsTheStartUpBroadcastToTheStepsBytes) {
+  // DiLoCo, H = 2, on 2 nodes of 1 rank: 4 steps are 2 dense exchanges of the 1000 float32
+  // weights, and the start-up broadcast sends rank 0's 4000 bytes of weights to rank 1 once.
+  testing::ScratchDir scratch;
+  write_ddp_cell(scratch / "cell");  // its testbed.json, rewritten for 2 nodes of 1 rank
+  testing::write_file(scratch / "cell" / "testbed.json",
+                      json({{"link", "20mbit"}, {"link_bits_per_s", 2e7}, {"nnodes", 2}, {"nproc_per_node", 1},
+                            {"nodes", {{{"delta", {{"tx_bytes", 0}, {"tx_packets", 0}}}},
+                                       {{"delta", {{"tx_bytes", 0}, {"tx_packets", 0}}}}}}})
+                          .dump());
+  std::vector<json> lines;
+  for (int step = 1; step <= 4; ++step) {
+    json line = step_line(step, step, 10);
+    line["step_ms"] = 40.0;
+    lines.push_back(line);
+  }
+  write_run(scratch / "cell" / "run", {{"strategy", "diloco"}, {"sync_every", 2}}, lines,
+            {{"wall_time_s", 4.0}, {"parameters", 1000}, {"tokens_per_step", 64}, {"world_size", 2},
+             {"traffic_by_rank", json::array()}});
+  const RunRecord run = load_run(scratch / "cell");
+  ASSERT_TRUE(run.planned_bytes_per_node.has_value()) << run.plan_note;
+  const plan::Cluster cluster{2, 1, 2e7};
+  EXPECT_DOUBLE_EQ(*run.planned_bytes_per_node,
+                   2 * plan::dense_exchange_bytes_per_node(cluster, 1000, codec::WireDtype::Fp32) + 4000.0 / 2);
+  ASSERT_TRUE(run.planned_steps_s.has_value());
+  EXPECT_GT(*run.planned_steps_s, 4 * 0.040) << "the measured compute plus the exchanges";
+  EXPECT_DOUBLE_EQ(run.steps_s, 0.16);
+  // An unfinished run (no summary.json) gets no prediction, and says why.
+  fs::remove(scratch / "cell" / "run" / "summary.json");
+  const RunRecord unfinished = load_run(scratch / "cell");
+  EXPECT_FALSE(unfinished.planned_bytes_per_node.has_value());
+  EXPECT_EQ(unfinished.plan_note, "unfinished: no summary.json");
 }
 
 TEST(ReportRuns, AResumedRunContinuesItsClockAndAnUnfinishedOneIsMarked) {

@@ -95,6 +95,11 @@ const std::vector<Column>& columns() {
        [](const RunRecord& r, const Comparison&) { return r.final_val_loss; }},
       {"wall s", false, [](const RunRecord& r, const Comparison&) { return fixed(r.wall_s, 1); },
        [](const RunRecord& r, const Comparison&) { return r.wall_s; }},
+      {"steps s", false, [](const RunRecord& r, const Comparison&) { return fixed(r.steps_s, 1); },
+       [](const RunRecord& r, const Comparison&) { return r.steps_s; }},
+      {"plan steps s", false,
+       [](const RunRecord& r, const Comparison&) { return fixed(r.planned_steps_s.value_or(std::nan("")), 1); },
+       [](const RunRecord& r, const Comparison&) { return r.planned_steps_s.value_or(std::nan("")); }},
       {"compute s", false, [](const RunRecord& r, const Comparison&) { return fixed(r.compute_s(), 1); },
        [](const RunRecord& r, const Comparison&) { return r.compute_s(); }},
       {"blocked s", false, [](const RunRecord& r, const Comparison&) { return fixed(r.blocked_s, 1); },
@@ -107,6 +112,11 @@ const std::vector<Column>& columns() {
          return r.kernel_bytes_per_node ? format_value(*r.kernel_bytes_per_node, Axis::Unit::Bytes) : std::string("–");
        },
        [](const RunRecord& r, const Comparison&) { return r.kernel_bytes_per_node.value_or(std::nan("")); }},
+      {"cross-node B/node (plan)", false,
+       [](const RunRecord& r, const Comparison&) {
+         return r.planned_bytes_per_node ? format_value(*r.planned_bytes_per_node, Axis::Unit::Bytes) : std::string("–");
+       },
+       [](const RunRecord& r, const Comparison&) { return r.planned_bytes_per_node.value_or(std::nan("")); }},
       {"time to target s", false, [](const RunRecord& r, const Comparison& c) { return fixed(time_to_target(r, c), 1); },
        time_to_target},
   };
@@ -140,7 +150,8 @@ std::string charts(const Comparison& comparison) {
   times.segments = {"forward", "backward", "update (optimizer, reduction)", "blocked on communication",
                     "other (evaluation, checkpoints, start-up)"};
   BarChart bytes{"Cross-node bytes sent per node", {"bytes (log scale)", true, Axis::Unit::Bytes}, {}, {}, {}, false};
-  bytes.segments = {"ledger (strait's count of payload)", "kernel counters (TCP payload on the shaped link)"};
+  bytes.segments = {"ledger (strait's count of payload)", "kernel counters (TCP payload on the shaped link)",
+                    "formula (strait plan)"};
   for (const RunRecord& run : comparison.runs) {
     Series time{run.label, {}}, sent{run.label, {}};
     for (const ValidationPoint& point : run.curve) {
@@ -156,7 +167,8 @@ std::string charts(const Comparison& comparison) {
     times.values.push_back({run.forward_s, run.backward_s, run.update_s - waits, run.blocked_s,
                             std::max(0.0, run.wall_s - steps)});
     bytes.rows.push_back(run.label);
-    bytes.values.push_back({run.ledger_bytes_per_node, run.kernel_bytes_per_node.value_or(std::nan(""))});
+    bytes.values.push_back({run.ledger_bytes_per_node, run.kernel_bytes_per_node.value_or(std::nan("")),
+                            run.planned_bytes_per_node.value_or(std::nan(""))});
   }
   const Axis loss{"validation loss", false, Axis::Unit::Plain};
   return line_chart("Validation loss against wall time", {"wall time (s)", false, Axis::Unit::Plain}, loss, by_time) +
@@ -190,7 +202,9 @@ std::string render_html(const Comparison& comparison, const std::string& title) 
   html += "<body>\n<h1>" + escape(title) + "</h1>\n<p class=\"note\">" + escape(target_note) +
           " Click a column to sort. Steps marked * belong to runs without a summary (stopped or still running). "
           "Times are rank 0's; blocked time is what its metrics record as waiting on communication (– where a "
-          "DDP run did not record it). Hover over a run for its directory.</p>\n";
+          "DDP run did not record it). Plan columns are what strait plan predicts for the run's method, "
+          "settings and model with the compute time measured in the run itself (its steps that sent "
+          "nothing across nodes), plus the start-up weight broadcast. Hover over a run for its directory.</p>\n";
   html += html_table(comparison) + charts(comparison);
   return html + "<script>" + kSortScript + "</script>\n</body>\n</html>\n";
 }
@@ -206,7 +220,13 @@ std::string render_table(const Comparison& comparison) {
   // The terminal gets the columns that fit a line: run, method, link, loss, times, bytes.
   std::vector<std::vector<std::string>> cells;
   std::vector<size_t> widths;
-  const std::vector<size_t> shown = {0, 1, 2, 5, 6, 8, 9, 11};
+  std::vector<size_t> shown;
+  for (const char* header : {"run", "method", "link", "val loss", "wall s", "blocked s", "cross-node B/node (ledger)",
+                             "time to target s"}) {
+    for (size_t c = 0; c < columns().size(); ++c) {
+      if (columns()[c].header == std::string(header)) shown.push_back(c);
+    }
+  }
   std::vector<std::string> header;
   for (size_t c : shown) header.push_back(columns()[c].header);
   cells.push_back(header);

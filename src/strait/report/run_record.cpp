@@ -5,9 +5,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "strait/comm/gloo_algorithms.h"
 #include "strait/core/error.h"
 #include "strait/core/fileio.h"
 #include "strait/core/metrics.h"
+#include "strait/plan/plan.h"
 
 namespace strait::report {
 
@@ -81,6 +83,7 @@ void read_metrics_into(RunRecord& run, const fs::path& file) {
     run.forward_s += field_or<double>(line, "forward_ms", 0) / 1000;
     run.backward_s += field_or<double>(line, "backward_ms", 0) / 1000;
     run.update_s += field_or<double>(line, "update_ms", 0) / 1000;
+    run.steps_s += field_or<double>(line, "step_ms", 0) / 1000;
     run.blocked_s += field_or<double>(line, "comm_blocked_ms", 0) / 1000;
     unrecorded_waits |= line.contains("traffic") && !line.contains("comm_blocked_ms");
     if (line.contains("outer_sync")) run.blocked_s += field_or<double>(line.at("outer_sync"), "blocked_ms", 0) / 1000;
@@ -115,6 +118,66 @@ void read_testbed_into(RunRecord& run, const fs::path& file) {
   run.kernel_bytes_per_node = payload / run.nodes;
 }
 
+// The run's method as `strait plan` names and shapes it (see plan::method_named).
+plan::MethodSpec planned_method(const json& config, const fs::path& file) {
+  std::string strategy = field<std::string>(config, "strategy", file);
+  if (strategy == "auto") strategy = "ddp";
+  const int64_t fragments = field_or<int64_t>(config, "fragments", 1);
+  plan::MethodOptions options;
+  options.sync_every = static_cast<int>(field_or<int64_t>(config, "sync_every", options.sync_every));
+  options.fragments = static_cast<int>(fragments);
+  options.overlap_steps = static_cast<int>(field_or<int64_t>(config, "overlap_steps", 0));
+  options.outer_dtype = codec::parse_wire_dtype(field_or<std::string>(config, "outer_dtype", "fp32"));
+  options.bucket_bytes = field_or<double>(config, "bucket_mb", 25) * 1024 * 1024;
+  options.sparse.topk = field_or<int64_t>(config, "topk", options.sparse.topk);
+  options.sparse.index_coding = codec::index_coding(field_or<std::string>(config, "index_coding", "auto"));
+  return plan::method_named(strategy == "diloco" && fragments > 1 ? "streaming-diloco" : strategy, options);
+}
+
+// The cross-node bytes, per node on average, of the start-up broadcast of rank 0's float32
+// weights to every rank (Gloo's binomial tree, as the ledger counts it). The ledger's and the
+// kernel's totals hold it; plan's per-step figures do not.
+double startup_broadcast_bytes_per_node(const RunRecord& run, double params) {
+  const int ranks = run.nodes * run.ranks_per_node;
+  const auto bytes = static_cast<uint64_t>(params) * sizeof(float);
+  double sent = 0;
+  for (int rank = 0; rank < ranks; ++rank) {
+    for (const auto& peer : comm::gloo_algorithms::binomial_broadcast(rank, ranks, 0, bytes)) {
+      if (peer.peer / run.ranks_per_node != rank / run.ranks_per_node) sent += static_cast<double>(peer.sent);
+    }
+  }
+  return sent / run.nodes;
+}
+
+// Fills the run's predictions from plan's model, with the compute time measured in the run
+// itself (as `strait plan --measured` does). Runs plan cannot model keep none: the report
+// still shows everything measured.
+void predict_into(RunRecord& run, const fs::path& run_dir, const json& config) {
+  try {
+    const plan::MeasuredRun measured = plan::read_measured_run(run_dir.string());
+    if (!measured.params || !measured.tokens_per_rank_step) {
+      run.plan_note = "no parameters or tokens per step in its summary.json";
+      return;
+    }
+    plan::Workload work;
+    work.params = *measured.params;
+    work.tokens_per_rank_step = *measured.tokens_per_rank_step;
+    work.step_compute_s = measured.step_compute_s;
+    work.shapes = measured.shapes;
+    work.layer_elements = measured.layer_elements;
+    // On loopback there is no link to wait for: bytes only (a single node sends none).
+    const bool shaped = run.link_bits_per_s > 0;
+    const plan::Cluster cluster{run.nodes, run.ranks_per_node, shaped ? run.link_bits_per_s : 1e15};
+    const plan::Prediction prediction = plan::predict(cluster, work, planned_method(config, run_dir / "train_config.json"));
+    const auto steps = static_cast<double>(run.steps);
+    run.planned_bytes_per_node = prediction.cross_node_bytes_per_node_per_step * steps +
+                                 startup_broadcast_bytes_per_node(run, work.params);
+    if (shaped) run.planned_steps_s = prediction.step_time_s * steps;
+  } catch (const std::exception& error) {  // also a summary.json of unexpected types
+    run.plan_note = error.what();
+  }
+}
+
 }  // namespace
 
 RunRecord load_run(const fs::path& dir) {
@@ -127,7 +190,8 @@ RunRecord load_run(const fs::path& dir) {
     throw Error("report: " + dir.string() + " is not a run directory (no metrics.jsonl, nor run/metrics.jsonl)");
   }
   if (!fs::exists(testbed)) testbed = run_dir / "testbed.json";
-  run.method = method_of(read_json(run_dir / "train_config.json"), run_dir / "train_config.json");
+  const json config = read_json(run_dir / "train_config.json");
+  run.method = method_of(config, run_dir / "train_config.json");
   read_metrics_into(run, run_dir / "metrics.jsonl");  // after the method: DDP's waits depend on it
   run.link = "loopback";
   if (fs::exists(testbed)) read_testbed_into(run, testbed);
@@ -141,6 +205,9 @@ RunRecord load_run(const fs::path& dir) {
       sent += field_or<double>(field_or<json>(rank, "cross_node", json::object()), "sent", 0);
     }
     run.ledger_bytes_per_node = sent / run.nodes;
+    predict_into(run, run_dir, config);
+  } else {
+    run.plan_note = "unfinished: no summary.json";
   }
   return run;
 }

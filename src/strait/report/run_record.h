@@ -40,10 +40,18 @@ struct RunRecord {
   // from before strait logged comm_blocked_ms): its update time then hides them.
   double forward_s = 0, backward_s = 0, update_s = 0, blocked_s = 0;
   double compute_s() const { return forward_s + backward_s + update_s - blocked_s; }
+  double steps_s = 0;  // the sum of rank 0's step_ms: the time in training steps
   // Cross-node bytes sent per node: the ledger's (every rank's, over the nodes) and, on the
   // testbed, the kernel's (TCP payload: tx bytes less 66 header bytes per packet).
   double ledger_bytes_per_node = 0;
   std::optional<double> kernel_bytes_per_node;
+  // What `strait plan` predicts for this run's method, settings, model and measured compute
+  // (plan/plan.h): cross-node bytes per node over the run (its steps and the start-up weight
+  // broadcast) and, on a shaped link, the time in steps. None for a run plan cannot model
+  // (unfinished, or an unknown method).
+  std::optional<double> planned_bytes_per_node;
+  std::optional<double> planned_steps_s;
+  std::string plan_note;  // why there is no prediction, if there is none
   std::vector<ValidationPoint> curve;
 };
 

@@ -260,6 +260,15 @@ TEST(PlanMeasured, ReadsTheComputeTimeOfARun) {
   EXPECT_EQ(run.tokens_per_rank_step, 512);
   EXPECT_EQ(run.shapes, kMicroShapes);
   EXPECT_NE(error_of([&] { read_measured_run((dir / "missing").string()); }).find("no metrics.jsonl"), std::string::npos);
+  // The files are input: fields of other types are named errors, not internal ones.
+  testing::write_file(dir / "summary.json", "{\"parameters\": \"many\", \"tokens_per_step\": 2048, \"world_size\": 4}");
+  EXPECT_NE(error_of([&] { read_measured_run(dir.path().string()); })
+                .find("plan: " + (dir / "summary.json").string() + ": a field has an unexpected type"),
+            std::string::npos);
+  testing::write_file(dir / "metrics.jsonl", "{\"step\":1,\"step_ms\":50,\"traffic\":{\"cross_node\":\"x\"}}\n");
+  EXPECT_NE(error_of([&] { read_measured_run(dir.path().string()); })
+                .find((dir / "metrics.jsonl").string() + " line 1: a field has an unexpected type"),
+            std::string::npos);
 }
 
 // The testbed runs whose measured step time the plan misses by more than 20%, and why. Dense

@@ -537,21 +537,34 @@ std::string plan_table(const Cluster& cluster, const Workload& workload, const s
   return out.str();
 }
 
+// Runs `read`, which takes fields out of a run's JSON files: those are input, not trusted, so a
+// field of an unexpected type ends as a strait::Error naming the file, not an internal error.
+template <typename Read>
+void reading_json(const std::string& where, Read read) {
+  try {
+    read();
+  } catch (const nlohmann::json::exception& error) {
+    throw Error("plan: " + where + ": a field has an unexpected type (" + error.what() + ")");
+  }
+}
+
 MeasuredRun read_measured_run(const std::string& run_dir) {
   const std::string metrics_path = run_dir + "/metrics.jsonl";
   std::ifstream metrics(metrics_path);
   if (!metrics) throw Error("plan: --measured " + run_dir + ": no metrics.jsonl there (is it a strait run directory?)");
   std::vector<double> quiet_steps, compute_parts;
   std::string line;
-  while (std::getline(metrics, line)) {
+  for (int number = 1; std::getline(metrics, line); ++number) {
     if (line.empty()) continue;
     const auto entry = nlohmann::json::parse(line, nullptr, false);
-    if (entry.is_discarded() || !entry.contains("step_ms")) continue;
-    const double cross = entry.contains("traffic") ? entry["traffic"]["cross_node"].value("sent", 0.0) : 0.0;
-    if (cross == 0 && !entry.contains("outer_sync")) quiet_steps.push_back(entry["step_ms"].get<double>());
-    if (entry.contains("forward_ms") && entry.contains("backward_ms")) {
-      compute_parts.push_back(entry["forward_ms"].get<double>() + entry["backward_ms"].get<double>());
-    }
+    if (entry.is_discarded() || !entry.is_object() || !entry.contains("step_ms")) continue;
+    reading_json(metrics_path + " line " + std::to_string(number), [&] {
+      const double cross = entry.contains("traffic") ? entry.at("traffic").at("cross_node").value("sent", 0.0) : 0.0;
+      if (cross == 0 && !entry.contains("outer_sync")) quiet_steps.push_back(entry.at("step_ms").get<double>());
+      if (entry.contains("forward_ms") && entry.contains("backward_ms")) {
+        compute_parts.push_back(entry.at("forward_ms").get<double>() + entry.at("backward_ms").get<double>());
+      }
+    });
   }
   std::vector<double>& chosen = quiet_steps.empty() ? compute_parts : quiet_steps;
   if (chosen.empty()) throw Error("plan: --measured " + run_dir + ": metrics.jsonl has no step with step_ms");
@@ -561,11 +574,13 @@ MeasuredRun read_measured_run(const std::string& run_dir) {
   std::ifstream summary_file(run_dir + "/summary.json");
   if (summary_file) {
     const auto summary = nlohmann::json::parse(summary_file, nullptr, false);
-    if (!summary.is_discarded()) {
-      if (summary.contains("parameters")) run.params = summary["parameters"].get<double>();
-      if (summary.contains("tokens_per_step") && summary.value("world_size", 0) > 0) {
-        run.tokens_per_rank_step = summary["tokens_per_step"].get<double>() / summary["world_size"].get<double>();
-      }
+    if (!summary.is_discarded() && summary.is_object()) {
+      reading_json(run_dir + "/summary.json", [&] {
+        if (summary.contains("parameters")) run.params = summary.at("parameters").get<double>();
+        if (summary.contains("tokens_per_step") && summary.value("world_size", 0) > 0) {
+          run.tokens_per_rank_step = summary.at("tokens_per_step").get<double>() / summary.at("world_size").get<double>();
+        }
+      });
     }
   }
   // The model's shapes make SparseLoCo's payload and DDP's buckets exact.
@@ -574,13 +589,15 @@ MeasuredRun read_measured_run(const std::string& run_dir) {
     const auto config = nlohmann::json::parse(config_file, nullptr, false);
     const char* keys[] = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers"};
     if (!config.is_discarded() && std::all_of(std::begin(keys), std::end(keys), [&](const char* key) {
-          return config.contains(key) && config[key].is_number_integer();
+          return config.contains(key) && config[key].is_number_integer() && config[key].get<int64_t>() > 0;
         })) {
-      const bool tied = config.value("tie_word_embeddings", false);
-      run.shapes = llama_shapes(config["vocab_size"], config["hidden_size"], config["intermediate_size"],
-                                config["num_hidden_layers"], tied);
-      run.layer_elements = llama_layer_elements(config["vocab_size"], config["hidden_size"], config["intermediate_size"],
-                                                config["num_hidden_layers"], tied);
+      reading_json(run_dir + "/config.json", [&] {
+        const bool tied = config.value("tie_word_embeddings", false);
+        run.shapes = llama_shapes(config["vocab_size"], config["hidden_size"], config["intermediate_size"],
+                                  config["num_hidden_layers"], tied);
+        run.layer_elements = llama_layer_elements(config["vocab_size"], config["hidden_size"],
+                                                  config["intermediate_size"], config["num_hidden_layers"], tied);
+      });
     }
   }
   return run;

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,14 +12,12 @@
 #include <csignal>
 #include <cstring>
 #include <optional>
-#include <string_view>
 #include <utility>
 
 #include "strait/core/error.h"
 #include "strait/core/threads.h"
 #include "strait/launch/line_relay.h"
-
-extern char** environ;
+#include "strait/launch/process.h"
 
 namespace strait::launch {
 
@@ -119,29 +116,9 @@ Variables rank_variables(const LaunchOptions& options, int local_rank, int threa
           {"STRAIT_THREADS", std::to_string(threads)}};
 }
 
-// The launcher's own environment with `variables` replacing any inherited values of the same
-// names (a launcher started under another launcher must not pass its own RANK on).
-std::vector<std::string> environment_with(const Variables& variables) {
-  std::vector<std::string> block;
-  for (char** entry = environ; *entry != nullptr; ++entry) {
-    std::string_view text(*entry);
-    std::string_view name = text.substr(0, text.find('='));
-    bool replaced = std::any_of(variables.begin(), variables.end(), [&](const auto& v) { return v.first == name; });
-    if (!replaced) block.emplace_back(text);
-  }
-  for (const auto& [name, value] : variables) block.push_back(name + "=" + value);
-  return block;
-}
-
-std::vector<char*> null_terminated(std::vector<std::string>& strings) {
-  std::vector<char*> pointers;
-  for (std::string& s : strings) pointers.push_back(s.data());
-  pointers.push_back(nullptr);
-  return pointers;
-}
-
 // ---- Signals ----
 
+// spawn_process blocks these around fork and resets them in the child.
 constexpr std::array<int, 3> kHandledSignals{SIGINT, SIGTERM, SIGCHLD};
 
 volatile sig_atomic_t g_signal_pipe = -1;  // write end of the running launch's SignalPipe
@@ -193,87 +170,6 @@ class SignalPipe {
   UniqueFd read_end_, write_end_;
   std::array<struct sigaction, kHandledSignals.size()> previous_{};
 };
-
-// Blocks the handled signals while it exists. Around fork, this keeps a signal from running the
-// launcher's handler in the child, where it would write into the launcher's signal pipe.
-class BlockedSignals {
- public:
-  BlockedSignals() {
-    sigset_t blocked;
-    sigemptyset(&blocked);
-    for (int signal : kHandledSignals) sigaddset(&blocked, signal);
-    pthread_sigmask(SIG_BLOCK, &blocked, &previous_);
-  }
-  ~BlockedSignals() { pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
-  BlockedSignals(const BlockedSignals&) = delete;
-  BlockedSignals& operator=(const BlockedSignals&) = delete;
-
- private:
-  sigset_t previous_;
-};
-
-// ---- Starting a rank ----
-
-// Runs in the forked child, so it calls only async-signal-safe functions (the launcher may have threads).
-[[noreturn]] void exec_rank(const char* program, char* const argv[], char* const envp[], int stdout_fd,
-                            int stderr_fd, pid_t launcher) {
-  // Its own process group lets the launcher signal a rank together with everything it started, and
-  // keeps the terminal's Ctrl-C from reaching the ranks twice (directly and forwarded).
-  setpgid(0, 0);
-  // A launcher killed outright can neither relay output nor stop the ranks: take them down with it.
-  // (fork rather than posix_spawn, to set this. It fires when the forking thread ends, and that
-  // thread stays in run_launch until every rank is gone.)
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() != launcher) _exit(127);  // the launcher died before prctl took effect
-  // Ranks in a background process group would be stopped (SIGTTIN) by reading the terminal.
-  int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0 || dup2(stdout_fd, STDOUT_FILENO) < 0 ||
-      dup2(stderr_fd, STDERR_FILENO) < 0) {
-    _exit(127);
-  }
-  struct sigaction default_action {};
-  default_action.sa_handler = SIG_DFL;
-  for (int signal : kHandledSignals) sigaction(signal, &default_action, nullptr);
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
-  execve(program, argv, envp);
-  for (const char* part : {"strait launch: cannot execute ", program, "\n"}) {
-    [[maybe_unused]] ssize_t written = write(STDERR_FILENO, part, strlen(part));
-  }
-  _exit(127);
-}
-
-pid_t spawn_rank(const std::string& program, std::vector<std::string> argv, std::vector<std::string> envp,
-                 int stdout_fd, int stderr_fd) {
-  // Everything the child needs is built before fork: it may not allocate.
-  std::vector<char*> argv_pointers = null_terminated(argv);
-  std::vector<char*> envp_pointers = null_terminated(envp);
-  pid_t launcher = getpid();
-  BlockedSignals blocked;
-  pid_t pid = fork();
-  if (pid < 0) fail_with_errno("cannot fork a rank");
-  if (pid == 0) exec_rank(program.c_str(), argv_pointers.data(), envp_pointers.data(), stdout_fd, stderr_fd, launcher);
-  // Also set here: the group must exist before the launcher's first kill(-pid), which may come
-  // before the child runs.
-  setpgid(pid, pid);
-  return pid;
-}
-
-// ---- Watching the ranks ----
-
-int exit_code(int wait_status) {
-  return WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : 128 + WTERMSIG(wait_status);
-}
-
-std::string describe_signal(int signal) {
-  return "signal " + std::to_string(signal) + " (" + strsignal(signal) + ")";
-}
-
-std::string describe_exit(int wait_status) {
-  if (WIFSIGNALED(wait_status)) return "was killed by " + describe_signal(WTERMSIG(wait_status));
-  return "exited with status " + std::to_string(WEXITSTATUS(wait_status));
-}
 
 struct RankOutput {
   UniqueFd fd;  // non-blocking read end of the rank's stdout or stderr pipe; closed at end of stream
@@ -366,8 +262,9 @@ void Launch::spawn_ranks() {
     Pipe out = make_pipe(), err = make_pipe();
     set_nonblocking(out.read_end.get());
     set_nonblocking(err.read_end.get());
-    pid_t pid = spawn_rank(options_.program, argv, environment_with(rank_variables(options_, local_rank, threads)),
-                           out.write_end.get(), err.write_end.get());
+    // A launcher killed outright can neither relay output nor stop the ranks: they die with it.
+    pid_t pid = spawn_process(options_.program, argv, environment_with(rank_variables(options_, local_rank, threads)),
+                              out.write_end.get(), err.write_end.get(), SIGKILL);
     // The write ends close when `out` and `err` go: the rank then holds the only writers, so the
     // pipes reach end of stream once it (and whatever it started) is gone.
     int rank = global_rank(options_, local_rank);

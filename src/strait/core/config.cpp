@@ -3,11 +3,11 @@
 #include <cmath>
 #include <initializer_list>
 #include <limits>
-#include <toml++/toml.h>
 
 #include "strait/core/error.h"
 #include "strait/core/fileio.h"
 #include "strait/core/suggest.h"
+#include "strait/core/toml_values.h"
 
 namespace strait {
 
@@ -145,14 +145,6 @@ void set_from_json(TrainConfig& config, const OptionSpec& option, const nlohmann
       option.field);
 }
 
-nlohmann::json toml_to_json(const toml::node& node, const std::string& key, const std::string& source) {
-  if (auto v = node.as_string()) return v->get();
-  if (auto v = node.as_integer()) return v->get();
-  if (auto v = node.as_floating_point()) return v->get();
-  if (auto v = node.as_boolean()) return v->get();
-  throw Error(source + ": key '" + key + "' has a table, array or date value; strait options are plain values");
-}
-
 }  // namespace
 
 const std::vector<OptionSpec>& train_options() { return kOptions; }
@@ -177,16 +169,9 @@ void load_config_file(const std::filesystem::path& path, TrainConfig& config) {
   nlohmann::json entries = nlohmann::json::object();
   const std::string extension = path.extension().string();
   if (extension == ".toml") {
-    toml::table table;
-    try {
-      table = toml::parse(text, source);
-    } catch (const toml::parse_error& error) {
-      const auto& where = error.source().begin;
-      throw Error(source + ":" + std::to_string(where.line) + ":" + std::to_string(where.column) +
-                  ": invalid TOML: " + std::string(error.description()));
-    }
-    for (const auto& [key, node] : table) {
-      entries[std::string(key.str())] = toml_to_json(node, std::string(key.str()), source);
+    for (const auto& [key, node] : parse_toml(text, source)) {
+      const std::string name(key.str());
+      entries[name] = plain_toml_value(node, source + ": key '" + name + "'");
     }
   } else if (extension == ".json") {
     try {

@@ -1,4 +1,4 @@
-// strait's command line: prepare, train, eval, export, generate, codec, launch, plan, fit, report.
+// strait's command line: prepare, train, eval, export, generate, codec, launch, plan, fit, report, sweep.
 // Every failure a user can cause ends as "strait: error: <what and where>" and exit status 1;
 // usage mistakes (unknown flags, values of the wrong type or out of range) are reported by CLI11
 // with the same prefix and exit status 2 (its convention is 106+, mapped to 2).
@@ -22,6 +22,7 @@
 #include "strait/model/generate.h"
 #include "strait/plan/plan.h"
 #include "strait/report/report.h"
+#include "strait/sweep/sweep.h"
 #include "strait/train/checkpoint.h"
 #include "strait/train/evaluate.h"
 #include "strait/train/export.h"
@@ -397,6 +398,51 @@ Command add_fit(CLI::App& cli) {
           }};
 }
 
+// `strait sweep --grid grid.toml --out DIR`: runs a grid of training cells as child processes of
+// this same binary, one JSON line per finished cell in DIR/cells.jsonl (strait fit's input).
+Command add_sweep(CLI::App& cli, bool& quiet, int& exit_status) {
+  struct Args {
+    std::string grid, out;
+    int parallel = 1;
+    bool fail_fast = false, list = false;
+  };
+  auto args = std::make_shared<Args>();
+  auto* app = cli.add_subcommand("sweep", "train a grid of models x methods x replicas x H x tokens, one cell at a "
+                                          "time or several at once; resumable; results in DIR/cells.jsonl");
+  app->add_option("--grid", args->grid, "TOML file: [train] shared options and [grid] lists to cross")->required();
+  app->add_option("--out", args->out, "sweep directory (cells.jsonl, cells/<cell>/)")->check(kNonEmptyPath);
+  app->add_option("--parallel", args->parallel, "cells run at once, splitting the cores between them")
+      ->capture_default_str()
+      ->check(at_least<int>(1));
+  app->add_flag("--fail-fast", args->fail_fast, "stop at the first failed cell (the others checkpoint and stop)");
+  app->add_flag("--list", args->list, "print the cells (name, N, steps, tokens) and run nothing");
+  return {app, [args, &quiet, &exit_status] {
+            const auto grid = strait::sweep::read_grid(args->grid);
+            if (args->list) {
+              for (const auto& cell : grid.cells) {
+                std::cout << nlohmann::json{{"cell", cell.name}, {"method", cell.method},
+                                            {"non_embedding_params", cell.non_embedding_params},
+                                            {"replicas", cell.replicas}, {"steps", cell.steps},
+                                            {"tokens", cell.steps * cell.tokens_per_step}}
+                                 .dump()
+                          << "\n";
+              }
+              return;
+            }
+            if (args->out.empty()) throw strait::Error("sweep: --out DIR is required (or --list)");
+            strait::sweep::SweepOptions options;
+            options.out = args->out;
+            options.parallel = args->parallel;
+            options.fail_fast = args->fail_fast;
+            options.program = fs::read_symlink("/proc/self/exe").string();
+            // --quiet keeps only the failures: a failed cell must not go unnoticed.
+            options.progress = [&quiet](const std::string& line) {
+              if (!quiet || line.find("FAILED") != std::string::npos) std::cerr << line << "\n";
+            };
+            exit_status = strait::sweep::run_sweep(grid, options);
+          }};
+}
+
 // `strait report RUN_DIR... --out report.html`: the runs side by side, as a page and a table.
 Command add_report(CLI::App& cli, bool& quiet) {
   struct Args {
@@ -500,7 +546,8 @@ int main(int argc, char** argv) {
   int exit_status = 0;
   std::vector<Command> commands = {add_prepare(cli, quiet), add_train(cli, quiet, exit_status), add_eval(cli), add_export(cli),
                                    add_generate(cli), add_codec(cli, quiet), add_launch(cli, exit_status),
-                                   add_plan(cli), add_fit(cli), add_report(cli, quiet)};
+                                   add_plan(cli), add_fit(cli), add_report(cli, quiet),
+                                   add_sweep(cli, quiet, exit_status)};
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

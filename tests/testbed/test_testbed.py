@@ -28,6 +28,8 @@ not root, `ip netns add` fails, or the tbf qdisc is missing. Otherwise it checks
    (reported), SYN options and ARP; all small next to the gradients. A node's ledger bytes =
    the sum over its ranks of summary.json's traffic_by_rank[r].cross_node (global rank r is on
    node r // ranks_per_node).
+4. SIGTERM to scripts/wan during training: every rank gets it once (through its launcher),
+   checkpoints the step and exits; the script exits 143.
 
 """
 
@@ -35,6 +37,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -222,6 +225,39 @@ def test_training(strait, scratch):
                   f"{delta['tcp_retrans_segs']} TCP retransmissions)")
 
 
+def test_sigterm_checkpoints(strait, data, scratch):
+    """SIGTERM to scripts/wan reaches every rank once, through its node's launcher: the ranks
+    finish the step, write a checkpoint and exit 143 (a second signal would make them exit at
+    once, without one)."""
+    run_dir = os.path.join(scratch, "stopped")
+    command = [WAN, "--nodes", "2", "--link", LINK, "--strait", strait, "--", "train", "--data", data,
+               "--preset", "nano", "--steps", "100000", "--batch-size", "4", "--seq-len", "64",
+               "--threads", "1", "--eval-every", "0", "--checkpoint-every", "0", "--log-every", "1",
+               "--out", run_dir]
+    print("$ " + " ".join(command), flush=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = []
+    for line in proc.stdout:
+        output.append(line)
+        if "step 3/" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    output += proc.stdout.readlines()
+    status = proc.wait(timeout=120)
+    text = "".join(output)
+    ok = check(status == 143, f"scripts/wan exits 143 after SIGTERM (got {status})")
+    ok &= check("[rank 0] strait: stopped by SIGTERM after step" in text,
+                "rank 0 (the writer) says at which step it stopped and which checkpoint it wrote")
+    for rank in (0, 1):
+        ok &= check(f"rank {rank} exited with status 143" in text, f"rank {rank} stopped on the signal (143)")
+    ok &= check("second stop signal" not in text, "no rank got the signal twice")
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    ok &= check(os.path.isdir(checkpoints) and any(name.startswith("step-") for name in os.listdir(checkpoints)),
+                "the checkpoint written on the signal is there")
+    if not ok:
+        print("\n".join("    " + line for line in text.rstrip().splitlines()[-40:]), flush=True)
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strait", required=True, help="the strait binary")
@@ -235,6 +271,7 @@ def main(argv):
         test_usage_and_root()
         test_failing_node(scratch)
         test_training(strait, scratch)
+        test_sigterm_checkpoints(strait, os.path.join(scratch, "data"), scratch)
     if failures:
         print(f"{len(failures)} check(s) failed:\n  " + "\n  ".join(failures))
         return 1

@@ -155,6 +155,20 @@ TEST(ReportRuns, AResumedRunContinuesItsClockAndAnUnfinishedOneIsMarked) {
   EXPECT_FALSE(time_to_reach(run, 1.8).has_value());
 }
 
+TEST(ReportRuns, OnLoopbackTheNodesAreTheOnesTheRunRecorded) {
+  // Two launchers on one machine (scripts/compare --loopback): no testbed.json, but the summary
+  // says how many nodes the ledger's cross-node bytes were counted over.
+  testing::ScratchDir scratch;
+  json summary = {{"wall_time_s", 1.0}, {"nodes", 2}, {"world_size", 4}, {"traffic_by_rank", json::array()}};
+  for (double sent : {600.0, 0.0, 200.0, 0.0}) summary["traffic_by_rank"].push_back({{"cross_node", {{"sent", sent}}}});
+  write_run(scratch / "run", {{"strategy", "ddp"}}, {step_line(1, 1, 1)}, summary);
+  const RunRecord run = load_run(scratch / "run");
+  EXPECT_EQ(run.link, "loopback");
+  EXPECT_EQ(run.nodes, 2);
+  EXPECT_EQ(run.ranks_per_node, 2);
+  EXPECT_DOUBLE_EQ(run.ledger_bytes_per_node, 400.0);
+}
+
 TEST(ReportRuns, MethodNamesCarryTheSettingsThatDistinguishThem) {
   testing::ScratchDir scratch;
   const std::vector<std::pair<json, std::string>> cases = {

@@ -106,6 +106,7 @@ TEST_F(Ddp, TwoNodesUseTheHierarchicalAllReduceAndCrossTheBoundaryOnce) {
   // So rank 0 sends exactly M/2 across nodes per step (M/node: each byte crosses once), where a
   // flat 4-rank ring would send 1.5 M per node.
   const auto summary = nlohmann::json::parse(testing::read_file(ddp / "summary.json"));
+  EXPECT_EQ(summary.at("nodes"), 2) << "the summary says over how many nodes it counted";
   const double gradient_bytes = 4.0 * summary.at("parameters").get<double>();
   double gradient_cross_node = 0;
   for (const auto& [operation, traffic] : summary.at("traffic").at("operations").items()) {

@@ -200,6 +200,12 @@ RunRecord load_run(const fs::path& dir) {
     const json summary = read_json(summary_file);
     run.finished = true;
     run.wall_s = field<double>(summary, "wall_time_s", summary_file);
+    // Without a testbed, the nodes the launcher formed (several on one machine, e.g. scripts/compare
+    // --loopback), as the run recorded them.
+    if (!fs::exists(testbed) && summary.contains("nodes")) {
+      run.nodes = std::max(1, field<int>(summary, "nodes", summary_file));
+      run.ranks_per_node = std::max(1, field_or<int>(summary, "world_size", run.nodes) / run.nodes);
+    }
     double sent = 0;
     for (const json& rank : field_or<json>(summary, "traffic_by_rank", json::array())) {
       sent += field_or<double>(field_or<json>(rank, "cross_node", json::object()), "sent", 0);

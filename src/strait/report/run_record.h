@@ -28,7 +28,7 @@ struct RunRecord {
   std::string method;  // e.g. "ddp", "diloco H=50", "streaming diloco H=50 P=4 τ=5", "sparseloco H=15 k=64"
   std::string link;    // e.g. "20mbit"; "loopback" without testbed.json
   double link_bits_per_s = 0;  // 0 on loopback
-  int nodes = 1;
+  int nodes = 1;           // testbed.json's, else summary.json's (the launcher's), else 1
   int ranks_per_node = 1;
   int64_t steps = 0;    // the last step in metrics.jsonl
   bool finished = false;  // summary.json exists

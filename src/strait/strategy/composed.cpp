@@ -162,6 +162,7 @@ class ComposedStrategy final : public Strategy {
     if (!comm_) return report;
     report["replica_ranks"] = replica_->size();
     report["replicas"] = world_size() / replica_->size();
+    report["nodes"] = comm_->topology().num_nodes;  // what "cross-node" means in the figures below
     report["traffic"] = comm_->ledger().to_json();  // before the gathers below add to it
     report["traffic_by_rank"] = traffic_by_rank();
     return report;

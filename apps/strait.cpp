@@ -260,6 +260,8 @@ Command add_plan(CLI::App& cli) {
     double params = 0, flops = 0, step_compute_s = 0, bucket_mb = 25;
     int64_t batch_size = 1, seq_len = 4096, tokens_per_step = 0;
     bool json = false;
+    std::vector<std::string> sync_links;
+    std::vector<int> sync_replicas = {2, 4, 8, 16};
   };
   auto args = std::make_shared<Args>();
   auto* app = cli.add_subcommand("plan", "predict bytes and time per step of every method on a cluster, and recommend one");
@@ -302,6 +304,15 @@ Command add_plan(CLI::App& cli) {
       ->check(parsed_by(strait::codec::index_coding));
   app->add_option("--bucket-mb", args->bucket_mb, "DDP's gradient bucket size, MiB")->capture_default_str();
   app->add_flag("--json", args->json, "print one JSON object instead of the table");
+  app->add_option("--min-sync-every", args->sync_links,
+                  "also print the smallest H at which one outer exchange costs < 10% of H steps' compute, "
+                  "for these link rates (comma list) and the --replica-counts")
+      ->delimiter(',')
+      ->check(parsed_by(strait::plan::parse_link_rate));
+  app->add_option("--replica-counts", args->sync_replicas, "replicas (one per node) for --min-sync-every")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(at_least<int>(1));
   return {app, [args, params] {
             bool have_params = params->count() > 0;
             if (!args->measured.empty()) {
@@ -337,6 +348,22 @@ Command add_plan(CLI::App& cli) {
             }
             if (args->json) std::cout << strait::plan::plan_json(args->cluster, args->workload, predictions).dump(2) << "\n";
             else std::cout << strait::plan::plan_table(args->cluster, args->workload, predictions);
+            if (args->sync_links.empty()) return;
+            // The methods asked for that wait at their outer step.
+            std::vector<strait::plan::MethodSpec> blocking;
+            for (const auto& prediction : predictions) {
+              const auto kind = prediction.method.kind;
+              if (kind == strait::plan::Kind::LocalSgd || kind == strait::plan::Kind::Diloco ||
+                  kind == strait::plan::Kind::SparseLoco) {
+                blocking.push_back(prediction.method);
+              }
+            }
+            if (blocking.empty()) throw strait::Error("plan: --min-sync-every needs --method local-sgd, diloco or sparseloco");
+            std::vector<double> rates;
+            for (const auto& link : args->sync_links) rates.push_back(strait::plan::parse_link_rate(link));
+            std::cout << "\n"
+                      << strait::plan::sync_condition_table(args->cluster, args->workload, blocking, rates,
+                                                            args->sync_replicas, 0.1);
           }};
 }
 

@@ -371,4 +371,26 @@ TEST_F(PlanCommand, RefusesABadLinkRateAsAUsageError) {
 }
 
 }  // namespace
+TEST(PlanSyncCondition, TheSmallestHKeepsOneExchangeUnderTenPercentOfHStepsCompute) {
+  const Cluster cluster{4, 1, 100e6};
+  Workload work;
+  work.params = 1e6;
+  work.step_compute_s = 0.05;
+  const SyncCondition diloco = sync_condition(cluster, work, method_named("diloco", {}), 0.1);
+  const double bytes = dense_exchange_bytes_per_node(cluster, 1000000, codec::WireDtype::Fp32);
+  EXPECT_DOUBLE_EQ(diloco.bytes_per_sync, bytes);
+  EXPECT_DOUBLE_EQ(diloco.sync_s, bytes * 8 / (100e6 * 0.94));
+  const int h = diloco.smallest_sync_every;
+  EXPECT_LT(diloco.sync_s, 0.1 * h * 0.05) << "at H the exchange is under 10%";
+  EXPECT_GE(diloco.sync_s, 0.1 * (h - 1) * 0.05) << "at H - 1 it is not";
+  // SparseLoCo's payload is far smaller, so its H is too; a 5x slower link needs ~5x the H.
+  const SyncCondition sparse = sync_condition(cluster, work, method_named("sparseloco", {}), 0.1);
+  EXPECT_LT(sparse.smallest_sync_every, h / 10);
+  const SyncCondition slow = sync_condition(Cluster{4, 1, 20e6}, work, method_named("diloco", {}), 0.1);
+  EXPECT_NEAR(slow.smallest_sync_every, 5.0 * h, 5);
+  EXPECT_NE(error_of([&] { sync_condition(cluster, work, method_named("ddp", {}), 0.1); })
+                .find("for methods that block at the outer step"),
+            std::string::npos);
+}
+
 }  // namespace strait::plan

@@ -548,6 +548,52 @@ void reading_json(const std::string& where, Read read) {
   }
 }
 
+SyncCondition sync_condition(const Cluster& cluster, const Workload& workload, MethodSpec method, double budget) {
+  if (method.kind != Kind::LocalSgd && method.kind != Kind::Diloco && method.kind != Kind::SparseLoco) {
+    throw Error("plan: the smallest H is for methods that block at the outer step (local-sgd, diloco, sparseloco), not " +
+                method.name);
+  }
+  if (!(budget > 0 && budget < 1)) throw Error("plan: the exchange's share of compute must be in (0, 1)");
+  method.sync_every = 1;  // the exchange's bytes and time do not depend on H
+  const Prediction p = predict(cluster, workload, method);
+  SyncCondition condition;
+  condition.bytes_per_sync = p.bytes_per_outer_sync;
+  condition.sync_s = link_seconds(cluster, p.bytes_per_outer_sync);
+  condition.compute_s = p.compute_s;
+  const double threshold = condition.sync_s / (budget * condition.compute_s);
+  if (threshold >= 1e9) throw Error("plan: the exchange takes more than 1e9 steps of compute; no useful H");
+  condition.smallest_sync_every = static_cast<int>(std::floor(threshold)) + 1;
+  return condition;
+}
+
+std::string sync_condition_table(const Cluster& cluster, const Workload& workload, const std::vector<MethodSpec>& methods,
+                                 const std::vector<double>& link_rates, const std::vector<int>& replicas, double budget) {
+  std::ostringstream out;
+  out << "smallest H at which one outer exchange costs < " << budget * 100 << "% of H steps' compute ("
+      << count_text(workload.params) << " parameters, one replica per node of " << cluster.ranks_per_node
+      << (cluster.ranks_per_node == 1 ? " rank" : " ranks") << ")\n";
+  out << std::left << std::setw(24) << "method" << std::setw(12) << "link";
+  for (const int r : replicas) out << std::right << std::setw(12) << ("R=" + std::to_string(r));
+  out << "\n";
+  for (const MethodSpec& method : methods) {
+    for (const double rate : link_rates) {
+      std::ostringstream link;
+      link << (rate >= 1e9 ? rate / 1e9 : rate / 1e6) << (rate >= 1e9 ? " Gbit/s" : " Mbit/s");
+      // The name without its H, which is what the table varies.
+      const std::string name = std::regex_replace(method.name, std::regex(" H=[0-9]+"), "");
+      out << std::left << std::setw(24) << name << std::setw(12) << link.str() << std::right;
+      for (const int r : replicas) {
+        Cluster shaped = cluster;
+        shaped.nodes = r;
+        shaped.link_bits_per_s = rate;
+        out << std::setw(12) << sync_condition(shaped, workload, method, budget).smallest_sync_every;
+      }
+      out << "\n";
+    }
+  }
+  return out.str();
+}
+
 MeasuredRun read_measured_run(const std::string& run_dir) {
   const std::string metrics_path = run_dir + "/metrics.jsonl";
   std::ifstream metrics(metrics_path);

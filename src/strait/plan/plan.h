@@ -134,6 +134,23 @@ std::vector<std::vector<int64_t>> llama_shapes(int64_t vocab, int64_t hidden, in
 std::vector<int64_t> llama_layer_elements(int64_t vocab, int64_t hidden, int64_t intermediate, int64_t layers,
                                           bool tied_embeddings);
 
+// Multi-cluster conditions (ALGORITHMS.md section 2): the smallest H at which a method that blocks
+// at the outer step (local SGD, DiLoCo, SparseLoCo) spends less than `budget` (0.1: 10%) of H inner
+// steps' compute on one exchange: the smallest integer H > exchange time / (budget x step
+// compute). Its exchange does not depend on H (the whole model, or SparseLoCo's payload). Throws
+// strait::Error for a method that does not block at the outer step, or as predict() does.
+struct SyncCondition {
+  double bytes_per_sync = 0;  // the busiest node's
+  double sync_s = 0;          // its link time
+  double compute_s = 0;       // one inner step
+  int smallest_sync_every = 1;
+};
+SyncCondition sync_condition(const Cluster& cluster, const Workload& workload, MethodSpec method, double budget = 0.1);
+// The table of smallest H per link rate (rows) and replica count (columns: one replica per node)
+// for each method, as text.
+std::string sync_condition_table(const Cluster& cluster, const Workload& workload, const std::vector<MethodSpec>& methods,
+                                 const std::vector<double>& link_rates, const std::vector<int>& replicas, double budget);
+
 // The fastest prediction's index, and a one-line reason.
 struct Recommendation {
   size_t index = 0;

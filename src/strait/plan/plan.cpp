@@ -6,6 +6,7 @@
 #include <fstream>
 #include <functional>
 #include <iomanip>
+#include <numeric>
 #include <regex>
 #include <sstream>
 
@@ -29,21 +30,25 @@ double sent(const std::vector<comm::PeerTraffic>& transfers) {
   return total;
 }
 
-// Bytes the busiest node sends to other nodes in a collective over every rank of the job, whose
-// group rank is the global rank: `transfers(rank)` is that rank's traffic (gloo_algorithms.h).
-double busiest_node_sent(const Cluster& cluster, const std::function<std::vector<comm::PeerTraffic>(int)>& transfers) {
-  double busiest = 0;
+// Bytes each node sends to other nodes in a collective over every rank of the job, whose group
+// rank is the global rank: `transfers(rank)` is that rank's traffic (gloo_algorithms.h).
+std::vector<double> sent_by_node(const Cluster& cluster,
+                                 const std::function<std::vector<comm::PeerTraffic>(int)>& transfers) {
+  std::vector<double> by_node(cluster.nodes, 0.0);
   for (int node = 0; node < cluster.nodes; ++node) {
-    double node_sent = 0;
     for (int local = 0; local < cluster.ranks_per_node; ++local) {
       const int rank = node * cluster.ranks_per_node + local;
       for (const auto& transfer : transfers(rank)) {
-        if (transfer.peer / cluster.ranks_per_node != node) node_sent += static_cast<double>(transfer.sent);
+        if (transfer.peer / cluster.ranks_per_node != node) by_node[node] += static_cast<double>(transfer.sent);
       }
     }
-    busiest = std::max(busiest, node_sent);
   }
-  return busiest;
+  return by_node;
+}
+
+double busiest_node_sent(const Cluster& cluster, const std::function<std::vector<comm::PeerTraffic>(int)>& transfers) {
+  const std::vector<double> by_node = sent_by_node(cluster, transfers);
+  return *std::max_element(by_node.begin(), by_node.end());
 }
 
 double encoded_bytes(codec::WireDtype dtype, int64_t count) {
@@ -546,6 +551,13 @@ void reading_json(const std::string& where, Read read) {
   } catch (const nlohmann::json::exception& error) {
     throw Error("plan: " + where + ": a field has an unexpected type (" + error.what() + ")");
   }
+}
+
+double weight_broadcast_bytes_per_node(const Cluster& cluster, double params) {
+  const auto bytes = static_cast<uint64_t>(params) * sizeof(float);
+  const std::vector<double> by_node = sent_by_node(
+      cluster, [&](int rank) { return gloo::binomial_broadcast(rank, cluster.ranks(), 0, bytes); });
+  return std::accumulate(by_node.begin(), by_node.end(), 0.0) / cluster.nodes;
 }
 
 SyncCondition sync_condition(const Cluster& cluster, const Workload& workload, MethodSpec method, double budget) {

@@ -134,6 +134,11 @@ std::vector<std::vector<int64_t>> llama_shapes(int64_t vocab, int64_t hidden, in
 std::vector<int64_t> llama_layer_elements(int64_t vocab, int64_t hidden, int64_t intermediate, int64_t layers,
                                           bool tied_embeddings);
 
+// The start-up broadcast of rank 0's float32 weights to every rank (Gloo's binomial tree):
+// cross-node bytes per node, averaged over the nodes as the ledger's per-node totals are. The
+// ledger's and the kernel's totals of a run hold it; the per-step figures above do not.
+double weight_broadcast_bytes_per_node(const Cluster& cluster, double params);
+
 // Multi-cluster conditions (ALGORITHMS.md section 2): the smallest H at which a method that blocks
 // at the outer step (local SGD, DiLoCo, SparseLoCo) spends less than `budget` (0.1: 10%) of H inner
 // steps' compute on one exchange: the smallest integer H > exchange time / (budget x step

@@ -5,7 +5,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "strait/comm/gloo_algorithms.h"
 #include "strait/core/error.h"
 #include "strait/core/fileio.h"
 #include "strait/core/metrics.h"
@@ -134,21 +133,6 @@ plan::MethodSpec planned_method(const json& config, const fs::path& file) {
   return plan::method_named(strategy == "diloco" && fragments > 1 ? "streaming-diloco" : strategy, options);
 }
 
-// The cross-node bytes, per node on average, of the start-up broadcast of rank 0's float32
-// weights to every rank (Gloo's binomial tree, as the ledger counts it). The ledger's and the
-// kernel's totals hold it; plan's per-step figures do not.
-double startup_broadcast_bytes_per_node(const RunRecord& run, double params) {
-  const int ranks = run.nodes * run.ranks_per_node;
-  const auto bytes = static_cast<uint64_t>(params) * sizeof(float);
-  double sent = 0;
-  for (int rank = 0; rank < ranks; ++rank) {
-    for (const auto& peer : comm::gloo_algorithms::binomial_broadcast(rank, ranks, 0, bytes)) {
-      if (peer.peer / run.ranks_per_node != rank / run.ranks_per_node) sent += static_cast<double>(peer.sent);
-    }
-  }
-  return sent / run.nodes;
-}
-
 // Fills the run's predictions from plan's model, with the compute time measured in the run
 // itself (as `strait plan --measured` does). Runs plan cannot model keep none: the report
 // still shows everything measured.
@@ -171,7 +155,7 @@ void predict_into(RunRecord& run, const fs::path& run_dir, const json& config) {
     const plan::Prediction prediction = plan::predict(cluster, work, planned_method(config, run_dir / "train_config.json"));
     const auto steps = static_cast<double>(run.steps);
     run.planned_bytes_per_node = prediction.cross_node_bytes_per_node_per_step * steps +
-                                 startup_broadcast_bytes_per_node(run, work.params);
+                                 plan::weight_broadcast_bytes_per_node(cluster, work.params);
     if (shaped) run.planned_steps_s = prediction.step_time_s * steps;
   } catch (const std::exception& error) {  // also a summary.json of unexpected types
     run.plan_note = error.what();

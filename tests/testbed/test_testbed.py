@@ -114,8 +114,17 @@ def test_usage_and_root():
     if setpriv is None:
         print("note: no setpriv; the non-root check is left out")
         return
-    user = run([setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups",
-                WAN, "--nodes", "2", "--link", "10mbit", "--run-cmd", "--", "true"])
+    # A copy the unprivileged user can reach: the checkout may sit in a directory only root may
+    # enter (mktemp -d makes them 0700), which would fail with "Permission denied" instead.
+    reachable = tempfile.mkdtemp(prefix="strait-wan-")
+    try:
+        os.chmod(reachable, 0o755)
+        wan = shutil.copy(WAN, os.path.join(reachable, "wan"))
+        os.chmod(wan, 0o755)
+        user = run([setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                    wan, "--nodes", "2", "--link", "10mbit", "--run-cmd", "--", "true"])
+    finally:
+        shutil.rmtree(reachable)
     check(user.returncode == 2 and "needs root: network namespaces and tc" in user.stderr,
           f"not root: exit 2 and says why: got {user.returncode}, {user.stderr.strip()!r}")
 

@@ -13,7 +13,17 @@ namespace {
 const char* const kColors[] = {"#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000"};
 constexpr int kColorCount = sizeof(kColors) / sizeof(kColors[0]);
 // Series beyond the palette repeat its colours with a dash pattern.
-const char* const kDashes[] = {"", "6 3", "2 3"};
+const char* const kDashes[] = {"", "6 3", "2 3", "8 3 2 3"};
+constexpr int kDashCount = sizeof(kDashes) / sizeof(kDashes[0]);
+
+// A series' colour and dash pattern: its own choice, else by its position (colours first; the
+// fourth pattern only by choice, so that charts without choices look as they always did).
+std::string color_of(const Series& series, size_t i) {
+  return kColors[series.color >= 0 ? series.color % kColorCount : static_cast<int>(i % kColorCount)];
+}
+std::string dash_of(const Series& series, size_t i) {
+  return kDashes[series.dash >= 0 ? series.dash % kDashCount : static_cast<int>((i / kColorCount) % 3)];
+}
 
 constexpr double kPlotWidth = 460, kHeight = 400;
 constexpr double kLeft = 80, kTop = 40, kBottom = 60;  // margins around the plot
@@ -128,16 +138,19 @@ std::string x_axis(const Scale& scale, const Axis& axis, const Frame& frame, dou
   return out;
 }
 
-std::string legend(const std::vector<std::string>& names, const Frame& frame, bool lines) {
+// `series`: a line chart's (their lines or markers), else one square per name (bars).
+std::string legend(const std::vector<std::string>& names, const Frame& frame, const std::vector<Series>* series) {
   std::string out;
   for (size_t i = 0; i < names.size(); ++i) {
     const double y = kTop + 8 + 18 * static_cast<double>(i);
     const double x = frame.right + 16;
-    const std::string color = kColors[i % kColorCount];
-    if (lines) {
+    const std::string color = series ? color_of((*series)[i], i) : kColors[i % kColorCount];
+    if (series && !(*series)[i].line) {
+      out += "<circle cx=\"" + number(x + 10) + "\" cy=\"" + number(y) + "\" r=\"4.5\" fill=\"#fff\" stroke=\"" + color +
+             "\" stroke-width=\"2\"/>\n";
+    } else if (series) {
       out += "<line x1=\"" + number(x) + "\" y1=\"" + number(y) + "\" x2=\"" + number(x + 20) + "\" y2=\"" + number(y) +
-             "\" stroke=\"" + color + "\" stroke-width=\"2\" stroke-dasharray=\"" + kDashes[(i / kColorCount) % 3] +
-             "\"/>\n";
+             "\" stroke=\"" + color + "\" stroke-width=\"2\" stroke-dasharray=\"" + dash_of((*series)[i], i) + "\"/>\n";
     } else {
       out += "<rect x=\"" + number(x + 4) + "\" y=\"" + number(y - 6) + "\" width=\"12\" height=\"12\" fill=\"" + color +
              "\"/>\n";
@@ -167,6 +180,12 @@ std::string format_value(double value, Axis::Unit unit) {
   char text[32];
   if (unit == Axis::Unit::Bytes) {
     const char* const prefixes[] = {"B", "kB", "MB", "GB", "TB"};
+    int i = 0;
+    double scaled = value;
+    while (std::abs(scaled) >= 1000 && i < 4) scaled /= 1000, ++i;
+    std::snprintf(text, sizeof(text), "%.3g %s", scaled, prefixes[i]);
+  } else if (unit == Axis::Unit::BitRate) {
+    const char* const prefixes[] = {"bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"};
     int i = 0;
     double scaled = value;
     while (std::abs(scaled) >= 1000 && i < 4) scaled /= 1000, ++i;
@@ -203,19 +222,28 @@ std::string line_chart(const std::string& title, const Axis& x, const Axis& y, c
   out += "<rect x=\"" + number(frame.left) + "\" y=\"" + number(kTop) + "\" width=\"" + number(kPlotWidth) +
          "\" height=\"" + number(bottom - kTop) + "\" class=\"frame\"/>\n";
   for (size_t i = 0; i < series.size(); ++i) {
-    const std::string color = kColors[i % kColorCount];
-    std::string points, markers;
+    const std::string color = color_of(series[i], i);
+    // Hollow markers for a series without a line, so that they stand out from the lines' dots.
+    const std::string marker = series[i].line ? "r=\"2.5\" fill=\"" + color + "\""
+                                              : "r=\"4.5\" fill=\"#fff\" stroke=\"" + color + "\" stroke-width=\"2\"";
+    std::string points, values, markers;
     for (const auto& [px, py] : series[i].points) {
       if (!usable(x, px) || !usable(y, py)) continue;
       points += number(sx(px)) + "," + number(sy(py)) + " ";
-      markers += "<circle cx=\"" + number(sx(px)) + "\" cy=\"" + number(sy(py)) + "\" r=\"2.5\" fill=\"" + color +
-                 "\"><title>" + escape(series[i].name + ": " + format_value(py, y.unit) + " at " + format_value(px, x.unit)) +
+      char value[64];
+      std::snprintf(value, sizeof(value), "%.17g,%.17g", px, py);
+      values += (values.empty() ? "" : " ") + std::string(value);
+      markers += "<circle cx=\"" + number(sx(px)) + "\" cy=\"" + number(sy(py)) + "\" " + marker + "><title>" +
+                 escape(series[i].name + ": " + format_value(py, y.unit) + " at " + format_value(px, x.unit)) +
                  "</title></circle>\n";
     }
-    out += "<polyline fill=\"none\" stroke=\"" + color + "\" stroke-width=\"2\" stroke-dasharray=\"" +
-           kDashes[(i / kColorCount) % 3] + "\" points=\"" + points + "\"/>\n" + markers;
+    if (series[i].line) {
+      out += "<polyline fill=\"none\" stroke=\"" + color + "\" stroke-width=\"2\" stroke-dasharray=\"" +
+             dash_of(series[i], i) + "\" points=\"" + points + "\" data-points=\"" + values + "\"/>\n";
+    }
+    out += markers;
   }
-  out += legend(names, frame, true);
+  out += legend(names, frame, &series);
   return out + "</svg>\n";
 }
 
@@ -259,7 +287,7 @@ std::string bar_chart(const BarChart& chart) {
       if (chart.stacked) start = end;
     }
   }
-  out += legend(chart.segments, frame, false);
+  out += legend(chart.segments, frame, nullptr);
   return out + "</svg>\n";
 }
 

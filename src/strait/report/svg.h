@@ -12,16 +12,23 @@ namespace strait::report {
 struct Axis {
   std::string label;
   bool log = false;  // decades; values <= 0 are left out
-  // How tick values print: plain numbers, or bytes with SI prefixes (kB, MB, GB).
-  enum class Unit { Plain, Bytes } unit = Unit::Plain;
+  // How tick values print: plain numbers, bytes with SI prefixes (kB, MB, GB), or link rates in
+  // bits per second (kbit/s, Mbit/s, Gbit/s).
+  enum class Unit { Plain, Bytes, BitRate } unit = Unit::Plain;
 };
 
 struct Series {
   std::string name;
   std::vector<std::pair<double, double>> points;  // (x, y)
+  // The palette colour and dash pattern (indices, taken modulo their counts); -1: by the
+  // series' position, as before.
+  int color = -1, dash = -1;
+  bool line = true;  // false: hollow markers only, no polyline (measured points next to lines)
 };
 
-// One polyline with markers per series, a legend, gridlines and ticks at round values.
+// One polyline with markers per series, a legend, gridlines and ticks at round values. Each
+// polyline carries its points' values too, as data-points="x,y x,y" (%.17g), so that a test or
+// a script can read them back exactly.
 std::string line_chart(const std::string& title, const Axis& x, const Axis& y, const std::vector<Series>& series);
 
 // One horizontal bar per row; `values[row][segment]`: stacked when `stacked`, side by side

@@ -578,6 +578,28 @@ SyncCondition sync_condition(const Cluster& cluster, const Workload& workload, M
   return condition;
 }
 
+std::vector<SyncConditionCell> sync_conditions(const Cluster& cluster, const Workload& workload,
+                                               const std::vector<MethodSpec>& methods,
+                                               const std::vector<double>& link_rates, const std::vector<int>& replicas,
+                                               double budget) {
+  if (link_rates.empty() || replicas.empty()) {
+    throw Error("plan: the smallest H needs at least one link rate and one replica count");
+  }
+  std::vector<SyncConditionCell> cells;
+  for (const MethodSpec& method : methods) {
+    const std::string name = std::regex_replace(method.name, std::regex(" H=[0-9]+"), "");
+    for (const double rate : link_rates) {
+      for (const int r : replicas) {
+        Cluster shaped = cluster;
+        shaped.nodes = r;
+        shaped.link_bits_per_s = rate;
+        cells.push_back({method, name, rate, r, sync_condition(shaped, workload, method, budget)});
+      }
+    }
+  }
+  return cells;
+}
+
 std::string sync_condition_table(const Cluster& cluster, const Workload& workload, const std::vector<MethodSpec>& methods,
                                  const std::vector<double>& link_rates, const std::vector<int>& replicas, double budget) {
   std::ostringstream out;
@@ -587,21 +609,17 @@ std::string sync_condition_table(const Cluster& cluster, const Workload& workloa
   out << std::left << std::setw(24) << "method" << std::setw(12) << "link";
   for (const int r : replicas) out << std::right << std::setw(12) << ("R=" + std::to_string(r));
   out << "\n";
-  for (const MethodSpec& method : methods) {
-    for (const double rate : link_rates) {
-      std::ostringstream link;
-      link << (rate >= 1e9 ? rate / 1e9 : rate / 1e6) << (rate >= 1e9 ? " Gbit/s" : " Mbit/s");
-      // The name without its H, which is what the table varies.
-      const std::string name = std::regex_replace(method.name, std::regex(" H=[0-9]+"), "");
-      out << std::left << std::setw(24) << name << std::setw(12) << link.str() << std::right;
-      for (const int r : replicas) {
-        Cluster shaped = cluster;
-        shaped.nodes = r;
-        shaped.link_bits_per_s = rate;
-        out << std::setw(12) << sync_condition(shaped, workload, method, budget).smallest_sync_every;
-      }
-      out << "\n";
+  const std::vector<SyncConditionCell> cells = sync_conditions(cluster, workload, methods, link_rates, replicas, budget);
+  // One row per method and rate: replicas.size() cells in a row.
+  for (size_t row = 0; row < cells.size(); row += replicas.size()) {
+    const double rate = cells[row].link_bits_per_s;
+    std::ostringstream link;
+    link << (rate >= 1e9 ? rate / 1e9 : rate / 1e6) << (rate >= 1e9 ? " Gbit/s" : " Mbit/s");
+    out << std::left << std::setw(24) << cells[row].name << std::setw(12) << link.str() << std::right;
+    for (size_t column = 0; column < replicas.size(); ++column) {
+      out << std::setw(12) << cells[row + column].condition.smallest_sync_every;
     }
+    out << "\n";
   }
   return out.str();
 }

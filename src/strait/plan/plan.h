@@ -151,6 +151,19 @@ struct SyncCondition {
   int smallest_sync_every = 1;
 };
 SyncCondition sync_condition(const Cluster& cluster, const Workload& workload, MethodSpec method, double budget = 0.1);
+// One cell of the table below: a method, a link rate and a replica count (one replica per node).
+struct SyncConditionCell {
+  MethodSpec method;
+  std::string name;  // the method's name without its H, which the table varies ("diloco", "diloco int8")
+  double link_bits_per_s = 0;
+  int replicas = 0;
+  SyncCondition condition;
+};
+// Every cell: method by method, then link rate by link rate, then replica count.
+std::vector<SyncConditionCell> sync_conditions(const Cluster& cluster, const Workload& workload,
+                                               const std::vector<MethodSpec>& methods,
+                                               const std::vector<double>& link_rates, const std::vector<int>& replicas,
+                                               double budget);
 // The table of smallest H per link rate (rows) and replica count (columns: one replica per node)
 // for each method, as text.
 std::string sync_condition_table(const Cluster& cluster, const Workload& workload, const std::vector<MethodSpec>& methods,

@@ -22,6 +22,7 @@
 #include "strait/model/generate.h"
 #include "strait/plan/plan.h"
 #include "strait/report/report.h"
+#include "strait/report/sync_chart.h"
 #include "strait/sweep/sweep.h"
 #include "strait/train/checkpoint.h"
 #include "strait/train/evaluate.h"
@@ -250,7 +251,7 @@ Command add_codec(CLI::App& cli, bool& quiet) {
           }};
 }
 
-Command add_plan(CLI::App& cli) {
+Command add_plan(CLI::App& cli, bool& quiet) {
   struct Args {
     strait::plan::Cluster cluster;
     strait::plan::Workload workload;
@@ -260,8 +261,10 @@ Command add_plan(CLI::App& cli) {
     double params = 0, flops = 0, step_compute_s = 0, bucket_mb = 25;
     int64_t batch_size = 1, seq_len = 4096, tokens_per_step = 0;
     bool json = false;
-    std::vector<std::string> sync_links;
+    std::vector<std::string> sync_links, chart_runs;
     std::vector<int> sync_replicas = {2, 4, 8, 16};
+    std::string chart;
+    bool overwrite = false;
   };
   auto args = std::make_shared<Args>();
   auto* app = cli.add_subcommand("plan", "predict bytes and time per step of every method on a cluster, and recommend one");
@@ -309,11 +312,34 @@ Command add_plan(CLI::App& cli) {
                   "for these link rates (comma list) and the --replica-counts")
       ->delimiter(',')
       ->check(parsed_by(strait::plan::parse_link_rate));
-  app->add_option("--replica-counts", args->sync_replicas, "replicas (one per node) for --min-sync-every")
-      ->delimiter(',')
-      ->capture_default_str()
-      ->check(at_least<int>(1));
-  return {app, [args, params] {
+  auto* replica_counts =
+      app->add_option("--replica-counts", args->sync_replicas, "replicas (one per node) for --min-sync-every")
+          ->delimiter(',')
+          ->capture_default_str()
+          ->check(at_least<int>(1));
+  auto* chart =
+      app->add_option("--chart", args->chart,
+                      "also draw --min-sync-every's table as a self-contained SVG file: smallest H against link rate "
+                      "(log-log), a line per method x replica count")
+          ->check(CLI::Validator(
+              [](std::string& input) {
+                const fs::path path(input);
+                return path.extension() == ".svg" && !path.stem().empty()
+                           ? std::string()
+                           : "got '" + input + "', expected an .svg file to write";
+              },
+              ""));
+  auto* chart_runs =
+      app->add_option("--chart-runs", args->chart_runs,
+                      "runs of local-sgd, diloco or sparseloco on shaped links (run or cell directories, comma list): "
+                      "their measured smallest H as points on the chart")
+          ->delimiter(',');
+  auto* sync_links = app->get_option("--min-sync-every");
+  replica_counts->needs(sync_links);
+  chart->needs(sync_links);
+  chart_runs->needs(chart);
+  app->add_flag("--overwrite", args->overwrite, "replace an earlier chart at --chart")->needs(chart);
+  return {app, [args, params, &quiet] {
             bool have_params = params->count() > 0;
             if (!args->measured.empty()) {
               const auto run = strait::plan::read_measured_run(args->measured);
@@ -346,9 +372,14 @@ Command add_plan(CLI::App& cli) {
               predictions.push_back(strait::plan::predict(args->cluster, args->workload,
                                                           strait::plan::method_named(name, args->methods)));
             }
-            if (args->json) std::cout << strait::plan::plan_json(args->cluster, args->workload, predictions).dump(2) << "\n";
-            else std::cout << strait::plan::plan_table(args->cluster, args->workload, predictions);
-            if (args->sync_links.empty()) return;
+            // Everything is computed (and the chart written) before anything is printed, so that a
+            // refused chart or a bad run leaves no half output.
+            std::string out = args->json ? strait::plan::plan_json(args->cluster, args->workload, predictions).dump(2) + "\n"
+                                         : strait::plan::plan_table(args->cluster, args->workload, predictions);
+            if (args->sync_links.empty()) {
+              std::cout << out;
+              return;
+            }
             // The methods asked for that wait at their outer step.
             std::vector<strait::plan::MethodSpec> blocking;
             for (const auto& prediction : predictions) {
@@ -361,9 +392,21 @@ Command add_plan(CLI::App& cli) {
             if (blocking.empty()) throw strait::Error("plan: --min-sync-every needs --method local-sgd, diloco or sparseloco");
             std::vector<double> rates;
             for (const auto& link : args->sync_links) rates.push_back(strait::plan::parse_link_rate(link));
-            std::cout << "\n"
-                      << strait::plan::sync_condition_table(args->cluster, args->workload, blocking, rates,
-                                                            args->sync_replicas, 0.1);
+            constexpr double kBudget = 0.1;
+            out += "\n" + strait::plan::sync_condition_table(args->cluster, args->workload, blocking, rates,
+                                                             args->sync_replicas, kBudget);
+            if (!args->chart.empty()) {
+              std::vector<strait::report::MeasuredSync> runs;
+              for (const auto& dir : args->chart_runs) runs.push_back(strait::report::measured_sync(dir, kBudget));
+              if (!runs.empty()) out += "\n" + strait::report::measured_sync_table(runs, kBudget);
+              const auto cells = strait::plan::sync_conditions(args->cluster, args->workload, blocking, rates,
+                                                               args->sync_replicas, kBudget);
+              strait::report::write_sync_chart(
+                  args->chart, strait::report::sync_chart_svg(args->cluster, args->workload, cells, runs, kBudget),
+                  args->overwrite);
+            }
+            std::cout << out;
+            if (!args->chart.empty() && !quiet) std::cerr << "strait: wrote " << args->chart << "\n";
           }};
 }
 
@@ -573,7 +616,7 @@ int main(int argc, char** argv) {
   int exit_status = 0;
   std::vector<Command> commands = {add_prepare(cli, quiet), add_train(cli, quiet, exit_status), add_eval(cli), add_export(cli),
                                    add_generate(cli), add_codec(cli, quiet), add_launch(cli, exit_status),
-                                   add_plan(cli), add_fit(cli), add_report(cli, quiet),
+                                   add_plan(cli, quiet), add_fit(cli), add_report(cli, quiet),
                                    add_sweep(cli, quiet, exit_status)};
   try {
     cli.parse(argc, argv);

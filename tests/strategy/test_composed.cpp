@@ -148,6 +148,21 @@ TEST(StrategyConfiguration, BadOuterOptimizerSettingsAreNamed) {
       {[](TrainConfig& c) { c.index_coding = "huffman"; },
        "index_coding must be fixed, rice, bitmap or auto, got 'huffman'"},
       {[](TrainConfig& c) { c.optimizer = "adam"; }, "optimizer must be adamw or sgd, got 'adam'"},
+      {[](TrainConfig& c) { c.sync_every_seconds = -1; },
+       "sync_every_seconds must be >= 0 (0: sync every sync_every steps), got -1.000000"},
+      {[](TrainConfig& c) { c.strategy = "sparseloco", c.sync_every_seconds = 5; },
+       "sync_every_seconds (a time-boxed inner phase, replicas weighted by the tokens they trained) needs the dense "
+       "exchange of --strategy local-sgd or diloco, got 'sparseloco'"},
+      {[](TrainConfig& c) { c.fragments = 2, c.sync_every_seconds = 5; },
+       "sync_every_seconds syncs the whole model when the time is up; it cannot be combined with streaming DiLoCo's "
+       "fragments, overlap_steps or fragment_mix"},
+      {[](TrainConfig& c) { c.throttle = "3"; },
+       "throttle entry '3' must be REPLICA:FACTOR with a replica index >= 0 and a factor >= 1, e.g. 3:2"},
+      {[](TrainConfig& c) { c.throttle = "1:2,x:2"; },
+       "throttle entry 'x:2' must be REPLICA:FACTOR with a replica index >= 0 and a factor >= 1, e.g. 3:2"},
+      {[](TrainConfig& c) { c.throttle = "1:0.5"; },
+       "throttle entry '1:0.5' must be REPLICA:FACTOR with a replica index >= 0 and a factor >= 1, e.g. 3:2"},
+      {[](TrainConfig& c) { c.throttle = "1:2,1:3"; }, "throttle names replica 1 twice"},
   };
   for (const auto& [change, expected] : cases) {
     TrainConfig bad = config;
@@ -159,6 +174,21 @@ TEST(StrategyConfiguration, BadOuterOptimizerSettingsAreNamed) {
       EXPECT_EQ(std::string(error.what()), "invalid configuration: " + expected);
     }
   }
+}
+
+TEST(StrategyConfiguration, AThrottledReplicaOutsideTheJobFailsBeforeAnyProcessConnects) {
+  TrainConfig config;
+  config.data = "data";
+  config.comm_timeout_s = 1;
+  config.strategy = "diloco";
+  config.replica_ranks = "2";
+  config.throttle = "0:1.5,2:2";
+  EXPECT_NE(strategy_error(config).find("invalid configuration: throttle names replica 2, but the job has 2 replicas "
+                                        "(0..1)"),
+            std::string::npos)
+      << strategy_error(config);
+  EXPECT_EQ(parse_throttle("0:1.5,2:2"), (std::map<int64_t, double>{{0, 1.5}, {2, 2.0}}));
+  EXPECT_TRUE(parse_throttle("").empty());
 }
 
 TEST(StrategyConfiguration, MoreFragmentsThanLayersFailBeforeAnyProcessConnects) {

@@ -8,7 +8,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <set>
+#include <thread>
+
 #include "strait/codec/sparse_codec.h"
+#include "strait/comm/communicator.h"
 #include "strait/codec/wire_codec.h"
 #include "strait/core/safetensors.h"
 #include "strait/core/metrics.h"
@@ -259,6 +263,68 @@ TEST(OuterSgd, FragmentsAreStridedLayerGroups) {
   EXPECT_EQ(fragment_of("lm_head.weight", 7, 3), 0);  // with layer 6
 }
 
+// Two one-rank replicas as two threads of this process, over loopback: replica 0 runs 3 steps
+// in a time-boxed phase, replica 1 (slower) 1. With weights 1 on replica 0 and 4 on replica 1,
+// the token-weighted mean is (3·1 + 1·4) / 4 = 1.75, for local SGD and for DiLoCo with outer lr
+// 1 and no momentum from θ = 0 (θ − mean Δ = the weighted mean of the replicas' weights); exact
+// in float32 (factors 1.5 and 0.5). A second phase of 2 steps each weighs them alike.
+TEST(OuterSgd, TimeBoxedPhasesWeightEachReplicaByTheStepsItRan) {
+  for (const auto rule : {OuterSgdOptions::Rule::AverageWeights, OuterSgdOptions::Rule::Diloco}) {
+    const int port = testing::free_tcp_port();
+    std::vector<std::vector<float>> seen(2);
+    std::vector<std::vector<int64_t>> progress(2);
+    std::vector<std::string> errors(2);
+    auto replica = [&](int rank) {
+      try {
+        comm::CommOptions options;
+        options.topology = {rank, 2, rank, 2, 0, 1};
+        options.master_port = port;
+        options.timeout = std::chrono::seconds(20);
+        auto communicator = comm::Communicator::create(options);
+        comm::Group& own = communicator->make_group({rank}, "replica[" + std::to_string(rank) + "]");
+        comm::Group& across = communicator->make_group({0, 1}, "across_replicas[0]");
+        OuterSgdOptions outer_options;
+        outer_options.rule = rule;
+        outer_options.lr = 1.0;
+        outer_options.momentum = 0.0;
+        outer_options.sync_every_seconds = 3600;  // the votes below end the phases
+        OuterSgd outer(std::make_unique<ReplicaExchange>(&own, &across, codec::WireDtype::Fp32), outer_options);
+        LlamaModel model(model_preset("nano", 256));
+        outer.prepare(model);
+        const auto parameters = flat_weights(model).numel();
+        set_weights(model, torch::zeros({parameters}));
+        outer.start_from(model);
+        set_weights(model, torch::full({parameters}, rank == 0 ? 1.0f : 4.0f));
+        auto phase = [&](int64_t first_step, int64_t steps) {
+          for (int64_t step = first_step; step < first_step + steps; ++step) {
+            outer.offer_votes({false, step + 1 == first_step + steps});
+            outer.after_step(step, model, false);
+          }
+          const torch::Tensor weights = flat_weights(model);
+          seen[rank].push_back(weights[0].item<float>());
+          EXPECT_TRUE(torch::equal(weights, torch::full_like(weights, weights[0].item<float>()))) << "rank " << rank;
+          progress[rank].push_back(outer.synced_progress());
+        };
+        phase(1, rank == 0 ? 3 : 1);
+        set_weights(model, flat_weights(model) + (rank == 0 ? 1.0f : 3.0f));
+        phase(rank == 0 ? 4 : 2, 2);
+        EXPECT_EQ(outer.report().at("replica_steps"), (std::vector<int64_t>{5, 3}));
+        EXPECT_EQ(outer.state().back().first, "outer.replica_steps");
+      } catch (const std::exception& error) {
+        errors[rank] = error.what();
+      }
+    };
+    std::thread other(replica, 1);
+    replica(0);
+    other.join();
+    for (int rank = 0; rank < 2; ++rank) {
+      ASSERT_EQ(errors[rank], "") << "rank " << rank;
+      EXPECT_EQ(seen[rank], (std::vector<float>{1.75f, 3.75f})) << "rank " << rank;  // (2.75 + 4.75) / 2
+      EXPECT_EQ(progress[rank], (std::vector<int64_t>{2, 4})) << "rank " << rank;
+    }
+  }
+}
+
 TEST(OuterSgd, OneReplicaWithOuterLrOneAndNoMomentumTrainsAsOneProcess) {
   // θ − (θ − θ_r) = θ_r up to one float32 rounding per sync.
   testing::ScratchDir scratch;
@@ -386,6 +452,62 @@ TEST_F(Diloco, WithHOneInnerSgdAndAPlainOuterStepItIsDdpWithSgd) {
     EXPECT_TRUE(torch::allclose(b, a, 1e-4, 1e-6)) << info.name << ": max difference "
                                                      << (b - a).abs().max().item<double>();
   }
+}
+
+TEST_F(Diloco, TimeBoxedPhasesLetTheFasterReplicaRunMoreStepsAndFollowTheAgreedProgress) {
+  // Replica 0 (rank 0, whose metrics the run writes) sleeps twice each step's time: in phases of
+  // 0.05 s replica 1 runs more steps. Whatever the timing: the progress each sync reports is
+  // the running sum of both replicas' steps over 2; validations and checkpoints happen at syncs
+  // only, named by that progress; the run ends at the first sync at or past --steps; and a run
+  // stopped by --stop-after resumes from its checkpoint to the end.
+  auto args = [&](const fs::path& out, const std::string& extra) {
+    return "--quiet train --data '" + (scratch_ / "data").string() + "' --out '" + out.string() +
+           "' --preset nano --context-length 32 --batch-size 2 --steps 40 --warmup-steps 3 --threads 1 "
+           "--precision fp32 --eval-every 10 --eval-batches 2 --checkpoint-every 10 --keep-checkpoints 0 "
+           "--comm-timeout-s 20 --lr 3e-3 --strategy diloco --sync-every-seconds 0.05 --throttle 0:3 " + extra;
+  };
+  const fs::path run = scratch_ / "time-boxed";
+  auto result = launch(2, args(run, ""));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  std::set<std::string> expected_checkpoints;
+  int64_t total = 0, progress = 0;
+  for (const auto& line : read_metrics(run / "metrics.jsonl")) {
+    EXPECT_TRUE(line.contains("throttle_ms")) << line.dump();
+    if (!line.contains("outer_sync")) {
+      EXPECT_FALSE(line.contains("val_loss")) << "validation between syncs: " << line.dump();
+      continue;
+    }
+    const auto steps = line.at("outer_sync").at("replica_steps").get<std::vector<int64_t>>();
+    ASSERT_EQ(steps.size(), 2u);
+    const int64_t previous = progress;
+    total += steps[0] + steps[1];
+    progress = line.at("outer_sync").at("progress").get<int64_t>();
+    EXPECT_EQ(progress, total / 2) << line.dump();
+    if (progress / 10 > previous / 10 || progress >= 40) {
+      EXPECT_TRUE(line.contains("val_loss")) << line.dump();
+      char name[32];
+      std::snprintf(name, sizeof(name), "step-%06lld", static_cast<long long>(progress));
+      expected_checkpoints.insert(name);
+    }
+  }
+  EXPECT_GE(progress, 40);
+  std::set<std::string> checkpoints;
+  for (const auto& entry : fs::directory_iterator(run / "checkpoints")) checkpoints.insert(entry.path().filename());
+  EXPECT_EQ(checkpoints, expected_checkpoints);
+  const auto summary = nlohmann::json::parse(testing::read_file(run / "summary.json"));
+  EXPECT_EQ(summary.at("last_step"), progress);
+  const auto replica_steps = summary.at("replica_steps").get<std::vector<int64_t>>();
+  EXPECT_EQ(replica_steps[0] + replica_steps[1], total);
+  EXPECT_LT(replica_steps[0], replica_steps[1]) << "the throttled replica ran fewer steps";
+
+  const fs::path resumed = scratch_ / "time-boxed-resumed";
+  result = launch(2, args(resumed, "--stop-after 10"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto stopped = nlohmann::json::parse(testing::read_file(resumed / "summary.json"));
+  EXPECT_GE(stopped.at("last_step").get<int64_t>(), 10);
+  result = launch(2, args(resumed, "--resume"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_GE(nlohmann::json::parse(testing::read_file(resumed / "summary.json")).at("last_step").get<int64_t>(), 40);
 }
 
 TEST_F(Diloco, StreamingFragmentsOverlapTheirExchangesAndResumeExactlyWithOneInFlight) {

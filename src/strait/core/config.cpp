@@ -54,6 +54,12 @@ const std::vector<OptionSpec> kOptions = {
     {"inner", "method inside each replica of an outer method: auto, single or ddp", &TrainConfig::inner},
     {"replica_ranks", "ranks per replica of an outer method: a number, node, or auto (1)", &TrainConfig::replica_ranks},
     {"sync_every", "outer methods: inner steps between outer synchronisations (H)", &TrainConfig::sync_every},
+    {"sync_every_seconds",
+     "local-sgd, diloco: time-box each inner phase to S seconds instead of H steps (0: H steps); the outer average "
+     "weights each replica by the tokens it trained",
+     &TrainConfig::sync_every_seconds},
+    {"throttle", "tests and benchmarks: R:F[,R:F...] makes replica R F times slower (it sleeps F - 1 times each step)",
+     &TrainConfig::throttle},
     {"outer_lr", "diloco, sparseloco: outer SGD learning rate (0: the method's, 0.7 and 1)", &TrainConfig::outer_lr},
     {"outer_momentum", "diloco, sparseloco: outer SGD momentum (-1: the method's, 0.9 and 0)",
      &TrainConfig::outer_momentum},
@@ -161,6 +167,38 @@ double outer_momentum_of(const TrainConfig& config) {
 
 bool has_outer_method(const TrainConfig& config) {
   return config.strategy == "local-sgd" || config.strategy == "diloco" || config.strategy == "sparseloco";
+}
+
+std::map<int64_t, double> parse_throttle(const std::string& text) {
+  std::map<int64_t, double> factors;
+  size_t start = 0;
+  while (start < text.size()) {
+    const size_t end = std::min(text.find(',', start), text.size());
+    const std::string entry = text.substr(start, end - start);
+    const size_t colon = entry.find(':');
+    int64_t replica = -1;
+    double factor = 0;
+    size_t replica_used = 0, factor_used = 0;
+    try {
+      if (colon != std::string::npos) {
+        replica = std::stoll(entry.substr(0, colon), &replica_used);
+        factor = std::stod(entry.substr(colon + 1), &factor_used);
+      }
+    } catch (const std::exception&) {
+      replica = -1;
+    }
+    const bool well_formed = colon != std::string::npos && replica_used == colon && colon > 0 &&
+                             factor_used == entry.size() - colon - 1 && replica >= 0;
+    if (!well_formed || !std::isfinite(factor) || factor < 1) {
+      throw Error("invalid configuration: throttle entry '" + entry +
+                  "' must be REPLICA:FACTOR with a replica index >= 0 and a factor >= 1, e.g. 3:2");
+    }
+    if (!factors.emplace(replica, factor).second) {
+      throw Error("invalid configuration: throttle names replica " + std::to_string(replica) + " twice");
+    }
+    start = end + 1;
+  }
+  return factors;
 }
 
 void load_config_file(const std::filesystem::path& path, TrainConfig& config) {
@@ -275,6 +313,18 @@ void validate_strategy_choice(const TrainConfig& config) {
   require(config.sync_every >= 1, "sync_every must be >= 1 (inner steps between outer synchronisations), got " +
                                        std::to_string(config.sync_every));
   require(config.fragments >= 1, "fragments must be >= 1, got " + std::to_string(config.fragments));
+  require(std::isfinite(config.sync_every_seconds) && config.sync_every_seconds >= 0,
+          "sync_every_seconds must be >= 0 (0: sync every sync_every steps), got " +
+              std::to_string(config.sync_every_seconds));
+  if (config.sync_every_seconds > 0) {
+    require(config.strategy == "local-sgd" || config.strategy == "diloco",
+            "sync_every_seconds (a time-boxed inner phase, replicas weighted by the tokens they trained) needs the "
+            "dense exchange of --strategy local-sgd or diloco, got '" + config.strategy + "'");
+    require(config.fragments == 1 && config.overlap_steps == 0 && config.fragment_mix == 0,
+            "sync_every_seconds syncs the whole model when the time is up; it cannot be combined with streaming "
+            "DiLoCo's fragments, overlap_steps or fragment_mix");
+  }
+  parse_throttle(config.throttle);
   require(config.overlap_steps >= 0 && config.overlap_steps < config.sync_every,
           "overlap_steps must be in [0, sync_every) (a fragment's exchange must land before its next sync), got " +
               std::to_string(config.overlap_steps) + " with sync_every " + std::to_string(config.sync_every));

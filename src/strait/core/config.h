@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <variant>
 #include <vector>
@@ -63,6 +64,13 @@ struct TrainConfig {
   std::string inner = "auto";          // auto, single (one-rank replicas), ddp
   std::string replica_ranks = "auto";  // ranks per replica: a number, "node", or auto (1 for outer methods)
   int64_t sync_every = 50;             // outer methods: inner steps between outer synchronisations (H)
+  // local-sgd, diloco: time-box each inner phase to S seconds instead of H steps (0: H steps).
+  // Replicas of unequal speed then each run as many steps as fit, and the outer average weights
+  // each replica by the tokens it trained (see strategy/outer_sgd.h).
+  double sync_every_seconds = 0;
+  // Tests and benchmarks: "R:F[,R:F...]" makes replica R F times slower (after each step its
+  // ranks sleep F - 1 times the step's compute time), as a weaker machine would be.
+  std::string throttle;
   // DiLoCo's and SparseLoCo's outer optimizer (SGD, with Nesterov momentum, on the averaged
   // pseudo-gradient) and the dtype dense outer exchanges travel in (fp32, bf16, int8 or int4
   // with one scale per block). outer_lr 0 and outer_momentum -1 mean the method's own default
@@ -114,6 +122,10 @@ void set_option_from_text(TrainConfig& config, const OptionSpec& option, const s
 // Whether the configuration asks for an outer method (replicas that synchronise every
 // sync_every steps): local-sgd, diloco or sparseloco.
 bool has_outer_method(const TrainConfig& config);
+
+// The slow-down factor per replica index that `throttle` ("R:F[,R:F...]") names; replicas it
+// does not name have 1. Throws strait::Error naming the malformed entry.
+std::map<int64_t, double> parse_throttle(const std::string& text);
 
 // The outer learning rate and momentum in effect: the configured ones, or the method's
 // defaults (DiLoCo: 0.7 with momentum 0.9; SparseLoCo: 1 without momentum, its error buffer

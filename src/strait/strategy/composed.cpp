@@ -28,7 +28,7 @@ class SingleInner final : public InnerSync {
     optimizer.step(lr);
     return norm;
   }
-  double mean(double value, bool&) override { return value; }
+  double mean(double value, ReplicaVotes&) override { return value; }
   double take_blocked_seconds() override { return 0; }
   nlohmann::json report() const override { return nlohmann::json::object(); }
 };
@@ -60,6 +60,7 @@ class ComposedStrategy final : public Strategy {
   std::string name() const override { return name_; }
   int rank() const override { return comm_ ? comm_->topology().rank : 0; }
   int world_size() const override { return comm_ ? comm_->topology().world_size : 1; }
+  int replica_index() const override { return replica_ ? replica_->members()[0] / replica_->size() : 0; }
   Placement model_placement() const override { return placement_; }
 
   void prepare(const LlamaModel& model) override {
@@ -104,13 +105,15 @@ class ComposedStrategy final : public Strategy {
 
   void after_step(int64_t step, LlamaModel& model, bool final_step) override {
     if (!outer_) return;
-    outer_->offer_stop(replica_stops_);
+    outer_->offer_votes(replica_votes_);
     outer_->after_step(step, model, final_step);
   }
 
+  int64_t synced_progress() const override { return outer_ ? outer_->synced_progress() : -1; }
+
   double mean_over_replica(double value) override {
-    replica_stops_ = stop_requested_;
-    return inner_->mean(value, replica_stops_);
+    replica_votes_ = {stop_requested_, outer_ && outer_->time_up()};
+    return inner_->mean(value, replica_votes_);
   }
 
   void request_stop() override { stop_requested_ = true; }
@@ -119,7 +122,7 @@ class ComposedStrategy final : public Strategy {
   // methods once the request crossed replicas with an outer sync.
   bool stop_agreed() const override {
     if (!comm_) return stop_requested_;
-    return outer_ ? outer_->stop_agreed() : replica_stops_;
+    return outer_ ? outer_->stop_agreed() : replica_votes_.stop;
   }
 
   double mean_over_all(double value) override {
@@ -218,7 +221,7 @@ class ComposedStrategy final : public Strategy {
   Placement placement_;
   comm::LedgerSnapshot last_snapshot_;
   bool stop_requested_ = false;  // this rank was asked to stop
-  bool replica_stops_ = false;   // some rank of this replica was, as of the last mean_over_replica
+  ReplicaVotes replica_votes_;   // what the replica's ranks agreed on at the last mean_over_replica
 };
 
 // How the job's ranks are grouped, resolved from the configuration and the launcher's
@@ -348,6 +351,8 @@ std::unique_ptr<OuterSync> make_outer(const TrainConfig& config, ExchangeGroups 
   options.fragments = config.fragments;
   options.overlap_steps = config.overlap_steps;
   options.fragment_mix = config.fragment_mix;
+  options.sync_every_seconds = config.sync_every_seconds;
+  options.run_steps = config.steps;
   std::unique_ptr<ReplicaExchange> overlapping;
   if (options.overlap_steps > 0) {
     overlapping = std::make_unique<ReplicaExchange>(background.replica, background.across, options.wire);
@@ -374,6 +379,13 @@ std::unique_ptr<Strategy> make_strategy(const TrainConfig& config, const launch:
   }
   const int world = environment.world_size;
   const int replicas = world / layout.replica_ranks;
+  for (const auto& [replica, factor] : parse_throttle(config.throttle)) {
+    if (replica >= replicas) {
+      throw Error("invalid configuration: throttle names replica " + std::to_string(replica) + ", but the job has " +
+                  std::to_string(replicas) + " replica" + (replicas == 1 ? "" : "s") + " (0.." +
+                  std::to_string(replicas - 1) + ")");
+    }
+  }
   std::string name = layout.inner;
   if (layout.has_outer) name = config.strategy + "(" + layout.inner + " x " + std::to_string(layout.replica_ranks) + ")";
   const Placement placement = layout.has_outer ? Placement::PerRank : Placement::Replicated;

@@ -41,7 +41,7 @@ class DdpInner final : public InnerSync {
   void prepare(const LlamaModel& model) override;
   void before_backward(bool last) override;
   double step(LlamaModel& model, Optimizer& optimizer, double lr, double max_norm) override;
-  double mean(double value, bool& stop) override;
+  double mean(double value, ReplicaVotes& votes) override;
   double take_blocked_seconds() override;
   nlohmann::json report() const override;
 

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "strait/model/llama.h"
+#include "strait/strategy/outer.h"
 #include "strait/train/optimizer.h"
 
 namespace strait {
@@ -22,9 +23,9 @@ class InnerSync {
   // See Strategy::before_backward and Strategy::step; `step` reduces over the replica only.
   virtual void before_backward(bool last) = 0;
   virtual double step(LlamaModel& model, Optimizer& optimizer, double lr, double max_norm) = 0;
-  // The mean of a per-rank scalar over the replica; `stop` (this rank asks to stop, see
-  // Strategy::request_stop) becomes true on every rank of the replica if any rank's was.
-  virtual double mean(double value, bool& stop) = 0;
+  // The mean of a per-rank scalar over the replica; each of `votes` (this rank's) becomes true
+  // on every rank of the replica if any rank's was.
+  virtual double mean(double value, ReplicaVotes& votes) = 0;
   // Seconds step() waited on communication since the previous call: the part of the reduction
   // that backward did not hide.
   virtual double take_blocked_seconds() = 0;

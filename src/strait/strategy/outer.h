@@ -14,6 +14,14 @@
 
 namespace strait {
 
+// What the ranks of one replica agree on every step (carried with the step's metric mean, see
+// InnerSync::mean): some rank asks to stop (preemption), some rank's time-boxed inner phase has
+// run its time.
+struct ReplicaVotes {
+  bool stop = false;
+  bool time_up = false;
+};
+
 class OuterSync {
  public:
   virtual ~OuterSync() = default;
@@ -24,11 +32,17 @@ class OuterSync {
   virtual void start_from(const LlamaModel& model) = 0;
   // See Strategy::after_step.
   virtual void after_step(int64_t step, LlamaModel& model, bool final_step) = 0;
-  // Preemption (Strategy::request_stop): before each after_step, whether this rank's replica
-  // asks to stop (the same on all its ranks). The request crosses replicas with the next outer
-  // sync; from that step on stop_agreed() is true on every rank.
-  virtual void offer_stop(bool replica_asks) = 0;
+  // Before each after_step, what this rank's replica agreed on (the same on all its ranks).
+  // Preemption (Strategy::request_stop): a stop request crosses replicas with the next outer
+  // sync; from that step on stop_agreed() is true on every rank. A time-boxed method syncs at the
+  // step its replica's time is up.
+  virtual void offer_votes(ReplicaVotes votes) = 0;
   virtual bool stop_agreed() const = 0;
+  // Time-boxed inner phases (Strategy::synced_progress): whether this rank's inner phase has run
+  // its time (false for methods that sync on fixed steps), and the progress as of the last sync
+  // (-1 for those methods).
+  virtual bool time_up() = 0;
+  virtual int64_t synced_progress() const = 0;
   // The method's own state, the same on every rank (checkpoints keep it once); loading into
   // these tensors restores it.
   virtual NamedTensors state() = 0;

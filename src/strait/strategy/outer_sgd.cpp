@@ -1,5 +1,6 @@
 #include "strait/strategy/outer_sgd.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -55,6 +56,11 @@ OuterSgd::OuterSgd(std::unique_ptr<OuterExchange> exchange, OuterSgdOptions opti
           "fragments and overlap_steps are streaming DiLoCo's (--strategy diloco or sparseloco)");
   require(options_.rule == OuterSgdOptions::Rule::Diloco || options_.overlap_steps == 0,
           "overlap_steps needs the dense exchange of --strategy diloco");
+  require(options_.sync_every_seconds >= 0,
+          "sync_every_seconds must be >= 0, got " + std::to_string(options_.sync_every_seconds));
+  require(!time_boxed() || (options_.rule != OuterSgdOptions::Rule::SparseLoCo && !streaming() &&
+                            options_.fragment_mix == 0),
+          "sync_every_seconds needs the dense exchange of local-sgd or diloco, without streaming");
   require((background_ != nullptr) == (options_.overlap_steps > 0),
           "a background exchange is needed exactly when overlap_steps > 0");
 }
@@ -97,6 +103,11 @@ void OuterSgd::prepare(const LlamaModel& model) {
   weights_ = torch::zeros({count}, torch::kFloat32);
   if (pseudo_gradients()) global_ = torch::zeros({count}, torch::kFloat32);
   if (pseudo_gradients() && options_.momentum > 0) momentum_ = torch::zeros({count}, torch::kFloat32);
+  if (time_boxed()) {
+    phase_seconds_ = options_.sync_every_seconds;
+    replica_steps_ = torch::zeros({1}, torch::kInt64);
+    steps_by_replica_.assign(static_cast<size_t>(replicas()), 0);
+  }
   if (options_.overlap_steps > 0) {
     in_flight_ = torch::zeros({count}, torch::kFloat32);
     in_flight_since_ = torch::full({options_.fragments}, int64_t{-1}, torch::kInt64);
@@ -146,15 +157,71 @@ void OuterSgd::scatter(const torch::Tensor& values, const torch::Tensor& flat, c
   }
 }
 
+bool OuterSgd::time_up() {
+  if (!time_boxed()) return false;
+  const auto now = std::chrono::steady_clock::now();
+  if (!window_start_) {
+    window_start_ = now;  // a phase's clock starts when its first step ended
+    return false;
+  }
+  return std::chrono::duration<double>(now - *window_start_).count() >= phase_seconds_;
+}
+
+int64_t OuterSgd::synced_progress() const {
+  return time_boxed() ? replica_steps_.item<int64_t>() / replicas() : -1;
+}
+
+// Time-boxed: the replicas tell each other how many steps each ran in this phase, and this
+// replica's contribution gets the factor R·s_r/Σs (see the header).
+void OuterSgd::weigh_by_tokens(nlohmann::json& figures) {
+  std::vector<int64_t> steps = {window_steps_};
+  if (exchange_->across() != nullptr) steps = gather_int64(*exchange_->across(), window_steps_, "outer_replica_steps");
+  int64_t total = 0;
+  for (size_t r = 0; r < steps.size(); ++r) {
+    // A peer's count is untrusted: a replica runs at least one step per phase, and a count that
+    // does not fit the sums below is not one a replica could have run.
+    if (steps[r] < 1 || steps[r] > (int64_t{1} << 40)) {
+      throw Error(name() + ": replica " + std::to_string(r) + " reports " + std::to_string(steps[r]) +
+                  " inner steps in a time-boxed phase; expected at least 1");
+    }
+    total += steps[r];
+    steps_by_replica_[r] += steps[r];
+  }
+  const size_t mine = exchange_->across() ? static_cast<size_t>(exchange_->across()->rank()) : 0;
+  weight_ = static_cast<double>(steps.size()) * static_cast<double>(steps[mine]) / static_cast<double>(total);
+  replica_steps_ += total;
+  // The next phase: S, or the part of it that the steps left need at this phase's pace (the
+  // same on every rank: it follows from the counts they all have).
+  const double progress_per_phase = static_cast<double>(total) / static_cast<double>(steps.size());
+  const auto left = static_cast<double>(options_.run_steps - synced_progress());
+  const double share = options_.run_steps > 0 ? std::clamp(left / progress_per_phase, 0.0, 1.0) : 1.0;
+  phase_seconds_ = options_.sync_every_seconds * share;
+  figures["replica_steps"] = steps;
+  figures["progress"] = synced_progress();
+}
+
+// The next phase's clock starts when its first step ended: what the trainer does right after a
+// sync (validation, a checkpoint) is not inner-phase time.
+void OuterSgd::start_window() {
+  window_steps_ = 0;
+  window_start_.reset();
+}
+
 void OuterSgd::after_step(int64_t step, LlamaModel& model, bool final_step) {
   const auto start = std::chrono::steady_clock::now();
   torch::NoGradGuard no_grad;
   nlohmann::json figures = {{"step", step}};
+  if (time_boxed()) {
+    ++window_steps_;
+    if (!replica_votes_.time_up && !final_step) return;
+    weigh_by_tokens(figures);
+  }
   if (!pseudo_gradients()) {
-    if (step % options_.sync_every != 0 && !final_step) return;
+    if (!time_boxed() && step % options_.sync_every != 0 && !final_step) return;
     average_weights(step, model, figures);
   } else {
-    const int64_t window_step = step % options_.sync_every;
+    // A time-boxed phase ends now (P = 1: the one fragment's offset is 0).
+    const int64_t window_step = time_boxed() ? 0 : step % options_.sync_every;
     std::vector<bool> synced(fragments_.size(), false);  // applied at this step
     for (size_t p = 0; p < fragments_.size(); ++p) {
       if (fragments_[p].offset != window_step) continue;
@@ -184,10 +251,12 @@ void OuterSgd::after_step(int64_t step, LlamaModel& model, bool final_step) {
   figures["bytes_sent"] = bytes_sent_;
   bytes_sent_ = 0;
   last_sync_ = std::move(figures);
+  if (time_boxed()) start_window();
 }
 
 void OuterSgd::average_weights(int64_t step, LlamaModel& model, nlohmann::json& figures) {
   flatten(model, weights_);
+  if (weight_ != 1.0) weights_.mul_(weight_);
   bytes_sent_ += exchange_->aggregate(0, weights_, "outer_weights", figures);
   simulate_silent_corruption(weights_);
   unflatten(weights_, model);
@@ -203,6 +272,7 @@ void OuterSgd::start_sync(int64_t step, size_t index, LlamaModel& model, double 
   flatten(model, weights_);
   torch::Tensor pseudo_gradient = gather(global_, fragment) - gather(weights_, fragment);
   add_norm(figures, "pseudo_gradient_norm", pseudo_gradient.norm().item<double>());
+  if (weight_ != 1.0) pseudo_gradient.mul_(weight_);
   if (streaming()) add_to_list(figures, "fragments_started", index);
   if (mix >= 0) {
     bytes_sent_ += exchange_->aggregate(index, pseudo_gradient, "outer_pseudo_gradient", figures);
@@ -275,7 +345,7 @@ void OuterSgd::simulate_silent_corruption(const torch::Tensor& weights) const {
 
 void OuterSgd::require_identical_replicas(const torch::Tensor& weights, int64_t step) {
   if (exchange_->across() == nullptr) {  // one process
-    stop_agreed_ = stop_agreed_ || replica_asks_stop_;
+    stop_agreed_ = stop_agreed_ || replica_votes_.stop;
     return;
   }
   comm::Group& across = *exchange_->across();
@@ -283,7 +353,7 @@ void OuterSgd::require_identical_replicas(const torch::Tensor& weights, int64_t 
   // sync, in the 8 bytes the check sends anyway; the other 63 bits are the weights' hash.
   const auto hash = static_cast<int64_t>(xxh64(weights.data_ptr(), weights.numel() * sizeof(float), 0));
   const std::vector<int64_t> hashes =
-      gather_int64(across, (hash & ~int64_t{1}) | (replica_asks_stop_ ? 1 : 0), "outer_weights_checksum");
+      gather_int64(across, (hash & ~int64_t{1}) | (replica_votes_.stop ? 1 : 0), "outer_weights_checksum");
   std::string differences;
   for (int r = 0; r < across.size(); ++r) {
     if (hashes[r] & 1) stop_agreed_ = true;
@@ -300,9 +370,10 @@ void OuterSgd::require_identical_replicas(const torch::Tensor& weights, int64_t 
 }
 
 NamedTensors OuterSgd::state() {
-  if (!global_.defined()) return {};
+  if (!global_.defined()) return replica_steps_.defined() ? NamedTensors{{"outer.replica_steps", replica_steps_}} : NamedTensors{};
   NamedTensors state = {{"outer.weights", global_}};
   if (momentum_.defined()) state.emplace_back("outer.momentum", momentum_);
+  if (replica_steps_.defined()) state.emplace_back("outer.replica_steps", replica_steps_);
   if (!in_flight_.defined()) return state;
   for (size_t p = 0; p < fragments_.size(); ++p) {
     if (in_flight(p)) await_exchange(p);
@@ -323,6 +394,10 @@ nlohmann::json OuterSgd::report() const {
                            {"outer_dtype", codec::to_string(options_.wire)},
                            {"outer_syncs", syncs_},  // fragment syncs with streaming
                            {"outer_sync_seconds", seconds_blocked_}};
+  if (time_boxed()) {
+    report["sync_every_seconds"] = options_.sync_every_seconds;
+    report["replica_steps"] = steps_by_replica_;  // each replica's inner steps in this process's syncs
+  }
   if (pseudo_gradients()) {
     report["outer_lr"] = options_.lr;
     report["outer_momentum"] = options_.momentum;

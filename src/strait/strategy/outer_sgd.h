@@ -25,14 +25,28 @@
 // τ = 0, α = 0 (the defaults) this is DiLoCo, bit for bit. At the last step, fragments in
 // flight are completed early, every other fragment syncs at once, and all of them take θ_p
 // unmixed, so the run ends on θ, the same on every replica.
+// Time-boxed inner phases (`sync_every_seconds` S > 0, local-sgd and diloco without streaming):
+// a replica's inner phase ends at the first step that ends S seconds after the phase's first
+// step ended, when some rank of the replica says its time is up
+// (ReplicaVotes), so a faster replica runs more steps than a slower one instead of waiting for
+// it. The replicas then exchange how many steps each ran (s_r, 8 bytes each) and weight their
+// contributions by the tokens they trained: each sends R·s_r/Σs times its Δ_r (or weights), so
+// the mean over replicas is the token-weighted mean Σ_r (s_r/Σs) Δ_r. With equal counts the
+// factor is exactly 1. The run's progress is Σ s / R over all syncs (Strategy::synced_progress;
+// the checkpoints keep the sum as "outer.replica_steps"). So that a run ends near `run_steps`
+// rather than up to a whole phase past it, a phase that would pass it is shortened to the time
+// the last phase took per step of progress times the steps left.
+//
 // A fragment in flight at a checkpoint is recorded, not cut short: the checkpoint's writer waits
 // for its exchange and keeps the mean Δ ("outer.in_flight", flat, at the fragment's positions)
 // and the step it started at ("outer.in_flight_since", -1 if none); a resumed run applies it at
 // the same step as an uninterrupted one.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <future>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,6 +69,8 @@ struct OuterSgdOptions {
   int64_t fragments = 1;      // diloco and sparseloco: P
   int64_t overlap_steps = 0;  // diloco only: τ, in [0, sync_every)
   double fragment_mix = 0.0;  // diloco and sparseloco: α, in [0, 1)
+  double sync_every_seconds = 0;  // local-sgd and diloco without streaming: S (0: every sync_every steps)
+  int64_t run_steps = 0;          // time-boxed: the run's length, which the last phase is cut to (0: none)
 };
 
 // Which fragment (of `fragments`) the parameter `name` (Hugging Face naming) belongs to, in a
@@ -66,8 +82,8 @@ class OuterSgd final : public OuterSync {
   // `background` runs the exchanges that overlap inner steps; it must use groups that nothing
   // else uses, and is required exactly when overlap_steps > 0. Throws strait::Error on a
   // sync_every < 1, lr <= 0, momentum outside [0, 1), fragments < 1, overlap_steps outside
-  // [0, sync_every), fragment_mix outside [0, 1), fragments with local-sgd, or overlap with
-  // anything but diloco.
+  // [0, sync_every), fragment_mix outside [0, 1), fragments with local-sgd, overlap with
+  // anything but diloco, or sync_every_seconds < 0 or with sparseloco or streaming.
   OuterSgd(std::unique_ptr<OuterExchange> exchange, OuterSgdOptions options,
            std::unique_ptr<ReplicaExchange> background = nullptr);
 
@@ -76,8 +92,10 @@ class OuterSgd final : public OuterSync {
   void prepare(const LlamaModel& model) override;
   void start_from(const LlamaModel& model) override;
   void after_step(int64_t step, LlamaModel& model, bool final_step) override;
-  void offer_stop(bool replica_asks) override { replica_asks_stop_ = replica_asks; }
+  void offer_votes(ReplicaVotes votes) override { replica_votes_ = votes; }
   bool stop_agreed() const override { return stop_agreed_; }
+  bool time_up() override;
+  int64_t synced_progress() const override;
   NamedTensors state() override;
   NamedTensors rank_state() override { return exchange_->rank_state(); }
   nlohmann::json take_sync_metrics() override;
@@ -107,6 +125,10 @@ class OuterSgd final : public OuterSync {
   void simulate_silent_corruption(const torch::Tensor& weights) const;
   void require_identical_replicas(const torch::Tensor& weights, int64_t step);
   bool streaming() const { return options_.fragments > 1 || options_.overlap_steps > 0; }
+  bool time_boxed() const { return options_.sync_every_seconds > 0; }
+  int replicas() const { return exchange_->across() ? exchange_->across()->size() : 1; }
+  void weigh_by_tokens(nlohmann::json& figures);
+  void start_window();
   bool pseudo_gradients() const { return options_.rule != OuterSgdOptions::Rule::AverageWeights; }
 
   std::unique_ptr<OuterExchange> exchange_;
@@ -119,7 +141,17 @@ class OuterSgd final : public OuterSync {
   torch::Tensor in_flight_;        // (parameters) fp32, overlap: mean Δ of fragments in flight
   torch::Tensor in_flight_since_;  // (fragments) int64, overlap: the step each started at, or -1
   int64_t syncs_ = 0;
-  bool replica_asks_stop_ = false;  // see offer_stop
+  // Time-boxed phases: when this one started (none before the first step ended), the steps
+  // this replica ran in it, the factor its contribution gets at the sync, the inner steps of
+  // every replica together as of the last sync ((1) int64, checkpointed) and per replica
+  // since this process started.
+  std::optional<std::chrono::steady_clock::time_point> window_start_;
+  int64_t window_steps_ = 0;
+  double weight_ = 1.0;
+  double phase_seconds_ = 0;  // this phase's time box: S, or less for the last
+  torch::Tensor replica_steps_;
+  std::vector<int64_t> steps_by_replica_;
+  ReplicaVotes replica_votes_;      // see offer_votes
   bool stop_agreed_ = false;        // a replica's stop request arrived with an outer sync
   double seconds_blocked_ = 0.0;  // in outer syncs, over the run
   int64_t bytes_sent_ = 0;        // to other replicas by this rank, since the last metrics

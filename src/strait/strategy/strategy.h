@@ -41,6 +41,8 @@ class Strategy {
   // This process's place in the job; rank 0 writes metrics and checkpoints.
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
+  // The index of this rank's replica (0 for one process and for DDP, one replica of all ranks).
+  virtual int replica_index() const = 0;
 
   // The model weights and the inner optimizer's state: Replicated when every rank applies the
   // same update every step; PerRank when replicas train apart between outer synchronisations.
@@ -77,8 +79,17 @@ class Strategy {
   // the run ends on one model).
   virtual void after_step(int64_t step, LlamaModel& model, bool final_step) = 0;
 
+  // Time-boxed inner phases (--sync-every-seconds): each replica runs as many inner steps as fit
+  // in the time, and a sync is due at the step its time is up, so the replicas' step counts
+  // differ. What every rank agrees on is then the run's progress: the replicas' mean number of
+  // inner steps as of the last outer sync (rounded down), which the learning-rate schedule, the
+  // validations, checkpoints and the end of the run follow. -1 when the run is not time-boxed
+  // (every rank is at the same step).
+  virtual int64_t synced_progress() const = 0;
+
   // The mean of a per-rank training metric over this rank's replica: cheap enough for every
-  // step, never crossing replicas.
+  // step, never crossing replicas. It carries the replica's votes (a stop request, a time box
+  // that ran out) so that its ranks act on them at the same step.
   virtual double mean_over_replica(double value) = 0;
   // The mean over every rank of the job (validation, a few times per run).
   virtual double mean_over_all(double value) = 0;

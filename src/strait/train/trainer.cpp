@@ -103,6 +103,7 @@ struct StepResult {
   double forward_seconds = 0.0;
   double backward_seconds = 0.0;
   double update_seconds = 0.0;
+  double throttle_seconds = 0.0;  // --throttle: the sleep that makes this replica slower
 };
 
 class Trainer {
@@ -141,10 +142,10 @@ class Trainer {
   [[noreturn]] void refuse_checkpoint(const fs::path& checkpoint, const Error& error) const;
   void remove_checkpoints_after(int64_t step) const;
   void check_same_data(const CheckpointState& state, const fs::path& checkpoint) const;
-  StepResult train_step(int64_t step);
+  StepResult train_step(int64_t step, int64_t schedule_step);
   double validation_loss();
   void save(int64_t step);
-  void log_progress(int64_t step, const StepResult& result, double tokens_per_s, double elapsed);
+  void log_progress(int64_t step, int64_t position, const StepResult& result, double tokens_per_s, double elapsed);
   void print_configuration(int64_t first_step) const;
   nlohmann::json finished_run(int64_t checkpoint_step) const;
   void notice_stop_signal(int64_t step);
@@ -167,6 +168,7 @@ class Trainer {
   int64_t first_step_ = 1;
   nlohmann::json data_files_;  // what --data holds (data::verified_data_files), kept in checkpoints
   bool stop_noticed_ = false;  // a stop signal was seen and passed to the strategy
+  double throttle_ = 1.0;      // --throttle: how many times slower this rank's replica runs
 };
 
 data::TokenLoader Trainer::make_loader(const std::string& split) const {
@@ -295,9 +297,11 @@ void Trainer::check_same_data(const CheckpointState& state, const fs::path& chec
   }
 }
 
-StepResult Trainer::train_step(int64_t step) {
+// `schedule_step` is where the learning-rate schedule is: `step`, or in a time-boxed run the
+// run's progress (Strategy::synced_progress) plus this replica's steps since the last sync.
+StepResult Trainer::train_step(int64_t step, int64_t schedule_step) {
   StepResult result;
-  result.lr = learning_rate(step - 1, config_.steps, config_.warmup_steps, config_.lr, config_.min_lr_ratio);
+  result.lr = learning_rate(schedule_step - 1, config_.steps, config_.warmup_steps, config_.lr, config_.min_lr_ratio);
   optimizer_.zero_grad();
   for (int64_t micro = 0; micro < config_.grad_accum; ++micro) {
     train_loader_.next_batch(inputs_, targets_);
@@ -317,6 +321,11 @@ StepResult Trainer::train_step(int64_t step) {
   const auto update_start = Clock::now();
   result.grad_norm = strategy_->step(model_, optimizer_, result.lr, config_.grad_clip);
   result.update_seconds = seconds_since(update_start);
+  if (throttle_ > 1) {  // before the mean, which carries a time box's end to the replica's ranks
+    result.throttle_seconds =
+        (throttle_ - 1) * (result.forward_seconds + result.backward_seconds + result.update_seconds);
+    std::this_thread::sleep_for(std::chrono::duration<double>(result.throttle_seconds));
+  }
   notice_stop_signal(step);  // before the mean, which carries the request to the replica's ranks
   result.loss = strategy_->mean_over_replica(result.loss);
   return result;
@@ -420,12 +429,14 @@ void Trainer::print_configuration(int64_t first_step) const {
                matmul_rates_.bf16_gflops);
 }
 
-void Trainer::log_progress(int64_t step, const StepResult& result, double tokens_per_s, double elapsed) {
+// `position`: where the run is (`step`, or a time-boxed run's estimate of its progress).
+void Trainer::log_progress(int64_t step, int64_t position, const StepResult& result, double tokens_per_s,
+                           double elapsed) {
   if (!prints()) return;
   const double seconds_per_step = elapsed / static_cast<double>(step - first_step_ + 1);
-  const double eta = seconds_per_step * static_cast<double>(config_.steps - step);
+  const double eta = seconds_per_step * static_cast<double>(config_.steps - position);
   std::fprintf(stderr, "step %lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | %s elapsed | ETA %s\n",
-               static_cast<long long>(step), static_cast<long long>(config_.steps), result.loss, result.lr,
+               static_cast<long long>(position), static_cast<long long>(config_.steps), result.loss, result.lr,
                result.grad_norm, tokens_per_s, format_duration(elapsed).c_str(), format_duration(eta).c_str());
 }
 
@@ -450,6 +461,9 @@ nlohmann::json Trainer::run(Strategy& strategy) {
   }
   matmul_rates_ = measure_matmul_rates();
   print_configuration(first_step_);
+  if (const auto factors = parse_throttle(config_.throttle); factors.count(strategy.replica_index())) {
+    throttle_ = factors.at(strategy.replica_index());
+  }
 
   // Global figures: every replica trains on its own batch_size x seq_len x grad_accum tokens.
   const int64_t tokens_per_step = config_.batch_size * seq_len_ * config_.grad_accum * strategy.world_size();
@@ -461,13 +475,29 @@ nlohmann::json Trainer::run(Strategy& strategy) {
   nlohmann::json last_line = nlohmann::json::object();
   double last_val_loss = std::nan("");
   int stopped_by_signal = 0;
-  for (int64_t step = first_step_; step <= config_.steps; ++step) {
+  // A time-boxed run (Strategy::synced_progress) counts its progress in the replicas' mean
+  // steps, agreed at each outer sync: validations, checkpoints, --stop-after and the end follow
+  // it, at syncs only. Otherwise the position is the step, the same on every rank.
+  const bool time_boxed = strategy.synced_progress() >= 0;
+  int64_t position = start_step;  // as of the last step that had one
+  int64_t steps_since_sync = 0;   // time-boxed
+  for (int64_t step = first_step_;; ++step) {
     const auto step_start = Clock::now();
-    StepResult result = train_step(step);
-    const bool last = step == config_.steps;
+    const int64_t schedule_step = time_boxed ? std::min(position + steps_since_sync + 1, config_.steps) : step;
+    StepResult result = train_step(step, schedule_step);
     const auto outer_start = Clock::now();
-    strategy.after_step(step, model_, last);
+    strategy.after_step(step, model_, !time_boxed && step == config_.steps);
     result.update_seconds += seconds_since(outer_start);
+    nlohmann::json outer = strategy.take_outer_sync();
+    const int64_t previous_position = position;
+    const bool has_position = !time_boxed || !outer.empty();
+    if (time_boxed) steps_since_sync = outer.empty() ? steps_since_sync + 1 : 0;
+    if (has_position) position = time_boxed ? strategy.synced_progress() : step;
+    const bool last = has_position && position >= config_.steps;
+    // Whether the run passed a multiple of `every` (> 0) at this step.
+    auto passes_multiple = [&](int64_t every) {
+      return every > 0 && has_position && position / every > previous_position / every;
+    };
     const double step_seconds = seconds_since(step_start);
     if (!std::isfinite(result.loss)) {
       throw Error("loss became " + std::to_string(result.loss) + " at step " + std::to_string(step) +
@@ -493,23 +523,25 @@ nlohmann::json Trainer::run(Strategy& strategy) {
       line["traffic"] = traffic;
       line["comm_blocked_ms"] = strategy.take_blocked_seconds() * 1000.0;
     }
-    if (auto outer = strategy.take_outer_sync(); !outer.empty()) line["outer_sync"] = outer;
+    if (result.throttle_seconds > 0) line["throttle_ms"] = result.throttle_seconds * 1000.0;
+    if (!outer.empty()) line["outer_sync"] = outer;
     notice_stop_signal(step);
     const bool preempted = !last && strategy.stop_agreed();
-    const bool stopping = step == config_.stop_after || preempted;
-    if ((config_.eval_every > 0 && step % config_.eval_every == 0) || last) {
+    const bool stopping = (config_.stop_after > 0 && has_position && previous_position < config_.stop_after &&
+                           position >= config_.stop_after) || preempted;
+    if (passes_multiple(config_.eval_every) || last) {
       last_val_loss = validation_loss();
       line["val_loss"] = last_val_loss;
     }
     if (metrics) metrics->write(line);
     last_line = line;
     if (step % config_.log_every == 0 || last || step == first_step_) {
-      log_progress(step, result, tokens_per_s, seconds_since(run_start));
+      log_progress(step, time_boxed ? schedule_step : step, result, tokens_per_s, seconds_since(run_start));
       if (line.contains("val_loss") && prints()) {
-        std::fprintf(stderr, "step %lld | val_loss %.4f\n", static_cast<long long>(step), last_val_loss);
+        std::fprintf(stderr, "step %lld | val_loss %.4f\n", static_cast<long long>(position), last_val_loss);
       }
     }
-    if ((config_.checkpoint_every > 0 && step % config_.checkpoint_every == 0) || last || stopping) save(step);
+    if (passes_multiple(config_.checkpoint_every) || last || stopping) save(position);
     if (preempted) {
       // Ranks that were not signalled themselves stop with the others, as if by SIGTERM.
       const int signal = stop_signal_received() ? stop_signal_received() : SIGTERM;
@@ -517,21 +549,27 @@ nlohmann::json Trainer::run(Strategy& strategy) {
       if (is_writer()) {
         std::fprintf(stderr, "strait: stopped by %s after step %lld: checkpoint %s written; exit status %d "
                      "(strait train --resume continues from it)\n", signal_name(signal).c_str(),
-                     static_cast<long long>(step), checkpoint_dir(run_dir_, step).c_str(), 128 + signal);
+                     static_cast<long long>(position), checkpoint_dir(run_dir_, position).c_str(), 128 + signal);
       }
       break;
     }
     if (stopping) {
       if (prints()) std::fprintf(stderr, "strait: stopping after step %lld as asked; --resume continues\n",
-                                 static_cast<long long>(step));
+                                 static_cast<long long>(position));
       break;
     }
+    if (last) break;
   }
-  const int64_t steps_done = last_line.value("step", start_step) - start_step;
+  // Global steps: with a time-boxed run, the replicas' mean (its tokens are steps x tokens_per_step).
+  const int64_t steps_done = position - start_step;
+  if (time_boxed) {  // the replicas ran different step counts: the rate is the whole job's
+    timed_tokens = steps_done * tokens_per_step;
+    timed_seconds = seconds_since(run_start);
+  }
 
   nlohmann::json summary = {
       {"steps", config_.steps},
-      {"last_step", last_line.value("step", start_step)},
+      {"last_step", position},
       {"strategy", strategy.name()},
       {"world_size", strategy.world_size()},
       {"parameters", model_.config().num_parameters()},

@@ -248,12 +248,22 @@ TEST(ReportCharts, TicksFallOnRoundValuesAndBytesPrintWithPrefixes) {
   EXPECT_EQ(format_value(999, Axis::Unit::Bytes), "999 B");
   EXPECT_EQ(format_value(2e9, Axis::Unit::Bytes), "2 GB");
   EXPECT_EQ(format_value(0.5, Axis::Unit::Plain), "0.5");
+  EXPECT_EQ(format_value(779392, Axis::Unit::Count), "779k");
+  EXPECT_EQ(format_value(20, Axis::Unit::Count), "20");
   EXPECT_EQ(escape("a<b & \"c\">"), "a&lt;b &amp; &quot;c&quot;&gt;");
   const std::string linear = line_chart("t", {"x"}, {"y"}, {{"s", {{0, 2.2}, {47, 2.9}}}});
   for (const char* tick : {">0<", ">10<", ">50<"}) EXPECT_NE(linear.find(tick), std::string::npos) << tick;
   EXPECT_EQ(linear.find(">60<"), std::string::npos);
   const std::string log = line_chart("t", {"bytes", true, Axis::Unit::Bytes}, {"y"}, {{"s", {{3e5, 2}, {2e9, 3}}}});
   for (const char* tick : {">100 kB<", ">1 MB<", ">10 GB<"}) EXPECT_NE(log.find(tick), std::string::npos) << tick;
+  // Ticks at 1, 2 and 5 times powers of ten, from the one at or below the smallest value to the
+  // one at or above the largest.
+  const std::string fine = line_chart("t", {"N", true, Axis::Unit::Count, true}, {"y"}, {{"s", {{1.5e5, 2}, {3e6, 3}}}});
+  for (const char* tick : {">100k<", ">200k<", ">500k<", ">1M<", ">2M<", ">5M<"}) {
+    EXPECT_NE(fine.find(tick), std::string::npos) << tick;
+  }
+  EXPECT_EQ(fine.find(">10M<"), std::string::npos);
+  EXPECT_EQ(fine.find(">50k<"), std::string::npos);
 }
 
 TEST(ReportPage, IsWellFormedAndHoldsEveryRunAndChart) {

@@ -1,6 +1,7 @@
 #include "strait/report/svg.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -53,7 +54,10 @@ std::string number(double value) {
 class Scale {
  public:
   Scale(const Axis& axis, double low, double high, double from, double to) : axis_(axis), from_(from), to_(to) {
-    if (axis.log) {
+    if (axis.log && axis.log_125) {
+      low_ = std::log10(step_125_below(low));
+      high_ = std::max(std::log10(step_125_above(high)), low_ + std::log10(2.0));
+    } else if (axis.log) {
       low_ = std::floor(std::log10(low));
       high_ = std::max(std::ceil(std::log10(high)), low_ + 1);
     } else {
@@ -68,7 +72,14 @@ class Scale {
   }
   std::vector<double> ticks() const {
     std::vector<double> values;
-    if (axis_.log) {
+    if (axis_.log && axis_.log_125) {
+      for (double e = std::floor(low_); e <= high_ + 1e-9; ++e) {
+        for (double m : {1.0, 2.0, 5.0}) {
+          const double t = e + std::log10(m);
+          if (t >= low_ - 1e-9 && t <= high_ + 1e-9) values.push_back(m * std::pow(10.0, e));
+        }
+      }
+    } else if (axis_.log) {
       for (double e = low_; e <= high_ + 1e-9; ++e) values.push_back(std::pow(10.0, e));
     } else {
       for (double v = low_; v <= high_ + step_ * 1e-6; v += step_) values.push_back(std::abs(v) < step_ * 1e-9 ? 0 : v);
@@ -83,6 +94,22 @@ class Scale {
     const double power = std::pow(10.0, std::floor(std::log10(raw)));
     for (double m : {1.0, 2.0, 5.0, 10.0}) {
       if (m * power >= raw) return m * power;
+    }
+    return 10 * power;
+  }
+  // The largest 1, 2 or 5 times a power of ten at most `value`, and the smallest at least it.
+  static double step_125_below(double value) {
+    const double power = std::pow(10.0, std::floor(std::log10(value)));
+    double below = power;
+    for (double m : {2.0, 5.0}) {
+      if (m * power <= value * (1 + 1e-12)) below = m * power;
+    }
+    return below;
+  }
+  static double step_125_above(double value) {
+    const double power = std::pow(10.0, std::floor(std::log10(value)));
+    for (double m : {1.0, 2.0, 5.0}) {
+      if (m * power >= value * (1 - 1e-12)) return m * power;
     }
     return 10 * power;
   }
@@ -177,22 +204,23 @@ std::string escape(const std::string& text) {
 }
 
 std::string format_value(double value, Axis::Unit unit) {
-  char text[32];
-  if (unit == Axis::Unit::Bytes) {
-    const char* const prefixes[] = {"B", "kB", "MB", "GB", "TB"};
+  // 3 significant digits of the value in thousands' steps, then the step's unit.
+  const auto with_prefix = [value](const std::array<const char*, 5>& units, const char* separator) {
     int i = 0;
     double scaled = value;
     while (std::abs(scaled) >= 1000 && i < 4) scaled /= 1000, ++i;
-    std::snprintf(text, sizeof(text), "%.3g %s", scaled, prefixes[i]);
-  } else if (unit == Axis::Unit::BitRate) {
-    const char* const prefixes[] = {"bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"};
-    int i = 0;
-    double scaled = value;
-    while (std::abs(scaled) >= 1000 && i < 4) scaled /= 1000, ++i;
-    std::snprintf(text, sizeof(text), "%.3g %s", scaled, prefixes[i]);
-  } else {
-    std::snprintf(text, sizeof(text), "%.4g", value);
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.3g%s%s", scaled, separator, units[i]);
+    return std::string(text);
+  };
+  switch (unit) {
+    case Axis::Unit::Bytes: return with_prefix({"B", "kB", "MB", "GB", "TB"}, " ");
+    case Axis::Unit::BitRate: return with_prefix({"bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"}, " ");
+    case Axis::Unit::Count: return with_prefix({"", "k", "M", "G", "T"}, "");
+    case Axis::Unit::Plain: break;
   }
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.4g", value);
   return text;
 }
 
@@ -241,7 +269,7 @@ std::string line_chart(const std::string& title, const Axis& x, const Axis& y, c
       out += "<polyline fill=\"none\" stroke=\"" + color + "\" stroke-width=\"2\" stroke-dasharray=\"" +
              dash_of(series[i], i) + "\" points=\"" + points + "\" data-points=\"" + values + "\"/>\n";
     }
-    out += markers;
+    if (series[i].markers) out += markers;
   }
   out += legend(names, frame, &series);
   return out + "</svg>\n";

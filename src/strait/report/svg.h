@@ -13,8 +13,11 @@ struct Axis {
   std::string label;
   bool log = false;  // decades; values <= 0 are left out
   // How tick values print: plain numbers, bytes with SI prefixes (kB, MB, GB), or link rates in
-  // bits per second (kbit/s, Mbit/s, Gbit/s).
-  enum class Unit { Plain, Bytes, BitRate } unit = Unit::Plain;
+  // bits per second (kbit/s, Mbit/s, Gbit/s), or counts with SI prefixes (100k, 2M).
+  enum class Unit { Plain, Bytes, BitRate, Count } unit = Unit::Plain;
+  // A log axis that ends at and is ticked at 1, 2 and 5 times powers of ten rather than whole
+  // decades: for data that spans a decade or two (ignored on a linear axis).
+  bool log_125 = false;
 };
 
 struct Series {
@@ -24,6 +27,7 @@ struct Series {
   // series' position, as before.
   int color = -1, dash = -1;
   bool line = true;  // false: hollow markers only, no polyline (measured points next to lines)
+  bool markers = true;  // false: the polyline alone (a fitted curve)
 };
 
 // One polyline with markers per series, a legend, gridlines and ticks at round values. Each

@@ -208,20 +208,21 @@ std::string format_report(const Report& report) {
     if (method.power_law.converged) intervals += (intervals.empty() ? "" : "; ") + alpha_interval_text(method);
   }
   out += "\nalpha of L(N): " + (intervals.empty() ? std::string("no L(N) converged") : intervals) + "\n";
-  if (report.alpha_pairs.empty()) {
-    out += "  fewer than two methods with a converged L(N): nothing to compare\n";
-  }
+  for (const std::string& line : alpha_conclusions(report)) out += "  " + line + "\n";
+  return out;
+}
+
+std::vector<std::string> alpha_conclusions(const Report& report) {
+  if (report.alpha_pairs.empty()) return {"fewer than two methods with a converged L(N): nothing to compare"};
   std::vector<std::string> apart;
   for (const AlphaOverlap& pair : report.alpha_pairs) {
-    if (!pair.overlap) apart.push_back(pair.first + " and " + pair.second);
+    if (!pair.overlap) {
+      apart.push_back(pair.first + " and " + pair.second +
+                      ": the intervals do not overlap: the methods scale differently in non-embedding parameters");
+    }
   }
-  if (!report.alpha_pairs.empty() && apart.empty()) {
-    out += "  every pair of intervals overlaps: consistent with comparable scaling in non-embedding parameters\n";
-  }
-  for (const std::string& pair : apart) {
-    out += "  " + pair + ": the intervals do not overlap: the methods scale differently in non-embedding parameters\n";
-  }
-  return out;
+  if (apart.empty()) return {"every pair of intervals overlaps: consistent with comparable scaling in non-embedding parameters"};
+  return apart;
 }
 
 json report_json(const Report& report) {

@@ -60,6 +60,10 @@ Report fit_cells(const CellFile& input);
 // std, the residual of each cell for L(N); then the alpha comparison.
 std::string format_report(const Report& report);
 
+// What the alpha intervals of L(N) say, one sentence per line: that every pair overlaps
+// (comparable scaling in N), each pair that does not, or that there is nothing to compare.
+std::vector<std::string> alpha_conclusions(const Report& report);
+
 // The report as one JSON object (strait fit --json): {"input", "cells", "interval": 0.95,
 // "methods": [{"method", "cells", "fit_n": FIT, "fit_nd": FIT or null, "fit_nd_skipped"}],
 // "alpha": {"overlap": bool or null, "pairs": [...]}, "failures": [...]}, where FIT is

@@ -513,32 +513,44 @@ Command add_sweep(CLI::App& cli, bool& quiet, int& exit_status) {
           }};
 }
 
-// `strait report RUN_DIR... --out report.html`: the runs side by side, as a page and a table.
+// `strait report [RUN_DIR...] [--sweep DIR...] --out report.html`: the runs side by side and the
+// sweeps' scaling laws, as a page and a table.
 Command add_report(CLI::App& cli, bool& quiet) {
   struct Args {
-    std::vector<std::string> runs;
+    std::vector<std::string> runs, sweeps;
     std::string out = "report.html", title = "strait: training runs compared";
     double target_loss = 0;
     bool overwrite = false;
   };
   auto args = std::make_shared<Args>();
-  auto* app = cli.add_subcommand("report", "compare training runs: one self-contained HTML page with SVG charts "
-                                           "and a sortable table, and a table on the terminal");
-  app->add_option("runs", args->runs, "run directories (or cells holding run/ and testbed.json)")->required();
+  auto* app = cli.add_subcommand("report", "compare training runs and show sweeps' scaling laws: one self-contained "
+                                           "HTML page with SVG charts and tables, and a table on the terminal");
+  app->add_option("runs", args->runs, "run directories (or cells holding run/ and testbed.json)");
+  app->add_option("--sweep", args->sweeps,
+                  "a sweep directory (its cells.jsonl, as strait fit reads it): its fitted L(N) per method, "
+                  "charted and tabled; repeatable")
+      ->check(non_empty_path("a directory or .jsonl file"));
   app->add_option("--out", args->out, "the HTML page to write")->capture_default_str()->check(non_empty_path("a file"));
-  app->add_option("--title", args->title, "the page's title")->capture_default_str();
+  app->add_option("--title", args->title, "the page's title (default with --sweep alone: \"strait: scaling laws\")")
+      ->capture_default_str();
   app->add_option("--target-loss", args->target_loss,
                   "the loss whose time to reach is compared (default: DDP's final validation loss + 3%)")
       ->check(CLI::PositiveNumber);
   app->add_flag("--overwrite", args->overwrite, "replace an earlier report at --out");
   return {app, [args, app, &quiet] {
+            if (args->runs.empty() && args->sweeps.empty()) {
+              throw strait::Error("report: nothing to report: give run directories, --sweep DIR, or both");
+            }
             std::vector<strait::report::RunRecord> runs;
             for (const std::string& dir : args->runs) runs.push_back(strait::report::load_run(dir));
             strait::report::label_runs(runs);
             std::optional<double> target;
             if (app->count("--target-loss") > 0) target = args->target_loss;
-            const auto comparison = strait::report::compare(std::move(runs), target);
-            strait::report::write_html_report(args->out, strait::report::render_html(comparison, args->title),
+            auto comparison = strait::report::compare(std::move(runs), target);
+            for (const std::string& dir : args->sweeps) comparison.sweeps.push_back(strait::report::load_sweep(dir));
+            const std::string title =
+                args->runs.empty() && app->count("--title") == 0 ? "strait: scaling laws" : args->title;
+            strait::report::write_html_report(args->out, strait::report::render_html(comparison, title),
                                               args->overwrite);
             std::cout << strait::report::render_table(comparison);
             if (!quiet) std::cerr << "strait: wrote " << args->out << "\n";

@@ -1,7 +1,8 @@
 // strait report: what it reads from run directories (checked against figures computed by hand
 // from the files the tests write), the page it renders (well-formed, every run in the table and
-// the charts; checked by Python's XML and HTML parsers), and the command's refusal to replace
-// what it did not write.
+// the charts; checked by Python's XML and HTML parsers), a sweep's scaling laws on it (the
+// constants strait fit computes, the cells and fitted curves on a log axis), and the command's
+// refusal to replace what it did not write.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,6 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "strait/core/error.h"
+#include "strait/fit/cells.h"
+#include "strait/fit/report.h"
 #include "strait/plan/plan.h"
 #include "strait/report/report.h"
 #include "strait/report/svg.h"
@@ -266,26 +269,15 @@ TEST(ReportCharts, TicksFallOnRoundValuesAndBytesPrintWithPrefixes) {
   EXPECT_EQ(fine.find(">50k<"), std::string::npos);
 }
 
-TEST(ReportPage, IsWellFormedAndHoldsEveryRunAndChart) {
-  testing::ScratchDir scratch;
-  write_ddp_cell(scratch / "runs" / "ddp");
-  write_diloco_run(scratch / "runs" / "a<b");  // a name that must be escaped
-  std::vector<RunRecord> runs = {load_run(scratch / "runs" / "ddp"), load_run(scratch / "runs" / "a<b")};
-  label_runs(runs);
-  const Comparison comparison = compare(std::move(runs), std::nullopt);
-  ASSERT_DOUBLE_EQ(comparison.target.value(), 2.06);
-  const fs::path page = scratch / "report.html";
-  write_html_report(page, render_html(comparison, "runs & more"), false);
-  const std::string html = testing::read_file(page);
-  EXPECT_NE(html.find("<title>runs &amp; more</title>"), std::string::npos);
-  EXPECT_NE(html.find(">a&lt;b</td>"), std::string::npos);
-  // Every <svg> parses as XML; the page's tags balance; the table has a row per run with the
-  // DiLoCo run's time to the target (2.06) at its second validation, 6 s.
+// Checks with Python's parsers that every <svg> of the page at `page` parses as XML (and that
+// there are `svgs` of them), that its tags balance, that it has `rows` table rows and fetches
+// nothing; then runs `extra` (Python, with the page in `text`).
+void check_page(const fs::path& page, int svgs, int rows, const std::string& extra = "") {
   const std::string check = R"(
 import html.parser, re, sys, xml.etree.ElementTree as ET
 text = open(sys.argv[1]).read()
 svgs = re.findall(r"<svg.*?</svg>", text, re.S)
-assert len(svgs) == 4, len(svgs)
+assert len(svgs) == int(sys.argv[2]), len(svgs)
 for svg in svgs: ET.fromstring(svg)
 class Balance(html.parser.HTMLParser):
     void = {"meta", "br", "img", "input", "link", "hr", "col"}
@@ -300,15 +292,131 @@ class Balance(html.parser.HTMLParser):
         self.stack.pop()
 parser = Balance(); parser.feed(text); parser.close()
 assert not parser.stack, parser.stack
-assert parser.rows == 3, parser.rows
-assert 'data-value="6.000000">6.0</td></tr>' in text
+assert parser.rows == int(sys.argv[3]), parser.rows
 assert "src=" not in text and "@import" not in text and "<link" not in text
-print("page ok")
-)";
-  testing::write_file(scratch / "check.py", check);
-  const auto result = testing::run_command("/usr/bin/python3 " + quoted(scratch / "check.py") + " " + quoted(page));
+)" + extra + "\nprint(\"page ok\")\n";
+  const fs::path script = page.parent_path() / "check.py";
+  testing::write_file(script, check);
+  const auto result = testing::run_command("/usr/bin/python3 " + quoted(script) + " " + quoted(page) + " " +
+                                           std::to_string(svgs) + " " + std::to_string(rows));
   EXPECT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("page ok"), std::string::npos) << result.output;
+}
+
+TEST(ReportPage, IsWellFormedAndHoldsEveryRunAndChart) {
+  testing::ScratchDir scratch;
+  write_ddp_cell(scratch / "runs" / "ddp");
+  write_diloco_run(scratch / "runs" / "a<b");  // a name that must be escaped
+  std::vector<RunRecord> runs = {load_run(scratch / "runs" / "ddp"), load_run(scratch / "runs" / "a<b")};
+  label_runs(runs);
+  const Comparison comparison = compare(std::move(runs), std::nullopt);
+  ASSERT_DOUBLE_EQ(comparison.target.value(), 2.06);
+  const fs::path page = scratch / "report.html";
+  write_html_report(page, render_html(comparison, "runs & more"), false);
+  const std::string html = testing::read_file(page);
+  EXPECT_NE(html.find("<title>runs &amp; more</title>"), std::string::npos);
+  EXPECT_NE(html.find(">a&lt;b</td>"), std::string::npos);
+  // The table has a row per run with the DiLoCo run's time to the target (2.06) at its second
+  // validation, 6 s.
+  check_page(page, 4, 3, R"(assert 'data-value="6.000000">6.0</td></tr>' in text)");
+}
+
+// A sweep's cells.jsonl in `dir`: ddp (E 1.8, A 60, alpha 0.3) and diloco (E 1.85, A 55, alpha
+// 0.29) at 7 sizes from 1e5 to 2e6 at 6 tokens per parameter, plus noise of 0.005 from a fixed seed.
+void write_sweep_cells(const fs::path& dir) {
+  std::string text;
+  const auto noise = testing::normal_floats(14, 15, 0.005f);
+  for (int m = 0; m < 2; ++m) {
+    const double e = m == 0 ? 1.8 : 1.85, a = m == 0 ? 60 : 55, alpha = m == 0 ? 0.3 : 0.29;
+    for (int i = 0; i < 7; ++i) {
+      const double n = std::round(1e5 * std::pow(20.0, i / 6.0));
+      text += json{{"cell", "c" + std::to_string(m * 7 + i)}, {"method", m == 0 ? "ddp" : "diloco"},
+                   {"non_embedding_params", n}, {"tokens", 6 * n},
+                   {"final_val_loss", e + a * std::pow(n, -alpha) + noise[m * 7 + i]}}
+                  .dump() +
+              "\n";
+    }
+  }
+  testing::write_file(dir / fit::kCellsFileName, text);
+}
+
+size_t occurrences(const std::string& text, const std::string& what) {
+  size_t count = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++count;
+  return count;
+}
+
+TEST(ReportSweep, ChartsTheCellsAndFittedCurvesAndTablesStraitFitsConstants) {
+  testing::ScratchDir scratch;
+  write_sweep_cells(scratch / "sweep");
+  Comparison comparison = compare({}, std::nullopt);
+  comparison.sweeps.push_back(load_sweep(scratch / "sweep"));
+  const fit::Report expected = fit::fit_cells(fit::read_cells(scratch / "sweep"));
+  ASSERT_EQ(expected.methods.size(), 2u);
+  const std::string html = render_html(comparison, "sweep");
+  EXPECT_NE(html.find(">Final validation loss against non-embedding parameters</text>"), std::string::npos);
+  // The constants are strait fit's, to the last bit (the page keeps them as %.17g).
+  char exact[64];
+  for (const fit::MethodFit& method : expected.methods) {
+    ASSERT_TRUE(method.power_law.converged) << method.power_law.failure;
+    for (const char* name : {"E", "A", "alpha"}) {
+      const fit::Estimate& e = method.power_law.estimate(name);
+      for (double value : {e.value, e.low, e.high}) {
+        std::snprintf(exact, sizeof(exact), "\"%.17g\"", value);
+        EXPECT_NE(html.find(exact), std::string::npos) << method.method << " " << name << " " << exact;
+      }
+    }
+    EXPECT_NE(html.find(">" + method.method + ": fit, alpha "), std::string::npos) << "its curve in the legend";
+  }
+  EXPECT_NE(html.find("every pair of intervals overlaps: consistent with comparable scaling"), std::string::npos);
+  // Each cell is a marker with its value on hover; each fitted curve a line alone, whose ends are
+  // L(N) at the smallest and largest N: strait fit's fitted values there.
+  EXPECT_EQ(occurrences(html, "</title></circle>"), 14u);
+  EXPECT_EQ(occurrences(html, "<polyline"), 2u);
+  const fit::MethodFit& ddp = expected.methods[0];
+  const auto curve = fitted_curve(ddp, 48);
+  ASSERT_EQ(curve.size(), 48u);
+  EXPECT_DOUBLE_EQ(curve.front().first, 1e5);
+  EXPECT_DOUBLE_EQ(curve.back().first, 2e6);
+  EXPECT_NEAR(curve.front().second, ddp.power_law.fitted.front(), 1e-12);
+  EXPECT_NEAR(curve.back().second, ddp.power_law.fitted.back(), 1e-12);
+  // N spans 1.3 decades: the log axis is ticked at 1, 2 and 5 times powers of ten.
+  for (const char* tick : {">100k<", ">200k<", ">500k<", ">1M<", ">2M<"}) {
+    EXPECT_NE(html.find(tick), std::string::npos) << tick;
+  }
+  const fs::path page = scratch / "page" / "report.html";
+  write_html_report(page, html, false);
+  // One chart; a header row and a row per method in the table of constants.
+  check_page(page, 1, 3);
+  // Next to runs: their four charts, then the sweep's.
+  write_ddp_cell(scratch / "ddp");
+  comparison.runs.push_back(load_run(scratch / "ddp"));
+  write_html_report(page, render_html(comparison, "both"), true);
+  check_page(page, 5, 5);
+}
+
+TEST(ReportCommand, ShowsASweepAloneAndNeedsSomethingToShow) {
+  testing::ScratchDir scratch;
+  write_sweep_cells(scratch / "sweep");
+  const fs::path page = scratch / "report.html";
+  auto result = testing::run_strait("report --sweep " + quoted(scratch / "sweep") + " --out " + quoted(page));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("sweep " + (scratch / "sweep" / "cells.jsonl").string() + ": 14 cells"), std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("\nddp                      7  "), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("alpha: every pair of intervals overlaps"), std::string::npos) << result.output;
+  EXPECT_NE(testing::read_file(page).find("<title>strait: scaling laws</title>"), std::string::npos);
+
+  const auto before = testing::snapshot_tree(scratch.path());
+  result = testing::run_strait("report --out " + quoted(scratch / "other.html"));
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("strait: error: report: nothing to report: give run directories, --sweep DIR, or both"),
+            std::string::npos)
+      << result.output;
+  result = testing::run_strait("report --sweep " + quoted(scratch / "none") + " --out " + quoted(scratch / "other.html"));
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("strait: error: "), std::string::npos) << result.output;
+  EXPECT_TRUE(before == testing::snapshot_tree(scratch.path()));
 }
 
 TEST(ReportCommand, PrintsTheTableAndReplacesOnlyAnEarlierReport) {

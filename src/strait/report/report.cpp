@@ -25,6 +25,7 @@ th { cursor: pointer; background: #f4f4f4; user-select: none; }
 th[data-order="asc"]::after { content: " \25B2"; }
 th[data-order="desc"]::after { content: " \25BC"; }
 td.text, th.text { text-align: left; }
+table.fits th { cursor: default; }
 svg.chart { display: block; margin: 8px 0 24px; font-size: 12px; }
 svg .title { font-size: 15px; font-weight: bold; }
 svg .label { font-size: 13px; }
@@ -199,13 +200,17 @@ std::string render_html(const Comparison& comparison, const std::string& title) 
                                   "+ 3%).";
   std::string html = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
   html += std::string(kGeneratorMarker) + "\n<title>" + escape(title) + "</title>\n<style>" + kStyle + "</style>\n</head>\n";
-  html += "<body>\n<h1>" + escape(title) + "</h1>\n<p class=\"note\">" + escape(target_note) +
-          " Click a column to sort. Steps marked * belong to runs without a summary (stopped or still running). "
-          "Times are rank 0's; blocked time is what its metrics record as waiting on communication (– where a "
-          "DDP run did not record it). Plan columns are what strait plan predicts for the run's method, "
-          "settings and model with the compute time measured in the run itself (its steps that sent "
-          "nothing across nodes), plus the start-up weight broadcast. Hover over a run for its directory.</p>\n";
-  html += html_table(comparison) + charts(comparison);
+  html += "<body>\n<h1>" + escape(title) + "</h1>\n";
+  if (!comparison.runs.empty()) {
+    html += "<p class=\"note\">" + escape(target_note) +
+            " Click a column to sort. Steps marked * belong to runs without a summary (stopped or still running). "
+            "Times are rank 0's; blocked time is what its metrics record as waiting on communication (– where a "
+            "DDP run did not record it). Plan columns are what strait plan predicts for the run's method, "
+            "settings and model with the compute time measured in the run itself (its steps that sent "
+            "nothing across nodes), plus the start-up weight broadcast. Hover over a run for its directory.</p>\n";
+    html += html_table(comparison) + charts(comparison);
+  }
+  for (const SweepFits& sweep : comparison.sweeps) html += sweep_html(sweep);
   return html + "<script>" + kSortScript + "</script>\n</body>\n</html>\n";
 }
 
@@ -217,6 +222,9 @@ size_t display_width(const std::string& text) {
 }
 
 std::string render_table(const Comparison& comparison) {
+  std::string sweeps;
+  for (const SweepFits& sweep : comparison.sweeps) sweeps += "\n" + sweep_table(sweep);
+  if (comparison.runs.empty()) return sweeps.empty() ? sweeps : sweeps.substr(1);
   // The terminal gets the columns that fit a line: run, method, link, loss, times, bytes.
   std::vector<std::vector<std::string>> cells;
   std::vector<size_t> widths;
@@ -249,7 +257,7 @@ std::string render_table(const Comparison& comparison) {
     out += "\n";
   }
   if (comparison.target) out += "target loss " + fixed(*comparison.target, 4) + " (" + comparison.target_origin + ")\n";
-  return out;
+  return out + sweeps;
 }
 
 void write_html_report(const fs::path& out, const std::string& html, bool overwrite) {

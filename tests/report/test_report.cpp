@@ -366,7 +366,7 @@ TEST(ReportSweep, ChartsTheCellsAndFittedCurvesAndTablesStraitFitsConstants) {
         EXPECT_NE(html.find(exact), std::string::npos) << method.method << " " << name << " " << exact;
       }
     }
-    EXPECT_NE(html.find(">" + method.method + ": fit, alpha "), std::string::npos) << "its curve in the legend";
+    EXPECT_NE(html.find(">" + method.method + ": fit, α = "), std::string::npos) << "its curve in the legend";
   }
   EXPECT_NE(html.find("every pair of intervals overlaps: consistent with comparable scaling"), std::string::npos);
   // Each cell is a marker with its value on hover; each fitted curve a line alone, whose ends are

@@ -35,7 +35,7 @@ std::string chart(const SweepFits& sweep) {
     cells.line = false;
     series.push_back(cells);
     if (!method.power_law.converged) continue;
-    Series curve{method.method + ": fit, alpha " + shown(method.power_law.estimate("alpha").value),
+    Series curve{method.method + ": fit, α = " + shown(method.power_law.estimate("alpha").value),
                  fitted_curve(method, 48)};
     curve.color = static_cast<int>(i);
     curve.markers = false;

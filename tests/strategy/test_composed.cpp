@@ -176,11 +176,17 @@ TEST(StrategyConfiguration, BadOuterOptimizerSettingsAreNamed) {
   }
 }
 
-TEST(StrategyConfiguration, AThrottledReplicaOutsideTheJobFailsBeforeAnyProcessConnects) {
+// A DiLoCo configuration that passes validate(), for make_strategy to refuse.
+TrainConfig diloco_config() {
   TrainConfig config;
   config.data = "data";
   config.comm_timeout_s = 1;
   config.strategy = "diloco";
+  return config;
+}
+
+TEST(StrategyConfiguration, AThrottledReplicaOutsideTheJobFailsBeforeAnyProcessConnects) {
+  TrainConfig config = diloco_config();
   config.replica_ranks = "2";
   config.throttle = "0:1.5,2:2";
   EXPECT_NE(strategy_error(config).find("invalid configuration: throttle names replica 2, but the job has 2 replicas "
@@ -192,10 +198,7 @@ TEST(StrategyConfiguration, AThrottledReplicaOutsideTheJobFailsBeforeAnyProcessC
 }
 
 TEST(StrategyConfiguration, MoreFragmentsThanLayersFailBeforeAnyProcessConnects) {
-  TrainConfig config;
-  config.data = "data";
-  config.comm_timeout_s = 1;
-  config.strategy = "diloco";
+  TrainConfig config = diloco_config();
   config.preset = "nano";
   config.fragments = model_preset("nano", 256).num_layers + 1;
   const std::string message = strategy_error(config);

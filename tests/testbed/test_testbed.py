@@ -7,9 +7,11 @@ Exits 77 (ctest's SKIP_RETURN_CODE) with the reason when this machine cannot run
 not root, `ip netns add` fails, or the tbf qdisc is missing. Otherwise it checks:
 
 1. usage errors exit 2 with a message; as a non-root user (setpriv) the script exits 2 saying
-   "needs root: network namespaces and tc";
+   "needs root: network namespaces and tc"; so do --queue-ms 0 and a malformed
+   --congestion-control;
 2. a failing node: in --run-cmd mode node 1 exits 7 while the others sleep 120 s; the run must
-   end with status 7 well before the sleepers would, and leave no namespace behind;
+   end with status 7 well before the sleepers would, and leave no namespace behind; its
+   testbed.json records --queue-ms 100 as tbf's limit, the congestion control and tbf's drops;
 3. training across nodes: 2 nodes x 2 ranks, nodes with DIFFERENTLY NAMED interfaces (eth0 and
    ens5), each node's link shaped to 50 Mbit/s both ways, `--preset nano`, 6 steps, 1 thread
    per rank. The run must succeed (this needs the configuration hash to ignore
@@ -110,6 +112,12 @@ def test_usage_and_root():
                  "--", "true"])
     check(names.returncode == 2 and "names 2 interfaces for 3 nodes" in names.stderr,
           f"--iface-names must name one or N interfaces: got {names.returncode}")
+    queue = run([WAN, "--nodes", "2", "--link", "1mbit", "--queue-ms", "0", "--run-cmd", "--", "true"])
+    check(queue.returncode == 2 and "--queue-ms must be" in queue.stderr,
+          f"--queue-ms 0 is a usage error (exit 2): got {queue.returncode}, {queue.stderr.strip()!r}")
+    cc = run([WAN, "--nodes", "2", "--link", "1mbit", "--congestion-control", "Bad-Name", "--run-cmd", "--", "true"])
+    check(cc.returncode == 2 and "is not a congestion control name" in cc.stderr,
+          f"a malformed --congestion-control is a usage error (exit 2): got {cc.returncode}")
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         print("note: no setpriv; the non-root check is left out")
@@ -132,7 +140,7 @@ def test_usage_and_root():
 def test_failing_node(scratch):
     results = os.path.join(scratch, "failing.json")
     before = namespaces()
-    proc = run([WAN, "--nodes", "3", "--link", "10mbit", "--grace", "5", "--results", results,
+    proc = run([WAN, "--nodes", "3", "--link", "10mbit", "--grace", "5", "--queue-ms", "100", "--results", results,
                 "--run-cmd", "--", "sh", "-c",
                 'echo "node $NODE_RANK on $IFACE"; [ "$NODE_RANK" != 1 ] || exit 7; exec sleep 120'],
                timeout=120)
@@ -143,6 +151,10 @@ def test_failing_node(scratch):
         report = json.load(f)
     check(report["exit_status"] == 7 and report["first_failure_node"] == 1,
           "testbed.json records the first failure")
+    check(report["tbf"]["queue_ms"] == 100 and report["tbf"]["limit_bytes"] == 125000
+          and report["tcp_congestion_control"] and all("upload" in n["tbf_dropped"] for n in report["nodes"]),
+          f"testbed.json records --queue-ms 100 (125 kB at 10 Mbit/s), the congestion control and tbf's drops: "
+          f"{report['tbf']}, {report.get('tcp_congestion_control')!r}")
     ours = {n["namespace"] for n in report["nodes"]}
     left = (namespaces() - before) | (ours & namespaces())
     ok &= check(not left, f"no namespace left behind after a failure: {sorted(left)}")

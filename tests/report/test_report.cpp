@@ -179,11 +179,19 @@ TEST(ReportRuns, MethodNamesCarryTheSettingsThatDistinguishThem) {
       {{{"strategy", "local-sgd"}, {"sync_every", 8}}, "local-sgd H=8"},
       {{{"strategy", "sparseloco"}, {"sync_every", 15}, {"topk", 64}, {"outer_dtype", "fp32"}}, "sparseloco H=15 k=64"},
       {{{"strategy", "diloco"}, {"sync_every", 50}, {"inner", "ddp"}}, "diloco H=50 (ddp inside)"},
+      {{{"strategy", "diloco"}, {"sync_every", 50}, {"sync_every_seconds", 13.5}, {"throttle", "3:2"}},
+       "diloco S=13.5s throttle 3:2"},
   };
   for (const auto& [config, expected] : cases) {
     write_run(scratch / "run", config, {step_line(1, 1, 1)});
     EXPECT_EQ(load_run(scratch / "run").method, expected) << config.dump();
   }
+  // Plan models a fixed H: a finished time-boxed run gets no prediction, and says why.
+  write_run(scratch / "run", cases.back().first, {step_line(1, 1, 1)},
+            {{"wall_time_s", 1.0}, {"parameters", 1000}, {"tokens_per_step", 64}, {"world_size", 2}});
+  const RunRecord time_boxed = load_run(scratch / "run");
+  EXPECT_NE(time_boxed.plan_note.find("time-boxed"), std::string::npos) << time_boxed.plan_note;
+  EXPECT_FALSE(time_boxed.planned_bytes_per_node.has_value());
 }
 
 TEST(ReportRuns, ADdpRunThatDidNotRecordItsWaitsHasNoBlockedTime) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include <nlohmann/json.hpp>
 
@@ -45,14 +46,21 @@ T field_or(const json& object, const std::string& key, T fallback) {
   return object.at(key).get<T>();
 }
 
-// "diloco H=50", "streaming diloco H=50 P=4 τ=5 int4", "sparseloco H=15 k=64", "ddp".
+// "diloco H=50", "streaming diloco H=50 P=4 τ=5 int4", "sparseloco H=15 k=64", "ddp",
+// "diloco S=13.8s throttle 3:8" (time-boxed phases, one replica slowed).
 std::string method_of(const json& config, const fs::path& file) {
   std::string strategy = field<std::string>(config, "strategy", file);
   if (strategy == "auto") strategy = "ddp";
   if (strategy != "local-sgd" && strategy != "diloco" && strategy != "sparseloco") return strategy;
   const int64_t fragments = field_or<int64_t>(config, "fragments", 1);
   std::string method = (fragments > 1 ? "streaming " : "") + strategy;
-  method += " H=" + std::to_string(field_or<int64_t>(config, "sync_every", 0));
+  if (const double seconds = field_or<double>(config, "sync_every_seconds", 0); seconds > 0) {
+    char text[32];
+    std::snprintf(text, sizeof(text), " S=%gs", seconds);
+    method += text;
+  } else {
+    method += " H=" + std::to_string(field_or<int64_t>(config, "sync_every", 0));
+  }
   if (fragments > 1) {
     method += " P=" + std::to_string(fragments);
     if (const int64_t overlap = field_or<int64_t>(config, "overlap_steps", 0); overlap > 0) {
@@ -64,6 +72,9 @@ std::string method_of(const json& config, const fs::path& file) {
     method += " " + dtype;
   }
   if (const auto inner = field_or<std::string>(config, "inner", "auto"); inner == "ddp") method += " (ddp inside)";
+  if (const auto throttle = field_or<std::string>(config, "throttle", ""); !throttle.empty()) {
+    method += " throttle " + throttle;
+  }
   return method;
 }
 
@@ -137,6 +148,10 @@ plan::MethodSpec planned_method(const json& config, const fs::path& file) {
 // itself (as `strait plan --measured` does). Runs plan cannot model keep none: the report
 // still shows everything measured.
 void predict_into(RunRecord& run, const fs::path& run_dir, const json& config) {
+  if (field_or<double>(config, "sync_every_seconds", 0) > 0) {
+    run.plan_note = "its inner phases were time-boxed (--sync-every-seconds), and plan models a fixed H";
+    return;
+  }
   try {
     const plan::MeasuredRun measured = plan::read_measured_run(run_dir.string());
     if (!measured.params || !measured.tokens_per_rank_step) {

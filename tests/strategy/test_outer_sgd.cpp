@@ -460,11 +460,11 @@ TEST_F(Diloco, TimeBoxedPhasesLetTheFasterReplicaRunMoreStepsAndFollowTheAgreedP
   // the running sum of both replicas' steps over 2; validations and checkpoints happen at syncs
   // only, named by that progress; the run ends at the first sync at or past --steps; and a run
   // stopped by --stop-after resumes from its checkpoint to the end.
-  auto args = [&](const fs::path& out, const std::string& extra) {
+  auto args = [&](const fs::path& out, const std::string& extra, const std::string& throttle = "0:3") {
     return "--quiet train --data '" + (scratch_ / "data").string() + "' --out '" + out.string() +
            "' --preset nano --context-length 32 --batch-size 2 --steps 40 --warmup-steps 3 --threads 1 "
            "--precision fp32 --eval-every 10 --eval-batches 2 --checkpoint-every 10 --keep-checkpoints 0 "
-           "--comm-timeout-s 20 --lr 3e-3 --strategy diloco --sync-every-seconds 0.05 --throttle 0:3 " + extra;
+           "--comm-timeout-s 20 --lr 3e-3 --strategy diloco --sync-every-seconds 0.05 --throttle " + throttle + " " + extra;
   };
   const fs::path run = scratch_ / "time-boxed";
   auto result = launch(2, args(run, ""));
@@ -508,6 +508,17 @@ TEST_F(Diloco, TimeBoxedPhasesLetTheFasterReplicaRunMoreStepsAndFollowTheAgreedP
   result = launch(2, args(resumed, "--resume"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_GE(nlohmann::json::parse(testing::read_file(resumed / "summary.json")).at("last_step").get<int64_t>(), 40);
+
+  // Replicas of two DDP ranks, replica 1 throttled: each rank reads its own clock, so a
+  // replica's ranks may see their time run out at different steps and must agree on one (the
+  // vote in the metric's all-reduce), or their collectives would no longer match.
+  const fs::path ddp_inside = scratch_ / "time-boxed-ddp-inside";
+  result = launch(4, args(ddp_inside, "--replica-ranks 2", "1:3"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto inside = nlohmann::json::parse(testing::read_file(ddp_inside / "summary.json"));
+  EXPECT_EQ(inside.at("strategy"), "diloco(ddp x 2)");
+  EXPECT_GE(inside.at("last_step").get<int64_t>(), 40);
+  EXPECT_LT(inside.at("replica_steps")[1].get<int64_t>(), inside.at("replica_steps")[0].get<int64_t>());
 }
 
 TEST_F(Diloco, StreamingFragmentsOverlapTheirExchangesAndResumeExactlyWithOneInFlight) {

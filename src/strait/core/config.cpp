@@ -58,7 +58,8 @@ const std::vector<OptionSpec> kOptions = {
      "local-sgd, diloco: time-box each inner phase to S seconds instead of H steps (0: H steps); the outer average "
      "weights each replica by the tokens it trained",
      &TrainConfig::sync_every_seconds},
-    {"throttle", "tests and benchmarks: R:F[,R:F...] makes replica R F times slower (it sleeps F - 1 times each step)",
+    {"throttle", "tests and benchmarks: R:F[,R:F...] makes replica R F times slower (each step it sleeps F - 1 times its fastest "
+                 "step)",
      &TrainConfig::throttle},
     {"outer_lr", "diloco, sparseloco: outer SGD learning rate (0: the method's, 0.7 and 1)", &TrainConfig::outer_lr},
     {"outer_momentum", "diloco, sparseloco: outer SGD momentum (-1: the method's, 0.9 and 0)",

@@ -69,7 +69,7 @@ struct TrainConfig {
   // each replica by the tokens it trained (see strategy/outer_sgd.h).
   double sync_every_seconds = 0;
   // Tests and benchmarks: "R:F[,R:F...]" makes replica R F times slower (after each step its
-  // ranks sleep F - 1 times the step's compute time), as a weaker machine would be.
+  // ranks sleep F - 1 times their fastest step's compute time), as a weaker machine would be.
   std::string throttle;
   // DiLoCo's and SparseLoCo's outer optimizer (SGD, with Nesterov momentum, on the averaged
   // pseudo-gradient) and the dtype dense outer exchanges travel in (fp32, bf16, int8 or int4

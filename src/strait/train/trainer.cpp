@@ -5,6 +5,7 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <thread>
 
@@ -169,6 +170,7 @@ class Trainer {
   nlohmann::json data_files_;  // what --data holds (data::verified_data_files), kept in checkpoints
   bool stop_noticed_ = false;  // a stop signal was seen and passed to the strategy
   double throttle_ = 1.0;      // --throttle: how many times slower this rank's replica runs
+  double fastest_step_seconds_ = std::numeric_limits<double>::infinity();  // --throttle's measure
 };
 
 data::TokenLoader Trainer::make_loader(const std::string& split) const {
@@ -322,8 +324,11 @@ StepResult Trainer::train_step(int64_t step, int64_t schedule_step) {
   result.grad_norm = strategy_->step(model_, optimizer_, result.lr, config_.grad_clip);
   result.update_seconds = seconds_since(update_start);
   if (throttle_ > 1) {  // before the mean, which carries a time box's end to the replica's ranks
-    result.throttle_seconds =
-        (throttle_ - 1) * (result.forward_seconds + result.backward_seconds + result.update_seconds);
+    // The fastest step so far stands for the machine's speed: a step slowed by other processes
+    // on the same cores does not lengthen the sleep as well.
+    fastest_step_seconds_ = std::min(fastest_step_seconds_,
+                                     result.forward_seconds + result.backward_seconds + result.update_seconds);
+    result.throttle_seconds = (throttle_ - 1) * fastest_step_seconds_;
     std::this_thread::sleep_for(std::chrono::duration<double>(result.throttle_seconds));
   }
   notice_stop_signal(step);  // before the mean, which carries the request to the replica's ranks

@@ -79,6 +79,21 @@ void atomic_write_file(const fs::path& path, const std::string& contents) {
   atomic_write_file(path, contents.data(), contents.size());
 }
 
+void write_generated_file(const std::filesystem::path& path, const std::string& contents, bool overwrite,
+                          const GeneratedFile& kind) {
+  const std::string prefix = std::string(kind.command) + ": " + path.string();
+  if (std::filesystem::exists(path)) {
+    if (!overwrite) {
+      throw Error(prefix + " exists (pass --overwrite to replace an earlier " + kind.description + ")");
+    }
+    if (!std::filesystem::is_regular_file(path) || read_whole_file(path).find(kind.marker) == std::string::npos) {
+      throw Error(prefix + " was not written by " + kind.writer + "; refusing to replace it");
+    }
+  }
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+  atomic_write_file(path, contents);
+}
+
 std::string read_whole_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot read " + path.string() + ": " + (fs::exists(path) ? "permission denied" : "no such file"));

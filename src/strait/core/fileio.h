@@ -37,6 +37,21 @@ struct OutputKind {
 // refusing to replace it".
 void check_replaceable_output(const std::filesystem::path& path, bool overwrite, const OutputKind& kind);
 
+// A file a command generates (a page, a chart): `marker` is a string every such file holds.
+struct GeneratedFile {
+  const char* command;      // "report", "plan": the start of every message
+  const char* marker;
+  const char* description;  // e.g. "report", as in "an earlier report"
+  const char* writer;       // e.g. "strait report"
+};
+
+// Writes `contents` to `path` atomically. An existing `path` is replaced only with `overwrite`,
+// and only if it is a file holding kind.marker (a path given by mistake is never overwritten);
+// otherwise strait::Error, e.g. "report: X exists (pass --overwrite to replace an earlier
+// report)", "report: X was not written by strait report; refusing to replace it".
+void write_generated_file(const std::filesystem::path& path, const std::string& contents, bool overwrite,
+                          const GeneratedFile& kind);
+
 // Removes the staging directories of StagedDirectory that killed commands left in `dir`:
 // entries named ".<name>.staging-<pid>-<n>" (only those of `final_name` when it is not empty)
 // whose process <pid> no longer runs; one whose process still runs is kept. Returns the paths

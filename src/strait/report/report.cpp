@@ -261,14 +261,7 @@ std::string render_table(const Comparison& comparison) {
 }
 
 void write_html_report(const fs::path& out, const std::string& html, bool overwrite) {
-  if (fs::exists(out)) {
-    if (!overwrite) throw Error("report: " + out.string() + " exists (pass --overwrite to replace an earlier report)");
-    if (!fs::is_regular_file(out) || read_whole_file(out).find(kGeneratorMarker) == std::string::npos) {
-      throw Error("report: " + out.string() + " was not written by strait report; refusing to replace it");
-    }
-  }
-  if (out.has_parent_path()) fs::create_directories(out.parent_path());
-  atomic_write_file(out, html);
+  write_generated_file(out, html, overwrite, {"report", kGeneratorMarker, "report", "strait report"});
 }
 
 }  // namespace strait::report

@@ -274,14 +274,7 @@ std::string sync_chart_svg(const plan::Cluster& cluster, const plan::Workload& w
 }
 
 void write_sync_chart(const fs::path& out, const std::string& svg, bool overwrite) {
-  if (fs::exists(out)) {
-    if (!overwrite) throw Error("plan: " + out.string() + " exists (pass --overwrite to replace an earlier chart)");
-    if (!fs::is_regular_file(out) || read_whole_file(out).find(kChartMarker) == std::string::npos) {
-      throw Error("plan: " + out.string() + " was not written by strait plan --chart; refusing to replace it");
-    }
-  }
-  if (out.has_parent_path()) fs::create_directories(out.parent_path());
-  atomic_write_file(out, svg);
+  write_generated_file(out, svg, overwrite, {"plan", kChartMarker, "chart", "strait plan --chart"});
 }
 
 }  // namespace strait::report

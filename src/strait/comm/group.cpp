@@ -20,11 +20,19 @@ torch::Tensor as_bytes(const torch::Tensor& tensor) { return tensor.reshape({-1}
 
 uint64_t byte_count(const torch::Tensor& tensor) { return static_cast<uint64_t>(tensor.nbytes()); }
 
+// What starting a collective on the backend returns: one Work, or one per transfer when strait
+// composes the collective from sends and receives.
+using Started = std::vector<c10::intrusive_ptr<c10d::Work>>;
+
+// Tag of the point-to-point transfers of strait's all-to-all. One collective runs at a time on
+// a group (its lane), so one tag serves them all.
+constexpr int kAllToAllTag = 0;
+
 // One collective as the lane runs it.
 struct Call {
   std::string context;  // which collective, group and rank; prefixes any failure
   std::string peers;    // who this rank exchanges data with; ends any failure
-  std::function<c10::intrusive_ptr<c10d::Work>(c10d::ProcessGroupGloo&)> start;
+  std::function<Started(c10d::ProcessGroupGloo&)> start;
   std::function<void()> finish;  // local work once the transfer is done (e.g. a sum); may be empty
 };
 
@@ -94,7 +102,7 @@ struct Group::Impl {
   // Books a validated collective's traffic and returns the step that runs it. `plan` names
   // peers by group rank.
   Step prepare(std::string context, const std::string& label, std::vector<PeerTraffic> plan,
-               std::function<c10::intrusive_ptr<c10d::Work>(c10d::ProcessGroupGloo&)> start,
+               std::function<Started(c10d::ProcessGroupGloo&)> start,
                std::function<void()> finish) {
     std::vector<int> peers;
     for (PeerTraffic& transfer : plan) {
@@ -117,14 +125,14 @@ struct Group::Impl {
         throw Error(call.context + " was not run: an earlier collective on this group failed: " + *first_failure);
       }
     }
-    c10::intrusive_ptr<c10d::Work> work;
+    Started works;
     try {
-      work = call.start(*backend);
+      works = call.start(*backend);
     } catch (const std::exception& failure) {
       throw out_of_step(call.context + " could not start: " + failure.what() + call.peers);
     }
     try {
-      work->wait();
+      for (const auto& work : works) work->wait();
     } catch (const std::exception& failure) {
       throw out_of_step(call.context + " failed: " + failure.what() + call.peers);
     }
@@ -160,21 +168,40 @@ struct Group::Impl {
                  std::vector<torch::Tensor> outputs, std::function<void()> finish) {
     auto plan = gloo_algorithms::ring_allgather(rank, size(), byte_count(input));
     for (torch::Tensor& output : outputs) output = as_bytes(output);
-    auto start = [input = as_bytes(input), outputs = std::move(outputs)](c10d::ProcessGroupGloo& backend) {
+    auto start = [input = as_bytes(input), outputs = std::move(outputs)](c10d::ProcessGroupGloo& backend) -> Started {
       std::vector<std::vector<torch::Tensor>> output_lists{outputs};
       std::vector<torch::Tensor> inputs{input};
-      return backend.allgather(output_lists, inputs);
+      return {backend.allgather(output_lists, inputs)};
     };
     return prepare(std::move(context), label, std::move(plan), start, std::move(finish));
   }
 
+  // Gloo's all-to-all, chunk for chunk, but with every receive posted before any send. Gloo
+  // sends a message only once the peer's "receive ready" notice has arrived, and that notice
+  // travels on the same connection as data: its own all-to-all posts each send before the
+  // receive, so the notice often queues behind a whole chunk going the other way, and the two
+  // directions of a pair take turns instead of sharing the link (about 2x the link time on the
+  // shaped testbed; 1.05-1.12x with the receives first; BENCHMARKS.md).
   Step alltoall(std::string context, const std::string& label, const torch::Tensor& input, const torch::Tensor& output,
                 std::function<void()> finish) {
     auto plan = gloo_algorithms::direct_alltoall(rank, size(), byte_count(input) / size());
-    auto start = [input = as_bytes(input), output = as_bytes(output)](c10d::ProcessGroupGloo& backend) {
-      torch::Tensor output_bytes = output, input_bytes = input;  // Gloo takes non-const references
-      std::vector<int64_t> equal_splits;
-      return backend.alltoall_base(output_bytes, input_bytes, equal_splits, equal_splits);
+    auto start = [input = as_bytes(input), output = as_bytes(output), rank = rank,
+                  members = size()](c10d::ProcessGroupGloo& backend) -> Started {
+      const int64_t chunk = input.numel() / members;
+      auto chunk_of = [chunk](const torch::Tensor& bytes, int peer) { return bytes.narrow(0, peer * chunk, chunk); };
+      Started works;
+      for (int step = 1; step < members; ++step) {  // the peers in the order Gloo's all-to-all takes them
+        const int from = (rank - step + members) % members;
+        std::vector<torch::Tensor> buffer{chunk_of(output, from)};
+        works.push_back(backend.recv(buffer, from, kAllToAllTag));
+      }
+      for (int step = 1; step < members; ++step) {
+        const int to = (rank + step) % members;
+        std::vector<torch::Tensor> buffer{chunk_of(input, to)};
+        works.push_back(backend.send(buffer, to, kAllToAllTag));
+      }
+      chunk_of(output, rank).copy_(chunk_of(input, rank));
+      return works;
     };
     return prepare(std::move(context), label, std::move(plan), start, std::move(finish));
   }
@@ -220,10 +247,10 @@ Group::Step Group::prepare_all_reduce_sum(const torch::Tensor& tensor, const std
   const bool via_float = tensor.scalar_type() == torch::kBFloat16;
   torch::Tensor wire = via_float ? torch::empty_like(tensor, torch::kFloat) : tensor;
   auto plan = gloo_algorithms::ring_allreduce(rank(), size(), byte_count(wire), wire.element_size());
-  auto start = [tensor, wire, via_float](c10d::ProcessGroupGloo& backend) {
+  auto start = [tensor, wire, via_float](c10d::ProcessGroupGloo& backend) -> Started {
     if (via_float) wire.copy_(tensor);
     std::vector<torch::Tensor> tensors{wire};
-    return backend.allreduce(tensors);
+    return {backend.allreduce(tensors)};
   };
   std::function<void()> finish;
   if (via_float) finish = [tensor, wire] { tensor.copy_(wire); };
@@ -240,11 +267,11 @@ Work Group::broadcast(const torch::Tensor& tensor, int root, const std::string& 
   require(root >= 0 && root < size(), context,
           "root is " + std::to_string(root) + " (expected a group rank in [0, " + std::to_string(size()) + "))");
   auto plan = gloo_algorithms::binomial_broadcast(rank(), size(), root, byte_count(tensor));
-  auto start = [bytes = as_bytes(tensor), root](c10d::ProcessGroupGloo& backend) {
+  auto start = [bytes = as_bytes(tensor), root](c10d::ProcessGroupGloo& backend) -> Started {
     std::vector<torch::Tensor> tensors{bytes};
     c10d::BroadcastOptions options;
     options.rootRank = root;
-    return backend.broadcast(tensors, options);
+    return {backend.broadcast(tensors, options)};
   };
   return submit(impl_->prepare(std::move(context), label, std::move(plan), start, nullptr));
 }
@@ -323,7 +350,7 @@ Work Group::all_gather_bytes(const std::vector<uint8_t>& input, std::vector<std:
 }
 
 Work Group::barrier() {
-  auto start = [](c10d::ProcessGroupGloo& backend) { return backend.barrier(); };
+  auto start = [](c10d::ProcessGroupGloo& backend) -> Started { return {backend.barrier()}; };
   return submit(impl_->prepare(impl_->describe("barrier"), "barrier", {}, start, nullptr));
 }
 

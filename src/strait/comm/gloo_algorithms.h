@@ -15,14 +15,16 @@
 //     sent to r−1       = 2T − chunk(r) − chunk(r−1)
 //     received from r+1 = 2T − chunk(r) − chunk(r+1)
 //   which is 2(n−1)/n·T each way when T divides evenly.
-// - all-gather, list form (gloo/allgather.cc, ring): n−1 steps, each forwarding one rank's
-//   contribution (as two half chunks) to rank + 1 and receiving one from rank − 1:
-//   (n−1)·I bytes each way for an input of I bytes.
+// - all-gather, list form (gloo/allgather.cc, ring; strait runs the same ring itself from
+//   Gloo's send and receive, each step's receive posted first): n−1 steps, each forwarding one
+//   rank's contribution to rank + 1 and receiving one from rank − 1: (n−1)·I bytes each way for
+//   an input of I bytes.
 // - broadcast (gloo/broadcast.cc, binomial tree): with v = (rank − root) mod n, in round i a
 //   rank with v < 2^i sends the whole buffer to v + 2^i (if < n); every non-root receives it
 //   once, from v − 2^⌊log2 v⌋; the root sends ⌈log2 n⌉ copies.
-// - all-to-all with equal splits (gloo/alltoall.cc): one chunk sent directly to, and one received
-//   from, every other rank.
+// - all-to-all with equal splits (gloo/alltoall.cc; strait sends the same chunks itself, every
+//   receive posted before any send): one chunk sent directly to, and one received from, every
+//   other rank.
 // - barrier (gloo/barrier.cc, dissemination): zero-byte messages only.
 #pragma once
 

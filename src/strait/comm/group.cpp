@@ -24,9 +24,10 @@ uint64_t byte_count(const torch::Tensor& tensor) { return static_cast<uint64_t>(
 // composes the collective from sends and receives.
 using Started = std::vector<c10::intrusive_ptr<c10d::Work>>;
 
-// Tag of the point-to-point transfers of strait's all-to-all. One collective runs at a time on
-// a group (its lane), so one tag serves them all.
-constexpr int kAllToAllTag = 0;
+// Tag of the point-to-point transfers of strait's all-to-all and all-gather. One collective
+// runs at a time on a group (its lane), and each pair's messages arrive in order, so one tag
+// serves them all.
+constexpr int kPointToPointTag = 0;
 
 // One collective as the lane runs it.
 struct Call {
@@ -164,14 +165,31 @@ struct Group::Impl {
     return Work(std::move(pending));
   }
 
+  // Gloo's ring all-gather, step for step (n - 1 steps, each forwarding to rank + 1 the input
+  // received from rank - 1 in the step before), but with each step's receive posted before its
+  // send: see alltoall below for why the order decides whether a pair's two directions share
+  // the link.
   Step allgather(std::string context, const std::string& label, const torch::Tensor& input,
                  std::vector<torch::Tensor> outputs, std::function<void()> finish) {
     auto plan = gloo_algorithms::ring_allgather(rank, size(), byte_count(input));
     for (torch::Tensor& output : outputs) output = as_bytes(output);
-    auto start = [input = as_bytes(input), outputs = std::move(outputs)](c10d::ProcessGroupGloo& backend) -> Started {
-      std::vector<std::vector<torch::Tensor>> output_lists{outputs};
-      std::vector<torch::Tensor> inputs{input};
-      return {backend.allgather(output_lists, inputs)};
+    auto start = [input = as_bytes(input), outputs = std::move(outputs), rank = rank,
+                  members = size()](c10d::ProcessGroupGloo& backend) -> Started {
+      outputs[rank].copy_(input);
+      const int left = (rank - 1 + members) % members, right = (rank + 1) % members;
+      for (int step = 1; step < members; ++step) {
+        std::vector<torch::Tensor> incoming{outputs[(rank - step + members) % members]};
+        std::vector<torch::Tensor> outgoing{outputs[(rank - step + 1 + members) % members]};
+        auto received = backend.recv(incoming, left, kPointToPointTag);
+        auto sent = backend.send(outgoing, right, kPointToPointTag);
+        if (step + 1 < members) {  // the next step forwards what this one received
+          received->wait();
+          sent->wait();
+        } else {
+          return {received, sent};
+        }
+      }
+      return {};
     };
     return prepare(std::move(context), label, std::move(plan), start, std::move(finish));
   }
@@ -193,12 +211,12 @@ struct Group::Impl {
       for (int step = 1; step < members; ++step) {  // the peers in the order Gloo's all-to-all takes them
         const int from = (rank - step + members) % members;
         std::vector<torch::Tensor> buffer{chunk_of(output, from)};
-        works.push_back(backend.recv(buffer, from, kAllToAllTag));
+        works.push_back(backend.recv(buffer, from, kPointToPointTag));
       }
       for (int step = 1; step < members; ++step) {
         const int to = (rank + step) % members;
         std::vector<torch::Tensor> buffer{chunk_of(input, to)};
-        works.push_back(backend.send(buffer, to, kAllToAllTag));
+        works.push_back(backend.send(buffer, to, kPointToPointTag));
       }
       chunk_of(output, rank).copy_(chunk_of(input, rank));
       return works;

@@ -374,7 +374,8 @@ Command add_plan(CLI::App& cli, bool& quiet) {
             }
             // Everything is computed (and the chart written) before anything is printed, so that a
             // refused chart or a bad run leaves no half output.
-            std::string out = args->json ? strait::plan::plan_json(args->cluster, args->workload, predictions).dump(2) + "\n"
+            nlohmann::json json = strait::plan::plan_json(args->cluster, args->workload, predictions);
+            std::string out = args->json ? json.dump(2) + "\n"
                                          : strait::plan::plan_table(args->cluster, args->workload, predictions);
             if (args->sync_links.empty()) {
               std::cout << out;
@@ -393,14 +394,19 @@ Command add_plan(CLI::App& cli, bool& quiet) {
             std::vector<double> rates;
             for (const auto& link : args->sync_links) rates.push_back(strait::plan::parse_link_rate(link));
             constexpr double kBudget = 0.1;
-            out += "\n" + strait::plan::sync_condition_table(args->cluster, args->workload, blocking, rates,
+            const auto cells = strait::plan::sync_conditions(args->cluster, args->workload, blocking, rates,
                                                              args->sync_replicas, kBudget);
+            if (args->json) {  // one JSON object: the prediction and the conditions, no tables
+              json["min_sync_every"] = strait::plan::sync_conditions_json(cells);
+              out = json.dump(2) + "\n";
+            } else {
+              out += "\n" + strait::plan::sync_condition_table(args->cluster, args->workload, blocking, rates,
+                                                               args->sync_replicas, kBudget);
+            }
             if (!args->chart.empty()) {
               std::vector<strait::report::MeasuredSync> runs;
               for (const auto& dir : args->chart_runs) runs.push_back(strait::report::measured_sync(dir, kBudget));
-              if (!runs.empty()) out += "\n" + strait::report::measured_sync_table(runs, kBudget);
-              const auto cells = strait::plan::sync_conditions(args->cluster, args->workload, blocking, rates,
-                                                               args->sync_replicas, kBudget);
+              if (!runs.empty() && !args->json) out += "\n" + strait::report::measured_sync_table(runs, kBudget);
               strait::report::write_sync_chart(
                   args->chart, strait::report::sync_chart_svg(args->cluster, args->workload, cells, runs, kBudget),
                   args->overwrite);

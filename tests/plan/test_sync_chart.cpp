@@ -206,6 +206,25 @@ TEST(PlanSyncChartCommand, WritesTheChartOfTheTableItPrints) {
       << result.output;
   EXPECT_NE(result.output.find("wrote " + svg.string()), std::string::npos) << result.output;
   expect_chart_matches_table(scratch, svg, result.output, 1);
+
+  // --json: one JSON object, the conditions in it, each cell's H the table's.
+  const auto json_result = testing::run_strait(
+      "plan --json --params 1e6 --step-compute-s 0.05 --nodes 2 --link 100mbit --method diloco,sparseloco "
+      "--min-sync-every 1gbit,100mbit,20mbit --replica-counts 2,8");
+  ASSERT_EQ(json_result.exit_code, 0) << json_result.output;
+  const json printed = json::parse(json_result.output);
+  ASSERT_TRUE(printed.is_object()) << json_result.output;
+  ASSERT_EQ(printed.at("min_sync_every").size(), 2u * 3u * 2u);
+  plan::Workload work;
+  work.params = 1e6;
+  work.step_compute_s = 0.05;
+  const auto cells = plan::sync_conditions({2, 1, 1e8}, work,
+                                           {plan::method_named("diloco", {}), plan::method_named("sparseloco", {})},
+                                           {1e9, 1e8, 2e7}, {2, 8}, 0.1);
+  ASSERT_EQ(cells.size(), printed.at("min_sync_every").size());
+  for (size_t i = 0; i < cells.size(); ++i) {
+    EXPECT_EQ(printed.at("min_sync_every")[i].at("smallest_sync_every"), cells[i].condition.smallest_sync_every) << i;
+  }
 }
 
 }  // namespace

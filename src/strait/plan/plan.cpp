@@ -487,6 +487,20 @@ std::vector<std::string> assumptions(const Cluster& cluster, const Workload& wor
 
 }  // namespace
 
+nlohmann::json sync_conditions_json(const std::vector<SyncConditionCell>& cells) {
+  nlohmann::json json = nlohmann::json::array();
+  for (const SyncConditionCell& cell : cells) {
+    json.push_back({{"method", cell.name},
+                    {"link_bits_per_s", cell.link_bits_per_s},
+                    {"replicas", cell.replicas},
+                    {"bytes_per_sync", cell.condition.bytes_per_sync},
+                    {"sync_s", cell.condition.sync_s},
+                    {"step_compute_s", cell.condition.compute_s},
+                    {"smallest_sync_every", cell.condition.smallest_sync_every}});
+  }
+  return json;
+}
+
 nlohmann::json plan_json(const Cluster& cluster, const Workload& workload, const std::vector<Prediction>& predictions) {
   nlohmann::json methods = nlohmann::json::array();
   for (const Prediction& p : predictions) {

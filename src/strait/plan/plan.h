@@ -164,6 +164,9 @@ std::vector<SyncConditionCell> sync_conditions(const Cluster& cluster, const Wor
                                                const std::vector<MethodSpec>& methods,
                                                const std::vector<double>& link_rates, const std::vector<int>& replicas,
                                                double budget);
+// The cells as JSON (strait plan --json --min-sync-every): [{"method", "link_bits_per_s",
+// "replicas", "bytes_per_sync", "sync_s", "step_compute_s", "smallest_sync_every"}, ...].
+nlohmann::json sync_conditions_json(const std::vector<SyncConditionCell>& cells);
 // The table of smallest H per link rate (rows) and replica count (columns: one replica per node)
 // for each method, as text.
 std::string sync_condition_table(const Cluster& cluster, const Workload& workload, const std::vector<MethodSpec>& methods,

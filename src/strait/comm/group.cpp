@@ -177,19 +177,14 @@ struct Group::Impl {
                   members = size()](c10d::ProcessGroupGloo& backend) -> Started {
       outputs[rank].copy_(input);
       const int left = (rank - 1 + members) % members, right = (rank + 1) % members;
+      Started step_works;
       for (int step = 1; step < members; ++step) {
+        for (const auto& work : step_works) work->wait();  // this step forwards what the last one received
         std::vector<torch::Tensor> incoming{outputs[(rank - step + members) % members]};
         std::vector<torch::Tensor> outgoing{outputs[(rank - step + 1 + members) % members]};
-        auto received = backend.recv(incoming, left, kPointToPointTag);
-        auto sent = backend.send(outgoing, right, kPointToPointTag);
-        if (step + 1 < members) {  // the next step forwards what this one received
-          received->wait();
-          sent->wait();
-        } else {
-          return {received, sent};
-        }
+        step_works = {backend.recv(incoming, left, kPointToPointTag), backend.send(outgoing, right, kPointToPointTag)};
       }
-      return {};
+      return step_works;
     };
     return prepare(std::move(context), label, std::move(plan), start, std::move(finish));
   }

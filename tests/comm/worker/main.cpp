@@ -323,6 +323,7 @@ const std::map<std::string, Scenario>& scenarios() {
                                            {"consistency", consistency},
                                            {"bad_arguments", bad_arguments}};
     all.insert(async_scenarios().begin(), async_scenarios().end());
+    all.insert(qgz_scenarios().begin(), qgz_scenarios().end());
     return all;
   }();
   return table;

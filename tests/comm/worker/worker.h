@@ -29,4 +29,7 @@ json describe(comm::Group& group);
 // The scenarios of the asynchronous engine (async_scenarios.cpp), by name.
 const std::map<std::string, Scenario>& async_scenarios();
 
+// The scenarios of ZeRO++'s quantized reduce-scatter (qgz_scenarios.cpp), by name.
+const std::map<std::string, Scenario>& qgz_scenarios();
+
 }  // namespace strait::comm_worker

@@ -1,7 +1,8 @@
 // ZeRO++'s qgZ: a gradient reduce-scatter over the job's world as a quantized, hierarchical
 // all-to-all (ALGORITHMS.md section 1). Values cross the network as int4 codes with one float32
-// scale per block (codec::WireCodec), so the cross-node volume is about 1/8 of a float32
-// reduce-scatter's (and the intra-node volume about 1/8 of the full gradient's, sent once).
+// scale per block (codec::WireCodec): each all-to-all moves about 1/8 of the bytes of a float32
+// one. Across nodes a rank sends one encoded chunk to each other node, where a float32
+// reduce-scatter over the world sends a float32 chunk to each of that node's k ranks: 1/(8k).
 //
 // Intended usage (one gradient bucket of a ZeRO-3 step, W = world size):
 //   QuantizedReduceScatter qgz(comm.intra_node(), comm.cross_node());

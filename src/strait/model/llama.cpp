@@ -121,28 +121,54 @@ torch::Tensor LlamaModel::mlp(const Layer& layer, const torch::Tensor& normed) c
   return torch::linear(kernels::swiglu(gate_up), compute(layer.down_proj));
 }
 
+torch::Tensor LlamaModel::run_block(const Layer& layer, torch::Tensor x, int64_t start_position,
+                                    torch::Tensor* cached_keys, torch::Tensor* cached_values) const {
+  // The residual stream x stays fp32 (each block's output is added to it in fp32), so RMSNorm
+  // statistics are fp32 too; the norms hand the matrix products their input in the compute dtype.
+  x = x + attention(layer, norm(x, layer.input_norm), start_position, cached_keys, cached_values);
+  return x + mlp(layer, norm(x, layer.post_norm));
+}
+
+torch::Tensor LlamaModel::logits(const torch::Tensor& x) const {
+  return torch::linear(norm(x, final_norm_), compute(lm_head_)).to(torch::kFloat32);
+}
+
 torch::Tensor LlamaModel::decode(const torch::Tensor& tokens, KVCache* cache) const {
   const int64_t start = cache != nullptr ? cache->length : 0;
   check_tokens(tokens, start);
   auto x = torch::embedding(embed_tokens_, tokens);
-  // The residual stream x stays fp32 (each block's output is added to it in fp32), so RMSNorm
-  // statistics are fp32 too; the norms hand the matrix products their input in the compute dtype.
   for (size_t i = 0; i < layers_.size(); ++i) {
-    const Layer& layer = layers_[i];
     torch::Tensor* keys = cache != nullptr ? &cache->keys[i] : nullptr;
     torch::Tensor* values = cache != nullptr ? &cache->values[i] : nullptr;
-    x = x + attention(layer, norm(x, layer.input_norm), start, keys, values);
-    x = x + mlp(layer, norm(x, layer.post_norm));
+    x = run_block(layers_[i], x, start, keys, values);
   }
   if (cache != nullptr) cache->length += tokens.size(1);
-  return torch::linear(norm(x, final_norm_), compute(lm_head_)).to(torch::kFloat32);
+  return logits(x);
 }
 
 torch::Tensor LlamaModel::forward(const torch::Tensor& tokens) const { return decode(tokens, nullptr); }
 
 torch::Tensor LlamaModel::loss(const torch::Tensor& inputs, const torch::Tensor& targets) const {
-  auto logits = forward(inputs);
-  return torch::cross_entropy_loss(logits.view({-1, config_.vocab_size}), targets.reshape({-1}));
+  auto x = embed(inputs);
+  for (int64_t i = 0; i < config_.num_layers; ++i) x = block(i, x);
+  return head_loss(x, targets);
+}
+
+torch::Tensor LlamaModel::embed(const torch::Tensor& tokens) const {
+  check_tokens(tokens, 0);
+  return torch::embedding(embed_tokens_, tokens);
+}
+
+torch::Tensor LlamaModel::block(int64_t layer, const torch::Tensor& x) const {
+  if (layer < 0 || layer >= config_.num_layers) {
+    throw Error("layer " + std::to_string(layer) + " is outside the model's " + std::to_string(config_.num_layers) +
+                " layers");
+  }
+  return run_block(layers_[static_cast<size_t>(layer)], x, 0, nullptr, nullptr);
+}
+
+torch::Tensor LlamaModel::head_loss(const torch::Tensor& x, const torch::Tensor& targets) const {
+  return torch::cross_entropy_loss(logits(x).view({-1, config_.vocab_size}), targets.reshape({-1}));
 }
 
 KVCache LlamaModel::make_cache(int64_t batch_size) const {

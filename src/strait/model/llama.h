@@ -50,6 +50,18 @@ class LlamaModel {
   // Mean next-token cross-entropy of forward(inputs) against targets (B, T).
   torch::Tensor loss(const torch::Tensor& inputs, const torch::Tensor& targets) const;
 
+  // The same computation in stages, for a strategy that holds only some layers' weights at a
+  // time (ZeRO-3): loss(inputs, targets) is exactly
+  //   head_loss(block(L - 1, ... block(0, embed(inputs)) ...), targets).
+  // embed: tokens (B, T) -> the fp32 residual stream (B, T, C); uses only the embedding.
+  torch::Tensor embed(const torch::Tensor& tokens) const;
+  // Transformer layer `layer` on the residual stream (B, T, C) at positions 0..T-1; uses only that
+  // layer's weights.
+  torch::Tensor block(int64_t layer, const torch::Tensor& x) const;
+  // Final norm, LM head and the mean cross-entropy against targets (B, T); uses the final norm
+  // and the LM head (the embedding when tied).
+  torch::Tensor head_loss(const torch::Tensor& x, const torch::Tensor& targets) const;
+
   // Mixed precision: matrix products run in `dtype` (float32 or bfloat16) on copies of the fp32
   // weights cast each forward pass; weights, gradients, the residual stream, RMSNorm statistics,
   // softmax statistics and logits stay fp32.
@@ -77,6 +89,9 @@ class LlamaModel {
   torch::Tensor attention(const Layer& layer, const torch::Tensor& normed, int64_t start_position,
                           torch::Tensor* cached_keys, torch::Tensor* cached_values) const;
   torch::Tensor mlp(const Layer& layer, const torch::Tensor& normed) const;
+  torch::Tensor run_block(const Layer& layer, torch::Tensor x, int64_t start_position, torch::Tensor* cached_keys,
+                          torch::Tensor* cached_values) const;
+  torch::Tensor logits(const torch::Tensor& x) const;
   torch::Tensor decode(const torch::Tensor& tokens, KVCache* cache) const;
 
   ModelConfig config_;

@@ -27,7 +27,7 @@ void check_parity_with_pytorch(bool tie_embeddings) {
   CheckpointState state;
   state.model_config = config;
   state.train_config = testing::tiny_train_config(scratch / "data", scratch / "run");
-  save_checkpoint(scratch / "run", state, model, optimizer, scratch / "data");
+  save_checkpoint(scratch / "run", state, optimizer, scratch / "data");
   export_hf(checkpoint_dir(scratch / "run", 0), scratch / "parity" / "model", {});
 
   auto generator = at::make_generator<at::CPUGeneratorImpl>(99);

@@ -43,8 +43,7 @@ TEST(StrategyStep, SingleProcessStepEqualsClipThenAdamWBitForBit) {
     const double max_norm = step % 2 == 0 ? 0.5 : 0.0;
     auto [inputs, targets] = batch(step);
     strategy_optimizer.zero_grad();
-    strategy->before_backward(true);
-    by_strategy.loss(inputs, targets).backward();
+    strategy->forward_backward(by_strategy, inputs, targets, 1.0, true);
     const double strategy_norm = strategy->step(by_strategy, strategy_optimizer, 1e-2, max_norm);
 
     hand_optimizer.zero_grad();
@@ -91,7 +90,8 @@ TEST(StrategyConfiguration, MeaninglessCombinationsFailBeforeAnyProcessConnects)
     std::string expected;
   };
   const std::vector<Case> cases = {
-      {"zero3", "auto", "auto", 50, "strategy must be auto, ddp, local-sgd, diloco or sparseloco, got 'zero3'"},
+      {"zero2", "auto", "auto", 50, "strategy must be auto, ddp, zero3, local-sgd, diloco or sparseloco, got 'zero2'"},
+      {"zero3", "ddp", "auto", 50, "inner 'ddp' needs an outer method"},
       {"ddp", "single", "auto", 50, "inner 'single' needs an outer method"},
       {"ddp", "auto", "2", 50, "replica_ranks '2' needs an outer method"},
       {"local-sgd", "bogus", "auto", 50, "inner must be auto, single or ddp, got 'bogus'"},

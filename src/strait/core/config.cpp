@@ -1,5 +1,6 @@
 #include "strait/core/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 #include <limits>
@@ -49,7 +50,8 @@ const std::vector<OptionSpec> kOptions = {
     {"log_every", "progress line every N steps", &TrainConfig::log_every},
     {"seed", "random seed for weight initialisation", &TrainConfig::seed},
     {"threads", "LibTorch threads (0 = all cores of this process's share)", &TrainConfig::threads},
-    {"strategy", "auto (one process: single; several: ddp), ddp, or an outer method: local-sgd, diloco, sparseloco",
+    {"strategy",
+     "auto (one process: single; several: ddp), ddp, zero3, or an outer method: local-sgd, diloco, sparseloco",
      &TrainConfig::strategy},
     {"inner", "method inside each replica of an outer method: auto, single or ddp", &TrainConfig::inner},
     {"replica_ranks", "ranks per replica of an outer method: a number, node, or auto (1)", &TrainConfig::replica_ranks},
@@ -86,6 +88,16 @@ const std::vector<OptionSpec> kOptions = {
     {"index_coding", "sparseloco: how positions travel: fixed (ceil(log2 C) bits), rice, bitmap, or auto (the smallest)",
      &TrainConfig::index_coding},
     {"bucket_mb", "DDP gradient bucket size in MiB", &TrainConfig::bucket_mb},
+    {"zero_wire_dtype", "zero3: dtype of the weight gathers and gradient reduce-scatters (fp32, bf16)",
+     &TrainConfig::zero_wire_dtype},
+    {"zero_quantized_weights", "zero3 (ZeRO++ qwZ): gather the weight shards as block-quantized int8",
+     &TrainConfig::zero_quantized_weights},
+    {"zero_hpz_partition_size",
+     "zero3 (ZeRO++ hpZ): 1 (off) or the ranks per node k: keep a 1/k secondary copy of gathered weights per node",
+     &TrainConfig::zero_hpz_partition_size},
+    {"zero_quantized_gradients",
+     "zero3 (ZeRO++ qgZ): reduce gradients with a hierarchical int4 all-to-all (several nodes)",
+     &TrainConfig::zero_quantized_gradients},
     {"comm_timeout_s", "seconds before a missing peer or stuck collective fails the run", &TrainConfig::comm_timeout_s},
     {"checkpoint_timeout_s", "seconds ranks wait for the slowest checkpoint writer", &TrainConfig::checkpoint_timeout_s},
     {"gloo_interface", "network interface for Gloo across machines (e.g. eth0; default $GLOO_SOCKET_IFNAME)",
@@ -202,6 +214,37 @@ std::map<int64_t, double> parse_throttle(const std::string& text) {
   return factors;
 }
 
+// DeepSpeed keeps its ZeRO settings in a "zero_optimization" section; strait reads the ones it
+// shares with DeepSpeed from there, so a DeepSpeed config's section carries over as it is:
+// "stage": 3 selects zero3, and the ZeRO++ keys keep their names. Any other key of the section is
+// refused by name, rather than ignored: a user must not believe a DeepSpeed knob took effect.
+namespace {
+
+constexpr const char* kDeepSpeedZeroSection = "zero_optimization";
+
+void lift_deepspeed_zero_section(nlohmann::json& entries, const std::string& source) {
+  if (!entries.contains(kDeepSpeedZeroSection)) return;
+  const nlohmann::json section = entries.at(kDeepSpeedZeroSection);
+  entries.erase(kDeepSpeedZeroSection);
+  const std::string where = source + ": " + kDeepSpeedZeroSection;
+  if (!section.is_object()) throw Error(where + " must be a table of DeepSpeed ZeRO settings");
+  const std::vector<std::string> shared = {"zero_hpz_partition_size", "zero_quantized_weights",
+                                           "zero_quantized_gradients"};
+  for (const auto& [key, value] : section.items()) {
+    if (key == "stage") {
+      if (value != 3) throw Error(where + ".stage must be 3 (strait implements ZeRO stage 3), got " + value.dump());
+      entries["strategy"] = "zero3";
+    } else if (std::find(shared.begin(), shared.end(), key) != shared.end()) {
+      entries[key] = value;
+    } else {
+      throw Error(where + "." + key + " is not a setting strait reads (from this section it reads stage, " +
+                  "zero_hpz_partition_size, zero_quantized_weights and zero_quantized_gradients)");
+    }
+  }
+}
+
+}  // namespace
+
 void load_config_file(const std::filesystem::path& path, TrainConfig& config) {
   const std::string source = path.string();
   const std::string text = read_whole_file(path);
@@ -210,6 +253,14 @@ void load_config_file(const std::filesystem::path& path, TrainConfig& config) {
   if (extension == ".toml") {
     for (const auto& [key, node] : parse_toml(text, source)) {
       const std::string name(key.str());
+      if (name == kDeepSpeedZeroSection && node.is_table()) {  // [zero_optimization], as DeepSpeed nests it
+        entries[name] = nlohmann::json::object();
+        for (const auto& [inner_key, inner_node] : *node.as_table()) {
+          const std::string inner(inner_key.str());
+          entries[name][inner] = plain_toml_value(inner_node, source + ": key '" + name + "." + inner + "'");
+        }
+        continue;
+      }
       entries[name] = plain_toml_value(node, source + ": key '" + name + "'");
     }
   } else if (extension == ".json") {
@@ -222,6 +273,7 @@ void load_config_file(const std::filesystem::path& path, TrainConfig& config) {
   } else {
     throw Error(source + ": unknown config format '" + extension + "' (expected .toml or .json)");
   }
+  lift_deepspeed_zero_section(entries, source);
   // Check every key before applying any, so a bad file changes nothing.
   TrainConfig updated = config;
   for (const auto& [key, value] : entries.items()) {
@@ -281,8 +333,17 @@ void validate_strategy_choice(const TrainConfig& config) {
   auto require = [](bool ok, const std::string& message) {
     if (!ok) throw Error("invalid configuration: " + message);
   };
-  require(is_one_of(config.strategy, {"auto", "ddp", "local-sgd", "diloco", "sparseloco"}),
-          "strategy must be auto, ddp, local-sgd, diloco or sparseloco, got '" + config.strategy + "'");
+  require(is_one_of(config.strategy, {"auto", "ddp", "zero3", "local-sgd", "diloco", "sparseloco"}),
+          "strategy must be auto, ddp, zero3, local-sgd, diloco or sparseloco, got '" + config.strategy + "'");
+  require(is_one_of(config.zero_wire_dtype, {"fp32", "bf16"}),
+          "zero_wire_dtype must be fp32 or bf16, got '" + config.zero_wire_dtype + "'");
+  require(config.zero_hpz_partition_size >= 1,
+          "zero_hpz_partition_size must be >= 1 (1: off), got " + std::to_string(config.zero_hpz_partition_size));
+  const bool zero_plus_plus =
+      config.zero_quantized_weights || config.zero_quantized_gradients || config.zero_hpz_partition_size > 1;
+  require(!zero_plus_plus || config.strategy == "zero3",
+          "zero_quantized_weights, zero_quantized_gradients and zero_hpz_partition_size (ZeRO++) need --strategy zero3, "
+          "not '" + config.strategy + "'");
   require(is_one_of(config.inner, {"auto", "single", "ddp"}),
           "inner must be auto, single or ddp, got '" + config.inner + "'");
   const bool outer = has_outer_method(config);

@@ -60,7 +60,7 @@ struct TrainConfig {
   // Several processes (strait launch, torchrun, mpirun). A replica is a group of ranks that
   // synchronises every step with the inner method; an outer method synchronises the replicas
   // after optimizer steps (see strategy/strategy.h).
-  std::string strategy = "auto";       // auto (single process or ddp), ddp, local-sgd, diloco, sparseloco
+  std::string strategy = "auto";       // auto (single process or ddp), ddp, zero3, local-sgd, diloco, sparseloco
   std::string inner = "auto";          // auto, single (one-rank replicas), ddp
   std::string replica_ranks = "auto";  // ranks per replica: a number, "node", or auto (1 for outer methods)
   int64_t sync_every = 50;             // outer methods: inner steps between outer synchronisations (H)
@@ -93,6 +93,13 @@ struct TrainConfig {
   std::string aggregate = "mean";
   std::string index_coding = "auto";  // positions on the wire: fixed, rice, bitmap, or auto (the smallest)
   double bucket_mb = 25.0;        // DDP gradient bucket size
+  std::string zero_wire_dtype = "fp32";  // zero3: what the gathers and reduce-scatters carry (fp32, bf16)
+  // ZeRO++ (zero3 only), under DeepSpeed's names so that its settings carry over: int8 weight
+  // gathers (qwZ), a per-node secondary copy of gathered weights for the gathers after the first
+  // (hpZ: 1 off, or the ranks per node), an int4 hierarchical gradient all-to-all (qgZ).
+  bool zero_quantized_weights = false;
+  int64_t zero_hpz_partition_size = 1;
+  bool zero_quantized_gradients = false;
   double comm_timeout_s = 300.0;  // rendezvous and every collective; a lost peer fails within it
   double checkpoint_timeout_s = 3600.0;  // how long ranks wait for a checkpoint's slowest writer
   // Network interface for Gloo (empty: $GLOO_SOCKET_IFNAME, else MASTER_ADDR's, fine on one machine).

@@ -5,10 +5,16 @@ namespace strait {
 
 // Replicated: the same on every rank (rank 0 writes it once, every rank loads that copy).
 // PerRank: each rank's own (every rank writes its copy, and resumes from it).
-enum class Placement { Replicated, PerRank };
+// Sharded: each rank holds a disjoint part (ZeRO-3's shards); the whole is their union.
+enum class Placement { Replicated, PerRank, Sharded };
 
 inline const char* to_string(Placement placement) {
-  return placement == Placement::Replicated ? "replicated" : "per_rank";
+  switch (placement) {
+    case Placement::Replicated: return "replicated";
+    case Placement::PerRank: return "per_rank";
+    case Placement::Sharded: return "sharded";
+  }
+  return "?";
 }
 
 }  // namespace strait

@@ -2,6 +2,7 @@
 // optional outer method across replicas, plus what every composition needs (weight
 // synchronisation at start-up, metric means, agreement checks, traffic figures).
 #include <cstdlib>
+#include <iostream>
 
 #include "strait/comm/communicator.h"
 #include "strait/core/checksum.h"
@@ -13,6 +14,7 @@
 #include "strait/strategy/outer_sgd.h"
 #include "strait/strategy/sparse_exchange.h"
 #include "strait/strategy/strategy.h"
+#include "strait/strategy/zero3.h"
 
 namespace strait {
 
@@ -87,6 +89,13 @@ class ComposedStrategy final : public Strategy {
       require_same_weights(*replica_, model, "after loading the checkpoint");
       return;
     }
+    if (placement_ == Placement::Sharded) {
+      // Restored: each rank loaded its own shard. Fresh: every rank initialised the same weights
+      // from the seed; checked, not broadcast, since each rank keeps only its shard of them.
+      if (!restored) require_same_weights(comm_->world(), model, "after initialisation");
+      inner_->weights_synchronized(model, restored);
+      return;
+    }
     torch::NoGradGuard no_grad;
     std::vector<comm::Work> pending;
     for (const auto& parameter : model.parameters()) {
@@ -94,10 +103,20 @@ class ComposedStrategy final : public Strategy {
     }
     for (auto& work : pending) work.wait();
     require_same_weights(comm_->world(), model, "after the broadcast");
+    inner_->weights_synchronized(model, restored);
     if (outer_ && !restored) outer_->start_from(model);
   }
 
-  void before_backward(bool last) override { inner_->before_backward(last); }
+  TrainableParameters trainable_parameters(LlamaModel& model) override { return inner_->trainable_parameters(model); }
+
+  MicroBatchResult forward_backward(LlamaModel& model, const torch::Tensor& inputs, const torch::Tensor& targets,
+                                    double loss_divisor, bool last) override {
+    return inner_->forward_backward(model, inputs, targets, loss_divisor, last);
+  }
+
+  double batch_loss(const LlamaModel& model, const torch::Tensor& inputs, const torch::Tensor& targets) override {
+    return inner_->batch_loss(model, inputs, targets);
+  }
 
   double step(LlamaModel& model, Optimizer& optimizer, double lr, double max_norm) override {
     return inner_->step(model, optimizer, lr, max_norm);
@@ -208,7 +227,7 @@ class ComposedStrategy final : public Strategy {
       const int64_t* v = entry.data_ptr<int64_t>();
       by_rank.push_back({{"intra_node", {{"sent", v[0]}, {"received", v[1]}}},
                          {"cross_node", {{"sent", v[2]}, {"received", v[3]}}},
-                         {"cross_replica", {{"sent", v[4]}}}});
+                         {"cross_replica", {{"sent", v[4]}}}}});
     }
     return by_rank;
   }
@@ -229,7 +248,7 @@ class ComposedStrategy final : public Strategy {
 struct Layout {
   bool has_outer = false;
   int replica_ranks = 1;      // ranks per replica
-  std::string inner;          // "single" or "ddp"
+  std::string inner;          // "single", "ddp" or "zero3"
 };
 
 Layout resolve_layout(const TrainConfig& config, const launch::RankEnvironment& environment) {
@@ -246,6 +265,19 @@ Layout resolve_layout(const TrainConfig& config, const launch::RankEnvironment& 
   if (world % layout.replica_ranks != 0) {
     throw Error("invalid configuration: replica_ranks " + std::to_string(layout.replica_ranks) +
                 " does not divide the " + std::to_string(world) + " ranks of this job into whole replicas");
+  }
+  if (config.strategy == "zero3") {
+    if (world < 2) {
+      throw Error("invalid configuration: strategy zero3 shards the model over the job's ranks and needs at least 2 "
+                  "(launch several processes, or use the single-process strategy)");
+    }
+    if (config.zero_hpz_partition_size > 1 && config.zero_hpz_partition_size != environment.local_world_size) {
+      throw Error("invalid configuration: zero_hpz_partition_size " + std::to_string(config.zero_hpz_partition_size) +
+                  " must be 1 (off) or the ranks per node, " + std::to_string(environment.local_world_size) +
+                  " in this job (hpZ keeps one secondary copy of the weights per node)");
+    }
+    layout.inner = "zero3";
+    return layout;
   }
   layout.inner = config.inner == "auto" ? (layout.replica_ranks > 1 ? "ddp" : "single") : config.inner;
   if (layout.inner == "single" && layout.replica_ranks > 1) {
@@ -388,7 +420,9 @@ std::unique_ptr<Strategy> make_strategy(const TrainConfig& config, const launch:
   }
   std::string name = layout.inner;
   if (layout.has_outer) name = config.strategy + "(" + layout.inner + " x " + std::to_string(layout.replica_ranks) + ")";
-  const Placement placement = layout.has_outer ? Placement::PerRank : Placement::Replicated;
+  const Placement placement = layout.has_outer          ? Placement::PerRank
+                              : layout.inner == "zero3" ? Placement::Sharded
+                                                        : Placement::Replicated;
   if (world == 1) {
     std::unique_ptr<OuterSync> outer;
     if (layout.has_outer) outer = make_outer(config, {}, {});
@@ -409,6 +443,31 @@ std::unique_ptr<Strategy> make_strategy(const TrainConfig& config, const launch:
     DdpOptions ddp;
     ddp.bucket_bytes = static_cast<int64_t>(config.bucket_mb * (1 << 20));
     inner = std::make_unique<DdpInner>(*communicator, *replica, ddp);
+  } else if (layout.inner == "zero3") {
+    ZeroOptions zero;
+    zero.wire = codec::parse_wire_dtype(config.zero_wire_dtype);
+    zero.quantized_weights = config.zero_quantized_weights;
+    zero.hpz_partition_size = static_cast<int>(config.zero_hpz_partition_size);
+    zero.skip_hpz_refresh = std::getenv("STRAIT_TEST_SKIP_HPZ_REFRESH") != nullptr;  // tests only (docs/ARCHITECTURE.md)
+    std::unique_ptr<comm::QuantizedReduceScatter> quantized_gradients;
+    const comm::Topology& topology = communicator->topology();
+    if (config.zero_quantized_gradients && topology.num_nodes == 1) {
+      if (rank == 0) {
+        std::cerr << "strait: note: --zero-quantized-gradients has no effect on one node: qgZ's int4 all-to-all saves "
+                     "cross-node bytes, so gradients are reduce-scattered as usual\n";
+      }
+    } else if (config.zero_quantized_gradients) {
+      // Groups of its own: qgZ runs on a thread of its own, and a group's collectives must all
+      // come from one thread. Node group first, then the cross-node one, on every rank.
+      comm::Group& node = communicator->make_group(
+          ranks_from(topology.node_rank * topology.local_world_size, topology.local_world_size, 1),
+          "qgz_node[" + std::to_string(topology.node_rank) + "]");
+      comm::Group& across = communicator->make_group(
+          ranks_from(topology.local_rank, topology.num_nodes, topology.local_world_size),
+          "qgz_across[" + std::to_string(topology.local_rank) + "]");
+      quantized_gradients = std::make_unique<comm::QuantizedReduceScatter>(node, across);
+    }
+    inner = std::make_unique<ZeroInner>(*replica, &communicator->intra_node(), zero, std::move(quantized_gradients));
   } else {
     inner = std::make_unique<SingleInner>();
   }

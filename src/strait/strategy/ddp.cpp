@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "strait/core/error.h"
+#include "strait/strategy/agreement.h"
 
 namespace strait {
 
@@ -136,17 +137,7 @@ void DdpInner::reduce_gradients(const LlamaModel& model) {
 
 double DdpInner::take_blocked_seconds() { return std::exchange(blocked_seconds_, 0.0); }
 
-double DdpInner::mean(double value, ReplicaVotes& votes) {
-  // The votes ride in the same all-reduce as the metric, in one float64: each rank adds
-  // stop + (n + 1) time_up, so the sum holds the count of each (exact: small integers).
-  const double base = static_cast<double>(replica_.size() + 1);
-  auto scalars = torch::tensor({value, (votes.stop ? 1.0 : 0.0) + (votes.time_up ? base : 0.0)}, torch::kFloat64);
-  replica_.all_reduce_sum(scalars, "allreduce_metrics").wait();
-  const double counts = scalars[1].item<double>();
-  votes.stop = std::fmod(counts, base) > 0;
-  votes.time_up = counts >= base;
-  return scalars[0].item<double>() / static_cast<double>(replica_.size());
-}
+double DdpInner::mean(double value, ReplicaVotes& votes) { return mean_with_votes(replica_, value, votes); }
 
 nlohmann::json DdpInner::report() const {
   return {{"buckets", buckets_.size()}, {"buckets_started_during_backward", buckets_started_in_backward_}};

@@ -10,6 +10,7 @@
 
 #include "strait/model/llama.h"
 #include "strait/strategy/outer.h"
+#include "strait/strategy/strategy.h"
 #include "strait/train/optimizer.h"
 
 namespace strait {
@@ -20,8 +21,20 @@ class InnerSync {
   virtual std::string name() const = 0;
   // Called once the model exists, before its first backward (DDP puts its hooks in place).
   virtual void prepare(const LlamaModel& model) = 0;
-  // See Strategy::before_backward and Strategy::step; `step` reduces over the replica only.
+  // See Strategy::trainable_parameters; by default the model's parameters.
+  virtual TrainableParameters trainable_parameters(LlamaModel& model) { return {model.parameters(), {}}; }
+  // After the replica's weights were broadcast (restored = false) or loaded from a checkpoint.
+  virtual void weights_synchronized(LlamaModel& /*model*/, bool /*restored*/) {}
+  // See Strategy::forward_backward; by default the whole model's loss and its backward, with
+  // before_backward(last) in between.
+  virtual MicroBatchResult forward_backward(LlamaModel& model, const torch::Tensor& inputs,
+                                            const torch::Tensor& targets, double loss_divisor, bool last);
+  // See Strategy::batch_loss; by default the model's loss.
+  virtual double batch_loss(const LlamaModel& model, const torch::Tensor& inputs, const torch::Tensor& targets);
+  // Called before each micro-batch's backward by the default forward_backward; `last` is true
+  // for the step's last one (DDP starts reducing buckets during it).
   virtual void before_backward(bool last) = 0;
+  // See Strategy::step; `step` reduces over the replica only.
   virtual double step(LlamaModel& model, Optimizer& optimizer, double lr, double max_norm) = 0;
   // The mean of a per-rank scalar over the replica; each of `votes` (this rank's) becomes true
   // on every rank of the replica if any rank's was.

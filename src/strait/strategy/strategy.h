@@ -1,15 +1,16 @@
 // A Strategy is everything that differs between ways of training on several processes. The
 // training loop calls it at fixed points and knows nothing else about distribution:
 //
+//   Optimizer optimizer(strategy.trainable_parameters(model)...);   // what this rank updates
 //   strategy.synchronize_weights(model, restored);   // after init or a checkpoint load
 //   for each step:
-//     for each micro-batch: strategy.before_backward(last micro-batch?); loss.backward();
+//     for each micro-batch: strategy.forward_backward(model, inputs, targets, micro-batches, last?);
 //     grad_norm = strategy.step(model, optimizer, lr, grad_clip);  // reduce, clip, update
 //     strategy.after_step(step, model, final);     // outer synchronisation, when due
 //     loss = strategy.mean_over_replica(loss);      // metrics: never a cross-replica collective
 //
 // Every strategy is a composition (strategy/composed.h): ranks form *replicas*; inside a replica
-// an InnerSync (single process, DDP) synchronises every step and owns the gradient reduction,
+// an InnerSync (single process, DDP, ZeRO-3) synchronises every step and owns the gradient reduction,
 // clipping and optimizer step; across replicas an OuterSync (none, local SGD, DiLoCo) synchronises after
 // optimizer steps. DDP alone is one replica of every rank with no outer method.
 #pragma once
@@ -32,6 +33,20 @@ namespace launch {
 struct RankEnvironment;
 }
 
+// What the optimizer updates on this rank: the model's parameters, or, when the method shards
+// them (ZeRO-3), this rank's pieces of them; and which of those get weight decay.
+struct TrainableParameters {
+  std::vector<NamedParameter> parameters;
+  std::vector<bool> weight_decayed;  // empty: the matrices (Optimizer's default)
+};
+
+// One micro-batch's forward and backward.
+struct MicroBatchResult {
+  double loss = 0.0;  // the micro-batch's mean loss divided by the divisor asked for
+  double forward_seconds = 0.0;
+  double backward_seconds = 0.0;  // communication that overlaps it included
+};
+
 class Strategy {
  public:
   virtual ~Strategy() = default;
@@ -45,7 +60,8 @@ class Strategy {
   virtual int replica_index() const = 0;
 
   // The model weights and the inner optimizer's state: Replicated when every rank applies the
-  // same update every step; PerRank when replicas train apart between outer synchronisations.
+  // same update every step; PerRank when replicas train apart between outer synchronisations;
+  // Sharded when each rank holds its part of them (ZeRO-3).
   virtual Placement model_placement() const = 0;
 
   // Called once the model exists, before a checkpoint is loaded into it or its first backward.
@@ -64,11 +80,19 @@ class Strategy {
   // still differs.
   virtual void synchronize_weights(LlamaModel& model, bool restored) = 0;
 
-  // Called before each micro-batch's backward; `last` is true for the step's last one, whose
-  // backward completes the gradients (DDP starts reducing buckets during it).
-  virtual void before_backward(bool last) = 0;
+  // The tensors this rank's optimizer updates (called once, after prepare).
+  virtual TrainableParameters trainable_parameters(LlamaModel& model) = 0;
 
-  // Turns this rank's accumulated gradients into the update: reduces them over the replica,
+  // Computes the mean loss of (inputs, targets) divided by loss_divisor (the step's number of
+  // micro-batches, so that the accumulated gradient is the step's mean) and adds its gradients
+  // to this rank's accumulated ones; `last` is true for the step's last micro-batch, whose backward completes
+  // the gradients (DDP starts reducing buckets during it).
+  virtual MicroBatchResult forward_backward(LlamaModel& model, const torch::Tensor& inputs,
+                                            const torch::Tensor& targets, double loss_divisor, bool last) = 0;
+  // The mean loss of (inputs, targets), without gradients (validation).
+  virtual double batch_loss(const LlamaModel& model, const torch::Tensor& inputs, const torch::Tensor& targets) = 0;
+
+  // Turns this rank's accumulated gradients (forward_backward) into the update: reduces them over the replica,
   // clips them to a global L2 norm of `max_norm` (<= 0: no clipping; the norm is over the whole
   // model, whatever the method shards) and applies optimizer.step(lr). Returns the norm before
   // clipping, the same on every rank of the replica.

@@ -24,11 +24,13 @@ constexpr const char* kStrategyFile = "strategy.safetensors";
 // The tensor of optimizer.safetensors that holds the CPU generator state.
 constexpr const char* kRngTensor = "rng.cpu";
 
-NamedTensors model_tensors(const LlamaModel& model) {
+NamedTensors named_tensors(const std::vector<NamedParameter>& parameters) {
   NamedTensors tensors;
-  for (const auto& parameter : model.parameters()) tensors.emplace_back(parameter.name, parameter.tensor);
+  for (const auto& parameter : parameters) tensors.emplace_back(parameter.name, parameter.tensor);
   return tensors;
 }
+
+NamedTensors model_tensors(const LlamaModel& model) { return named_tensors(model.parameters()); }
 
 // AdamW's moments; nothing for SGD, which keeps no state.
 NamedTensors optimizer_tensors(const Optimizer& optimizer) {
@@ -60,9 +62,10 @@ fs::path per_rank_staging_dir(const fs::path& run_dir, int64_t step) {
   return final_dir.parent_path() / ("." + final_dir.filename().string() + ".ranks");
 }
 
-// model.safetensors and optimizer.safetensors (moments and the RNG state) into `dir`.
-void write_model_and_optimizer(const fs::path& dir, const LlamaModel& model, const Optimizer& optimizer) {
-  save_tensors(dir / "model.safetensors", model_tensors(model), {{"format", "pt"}});
+// model.safetensors (the weights the optimizer updates: the model's, or a rank's shard of them)
+// and optimizer.safetensors (moments and the RNG state) into `dir`.
+void write_model_and_optimizer(const fs::path& dir, const Optimizer& optimizer) {
+  save_tensors(dir / "model.safetensors", named_tensors(optimizer.parameters()), {{"format", "pt"}});
   NamedTensors optimizer_state = optimizer_tensors(optimizer);
   optimizer_state.emplace_back(kRngTensor, at::detail::getDefaultCPUGenerator().get_state());
   save_tensors(dir / "optimizer.safetensors", optimizer_state);
@@ -80,14 +83,18 @@ nlohmann::json checksums_of(const fs::path& dir) {
 // NaN or infinite weights load without complaint and surface later as a null loss or garbage
 // tokens; refuse them on load instead, naming the tensor. Checked on the file, before any
 // destination changes.
+void require_finite(const torch::Tensor& weights, const std::string& source, const std::string& name) {
+  const int64_t bad = torch::isfinite(weights).logical_not().sum().item<int64_t>();
+  if (bad > 0) {
+    throw Error(source + ": tensor '" + name + "' holds " + std::to_string(bad) + " non-finite value" +
+                (bad == 1 ? "" : "s") + " (NaN or infinity); refusing to load these weights");
+  }
+}
+
 void check_finite_weights(const SafetensorsFile& file, const NamedTensors& parameters) {
   for (const auto& [name, parameter] : parameters) {
     if (!file.contains(name)) continue;  // load_into names the missing tensor
-    const int64_t bad = torch::isfinite(tensor_from_file(file, name)).logical_not().sum().item<int64_t>();
-    if (bad > 0) {
-      throw Error(file.path().string() + ": tensor '" + name + "' holds " + std::to_string(bad) +
-                  " non-finite value" + (bad == 1 ? "" : "s") + " (NaN or infinity); refusing to load these weights");
-    }
+    require_finite(tensor_from_file(file, name), file.path().string(), name);
   }
 }
 
@@ -140,22 +147,23 @@ fs::path checkpoint_dir(const fs::path& run_dir, int64_t step) {
   return run_dir / "checkpoints" / name;
 }
 
-void save_rank_state(const fs::path& run_dir, int64_t step, int rank, const LlamaModel& model,
-                     const Optimizer& optimizer, const NamedTensors& rank_strategy_state) {
+void save_rank_state(const fs::path& run_dir, int64_t step, int rank, const Optimizer& optimizer,
+                     const NamedTensors& rank_strategy_state) {
   const fs::path dir = per_rank_staging_dir(run_dir, step) / rank_dir_name(rank);
   fs::create_directories(dir);
-  write_model_and_optimizer(dir, model, optimizer);
+  write_model_and_optimizer(dir, optimizer);
   if (!rank_strategy_state.empty()) save_tensors(dir / kStrategyFile, rank_strategy_state);
 }
 
-void save_checkpoint(const fs::path& run_dir, const CheckpointState& state, const LlamaModel& model,
-                     const Optimizer& optimizer, const fs::path& data_dir, const NamedTensors& strategy_state) {
+void save_checkpoint(const fs::path& run_dir, const CheckpointState& state, const Optimizer& optimizer,
+                     const fs::path& data_dir, const NamedTensors& strategy_state) {
   const fs::path final_dir = checkpoint_dir(run_dir, state.step);
   fs::create_directories(final_dir.parent_path());
   StagedDirectory staged(final_dir);
   const fs::path& dir = staged.staging_path();
 
-  write_model_and_optimizer(dir, model, optimizer);
+  // Sharded: no rank holds the whole model; load_model assembles it from the rank directories.
+  if (state.placement != Placement::Sharded) write_model_and_optimizer(dir, optimizer);
   if (!strategy_state.empty()) save_tensors(dir / kStrategyFile, strategy_state);
   for (const char* name : kTokenizerFiles) {
     if (fs::exists(data_dir / name)) {
@@ -163,7 +171,7 @@ void save_checkpoint(const fs::path& run_dir, const CheckpointState& state, cons
     }
   }
   const fs::path ranks_dir = per_rank_staging_dir(run_dir, state.step);
-  if (state.placement == Placement::PerRank) {
+  if (state.placement != Placement::Replicated) {
     for (int rank = 0; rank < state.world_size; ++rank) {
       const fs::path written = ranks_dir / rank_dir_name(rank);
       if (!fs::is_directory(written)) {
@@ -233,9 +241,6 @@ CheckpointState read_checkpoint_state(const fs::path& dir) {
                 dir.filename().string());
   }
   const auto files = required<nlohmann::json>(json, "files", state_path);
-  for (const char* needed : {"model.safetensors", "optimizer.safetensors"}) {
-    if (!files.contains(needed)) throw Error(state_path.string() + ": lists no checksum for " + needed);
-  }
   for (const auto& [name, expected] : files.items()) {
     const fs::path file = dir / name;
     if (!fs::exists(file)) throw Error("checkpoint " + dir.string() + " is incomplete: " + name + " is missing");
@@ -256,16 +261,24 @@ CheckpointState read_checkpoint_state(const fs::path& dir) {
                                       state_path.string() + " model_config");
   if (version >= 2) {
     const auto placement = required<std::string>(json, "placement", state_path);
-    if (placement != to_string(Placement::Replicated) && placement != to_string(Placement::PerRank)) {
-      throw Error(state_path.string() + ": placement '" + placement + "' is neither replicated nor per_rank");
+    bool known = false;
+    for (Placement candidate : {Placement::Replicated, Placement::PerRank, Placement::Sharded}) {
+      if (placement == to_string(candidate)) state.placement = candidate, known = true;
     }
-    state.placement = placement == to_string(Placement::PerRank) ? Placement::PerRank : Placement::Replicated;
+    if (!known) {
+      throw Error(state_path.string() + ": placement '" + placement + "' is none of replicated, per_rank, sharded");
+    }
     state.world_size = required<int64_t>(json, "world_size", state_path);
     if (state.world_size < 1) throw Error(state_path.string() + ": world_size must be >= 1");
-    for (int rank = 0; state.placement == Placement::PerRank && rank < state.world_size; ++rank) {
-      const std::string needed = rank_dir_name(rank) + "/model.safetensors";
-      if (!files.contains(needed)) throw Error(state_path.string() + ": lists no checksum for " + needed);
-    }
+  }
+  std::vector<std::string> needed;
+  if (state.placement != Placement::Sharded) needed = {"model.safetensors", "optimizer.safetensors"};
+  for (int rank = 0; state.placement != Placement::Replicated && rank < state.world_size; ++rank) {
+    needed.push_back(rank_dir_name(rank) + "/model.safetensors");
+    needed.push_back(rank_dir_name(rank) + "/optimizer.safetensors");
+  }
+  for (const auto& name : needed) {
+    if (!files.contains(name)) throw Error(state_path.string() + ": lists no checksum for " + name);
   }
   return state;
 }
@@ -273,14 +286,21 @@ CheckpointState read_checkpoint_state(const fs::path& dir) {
 void load_checkpoint(const fs::path& dir, LlamaModel& model, Optimizer* optimizer, int rank,
                      const NamedTensors& strategy_state, const NamedTensors& rank_strategy_state) {
   const CheckpointState state = read_checkpoint_state(dir);
-  if (state.placement == Placement::PerRank && (rank < 0 || rank >= state.world_size)) {
+  if (state.placement != Placement::Replicated && (rank < 0 || rank >= state.world_size)) {
     throw Error("checkpoint " + dir.string() + " holds the state of ranks 0.." + std::to_string(state.world_size - 1) +
                 ", not of rank " + std::to_string(rank));
   }
-  const fs::path files = state.placement == Placement::PerRank ? dir / rank_dir_name(rank) : dir;
-  const auto weights = SafetensorsFile::load(files / "model.safetensors", names_of(model_tensors(model)));
+  const fs::path files = state.placement != Placement::Replicated ? dir / rank_dir_name(rank) : dir;
+  if (state.placement == Placement::Sharded && optimizer == nullptr) {
+    throw Error("checkpoint " + dir.string() + " is sharded: each rank holds part of the weights (load it with load_model)");
+  }
+  // Where the weights go: the model, or for a sharded checkpoint this rank's shard, which is
+  // what its optimizer updates.
+  const NamedTensors destination = optimizer != nullptr ? named_tensors(optimizer->parameters()) : model_tensors(model);
+  const auto weights = SafetensorsFile::load(files / "model.safetensors", names_of(destination));
+  check_finite_weights(weights, destination);
   if (optimizer == nullptr) {
-    load_weights(weights, model);
+    load_into(weights, destination);
     return;
   }
   // Validate both files completely before changing any state.
@@ -292,7 +312,7 @@ void load_checkpoint(const fs::path& dir, LlamaModel& model, Optimizer* optimize
   const std::optional<SafetensorsFile> rank_strategy_file = strategy_state_file(files, rank_strategy_state);
   auto rng_state = tensor_from_file(optimizer_file, kRngTensor);
   for (const auto& [name, tensor] : moments) optimizer_file.info(name);
-  load_weights(weights, model);
+  load_into(weights, destination);
   load_into(optimizer_file, moments);
   if (strategy_file) load_into(*strategy_file, strategy_state);
   if (rank_strategy_file) load_into(*rank_strategy_file, rank_strategy_state);
@@ -304,7 +324,32 @@ void load_checkpoint(const fs::path& dir, LlamaModel& model, Optimizer* optimize
 LlamaModel load_model(const fs::path& dir) {
   const CheckpointState state = read_checkpoint_state(dir);
   LlamaModel model(state.model_config);
-  load_weights(SafetensorsFile::load(dir / "model.safetensors", names_of(model_tensors(model))), model);
+  if (state.placement != Placement::Sharded) {
+    load_weights(SafetensorsFile::load(dir / "model.safetensors", names_of(model_tensors(model))), model);
+    return model;
+  }
+  // Each rank's file holds, under the parameter's name, the contiguous part of it that lies in
+  // the rank's shard (none if it lies elsewhere), in rank order: a parameter is the
+  // concatenation of its parts.
+  std::vector<SafetensorsFile> shards;
+  for (int rank = 0; rank < state.world_size; ++rank) {
+    shards.push_back(SafetensorsFile::load(dir / rank_dir_name(rank) / "model.safetensors"));
+  }
+  torch::NoGradGuard no_grad;
+  for (const auto& parameter : model.parameters()) {
+    std::vector<torch::Tensor> parts;
+    for (const auto& shard : shards) {
+      if (shard.contains(parameter.name)) parts.push_back(tensor_from_file(shard, parameter.name).reshape({-1}));
+    }
+    const int64_t found = parts.empty() ? 0 : torch::cat(parts).numel();
+    if (found != parameter.tensor.numel()) {
+      throw Error("sharded checkpoint " + dir.string() + ": the ranks' parts of '" + parameter.name + "' hold " +
+                  std::to_string(found) + " values, not its " + std::to_string(parameter.tensor.numel()));
+    }
+    const torch::Tensor whole = torch::cat(parts).view(parameter.tensor.sizes());
+    require_finite(whole, "sharded checkpoint " + dir.string(), parameter.name);
+    parameter.tensor.copy_(whole);
+  }
   return model;
 }
 

@@ -12,9 +12,13 @@
 //                           replicas train apart): each rank's model.safetensors and
 //                           optimizer.safetensors (the top-level ones are rank 0's, for tools), and
 //                           its strategy.safetensors when the strategy keeps per-rank state
-//                           (SparseLoCo's error buffers "outer.error.<fragment>")
+//                           (SparseLoCo's error buffers "outer.error.<fragment>");
+//                           or sharded (ZeRO-3): each rank's model.safetensors holds, under each
+//                           parameter's name, the flat contiguous part of it in the rank's shard,
+//                           and there is no top-level model.safetensors or optimizer.safetensors
+//                           (load_model concatenates the parts in rank order)
 //     state.json            step, optimizer step count, data cursor, training and model config,
-//                           placement ("replicated" or "per_rank") and world size, the xxh64
+//                           placement ("replicated", "per_rank" or "sharded") and world size, the xxh64
 //                           checksum of every other file (rank directories included), and
 //                           "manifest_xxh64", the checksum of state.json itself (version 3)
 //
@@ -55,19 +59,20 @@ struct CheckpointState {
 
 std::filesystem::path checkpoint_dir(const std::filesystem::path& run_dir, int64_t step);
 
-// Every rank of a PerRank checkpoint, before rank 0's save_checkpoint: writes this rank's model
-// and optimizer state, and its strategy state when not empty, to
-// RUN/checkpoints/.step-N.ranks/rank-R/ (each file atomically).
-void save_rank_state(const std::filesystem::path& run_dir, int64_t step, int rank, const LlamaModel& model,
-                     const Optimizer& optimizer, const NamedTensors& rank_strategy_state = {});
+// Every rank of a PerRank or Sharded checkpoint, before rank 0's save_checkpoint: writes the
+// weights this rank's optimizer updates (its model's, or its shard of them) and the optimizer
+// state, and its strategy state when not empty, to RUN/checkpoints/.step-N.ranks/rank-R/ (each
+// file atomically).
+void save_rank_state(const std::filesystem::path& run_dir, int64_t step, int rank, const Optimizer& optimizer,
+                     const NamedTensors& rank_strategy_state = {});
 
-// Writes RUN/checkpoints/step-N atomically. `data_dir` is where the tokenizer files come from.
-// With state.placement PerRank, moves in the state.world_size rank directories that
-// save_rank_state wrote; Error (and nothing committed) if one is missing.
-// `strategy_state` (e.g. DiLoCo's outer weights and momentum, the same on every rank) goes to
-// strategy.safetensors when not empty.
-void save_checkpoint(const std::filesystem::path& run_dir, const CheckpointState& state, const LlamaModel& model,
-                     const Optimizer& optimizer, const std::filesystem::path& data_dir,
+// Writes RUN/checkpoints/step-N atomically, with the weights `optimizer` updates as the model
+// (unless Sharded). `data_dir` is where the tokenizer files come from. With state.placement
+// PerRank or Sharded, moves in the state.world_size rank directories that save_rank_state wrote;
+// Error (and nothing committed) if one is missing. `strategy_state` (e.g. DiLoCo's outer weights
+// and momentum, the same on every rank) goes to strategy.safetensors when not empty.
+void save_checkpoint(const std::filesystem::path& run_dir, const CheckpointState& state, const Optimizer& optimizer,
+                     const std::filesystem::path& data_dir,
                      const NamedTensors& strategy_state = {});
 
 // Reads state.json and verifies its own checksum (an edit by hand, even valid JSON, is refused),
@@ -80,7 +85,8 @@ CheckpointState read_checkpoint_state(const std::filesystem::path& dir);
 std::string manifest_checksum(nlohmann::json state);
 
 // Loads weights (and optimizer state and RNG) into objects built from state.model_config; from a
-// PerRank checkpoint, `rank`'s own. A weight that is NaN or infinite is an Error naming its
+// PerRank checkpoint, `rank`'s own; from a Sharded one, `rank`'s shard into the optimizer's
+// parameters (an optimizer is then required). A weight that is NaN or infinite is an Error naming its
 // tensor, raised before anything is loaded.
 // `strategy_state`, when not empty, is loaded from strategy.safetensors, and
 // `rank_strategy_state` from the rank's own: Error if the checkpoint has none (it was written by
@@ -88,8 +94,8 @@ std::string manifest_checksum(nlohmann::json state);
 void load_checkpoint(const std::filesystem::path& dir, LlamaModel& model, Optimizer* optimizer, int rank = 0,
                      const NamedTensors& strategy_state = {}, const NamedTensors& rank_strategy_state = {});
 
-// A model built from a checkpoint directory, for eval, generate and export; non-finite weights
-// are refused as by load_checkpoint.
+// A model built from a checkpoint directory, for eval, generate and export (a sharded checkpoint's
+// parts assembled); non-finite weights are refused as by load_checkpoint.
 LlamaModel load_model(const std::filesystem::path& dir);
 
 // Every step-N directory under RUN/checkpoints, as (N, path), by N.

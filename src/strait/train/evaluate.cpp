@@ -56,17 +56,15 @@ void check_shard_for_checkpoint(const fs::path& checkpoint, const fs::path& shar
   if (!differences.empty()) throw Error("eval: " + shard.string() + " changed after prepare: " + differences);
 }
 
-double mean_loss(const LlamaModel& model, data::TokenLoader& loader, int64_t batches) {
-  torch::NoGradGuard no_grad;
+double mean_loss(data::TokenLoader& loader, int64_t batches, const BatchLoss& batch_loss) {
   std::vector<int64_t> inputs, targets;
   double total = 0.0;
   for (int64_t i = 0; i < batches; ++i) {
     loader.next_batch(inputs, targets);
     const int64_t rows = static_cast<int64_t>(inputs.size() / loader.seq_len());
     auto shape = std::vector<int64_t>{rows, static_cast<int64_t>(loader.seq_len())};
-    total += model.loss(torch::from_blob(inputs.data(), shape, torch::kInt64),
-                        torch::from_blob(targets.data(), shape, torch::kInt64))
-                 .item<double>();
+    total += batch_loss(torch::from_blob(inputs.data(), shape, torch::kInt64),
+                        torch::from_blob(targets.data(), shape, torch::kInt64));
   }
   return total / static_cast<double>(batches);
 }

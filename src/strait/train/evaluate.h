@@ -12,8 +12,11 @@
 
 namespace strait {
 
-// Mean next-token loss over the next `batches` batches of the loader (no gradients).
-double mean_loss(const LlamaModel& model, data::TokenLoader& loader, int64_t batches);
+// The mean next-token loss of one batch (inputs, targets: (B, T) int64), without gradients.
+using BatchLoss = std::function<double(const torch::Tensor& inputs, const torch::Tensor& targets)>;
+
+// Mean of `batch_loss` over the next `batches` batches of the loader.
+double mean_loss(data::TokenLoader& loader, int64_t batches, const BatchLoss& batch_loss);
 
 struct ShardEvaluation {
   int64_t windows = 0;  // windows of context_length tokens evaluated

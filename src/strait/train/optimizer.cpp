@@ -14,8 +14,15 @@ OptimizerKind optimizer_kind(const std::string& name) {
   return name == "sgd" ? OptimizerKind::Sgd : OptimizerKind::AdamW;
 }
 
-Optimizer::Optimizer(std::vector<NamedParameter> parameters, OptimizerOptions options)
-    : parameters_(std::move(parameters)), options_(options) {
+Optimizer::Optimizer(std::vector<NamedParameter> parameters, OptimizerOptions options, std::vector<bool> weight_decayed)
+    : parameters_(std::move(parameters)), options_(options), weight_decayed_(std::move(weight_decayed)) {
+  if (weight_decayed_.empty()) {
+    for (const auto& parameter : parameters_) weight_decayed_.push_back(parameter.tensor.dim() >= 2);
+  }
+  if (weight_decayed_.size() != parameters_.size()) {
+    throw Error("optimizer: " + std::to_string(weight_decayed_.size()) + " weight-decay flags for " +
+                std::to_string(parameters_.size()) + " parameters");
+  }
   if (options_.kind != OptimizerKind::AdamW) return;
   for (const auto& parameter : parameters_) {
     exp_avg_.push_back(torch::zeros_like(parameter.tensor, torch::MemoryFormat::Contiguous).detach());
@@ -53,18 +60,18 @@ void Optimizer::adamw_step(double lr) {
     auto& param = parameters_[i].tensor;
     const auto& grad = param.grad();
     if (!grad.defined()) continue;  // not used this step: left as it is, as torch.optim does
-    coefficients.weight_decay = param.dim() >= 2 ? static_cast<float>(options_.weight_decay) : 0.0f;
+    coefficients.weight_decay = weight_decayed_[i] ? static_cast<float>(options_.weight_decay) : 0.0f;
     kernels::adamw_update(param, grad, exp_avg_[i], exp_avg_sq_[i], coefficients);
   }
 }
 
 // θ ← θ − lr (g + wd θ), in torch.optim.SGD's order of operations (d_p = g + wd θ; θ += −lr d_p).
 void Optimizer::sgd_step(double lr) {
-  for (auto& parameter : parameters_) {
-    auto& param = parameter.tensor;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    auto& param = parameters_[i].tensor;
     const auto& grad = param.grad();
     if (!grad.defined()) continue;
-    const double decay = param.dim() >= 2 ? options_.weight_decay : 0.0;
+    const double decay = weight_decayed_[i] ? options_.weight_decay : 0.0;
     if (decay != 0.0) {
       param.add_(grad.add(param, decay), -lr);
     } else {

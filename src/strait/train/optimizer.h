@@ -24,13 +24,16 @@ struct OptimizerOptions {
   double beta1 = 0.9;         // AdamW only
   double beta2 = 0.95;        // AdamW only
   double eps = 1e-8;          // AdamW only
-  double weight_decay = 0.1;  // applied to tensors with dim() >= 2 (matrices, embeddings), not to norms
+  double weight_decay = 0.1;  // applied to matrices and embeddings, not to norms (see Optimizer)
   OptimizerKind kind = OptimizerKind::AdamW;
 };
 
 class Optimizer {
  public:
-  Optimizer(std::vector<NamedParameter> parameters, OptimizerOptions options);
+  // Weight decay applies to parameters[i] if weight_decayed[i]; when weight_decayed is empty,
+  // to the tensors with dim() >= 2 (matrices, embeddings). A strategy that hands the optimizer
+  // flat pieces of the parameters (ZeRO-3) says which pieces are matrices.
+  Optimizer(std::vector<NamedParameter> parameters, OptimizerOptions options, std::vector<bool> weight_decayed = {});
 
   // One update with the gradients currently in the parameters' .grad().
   void step(double lr);
@@ -53,6 +56,7 @@ class Optimizer {
 
   std::vector<NamedParameter> parameters_;
   OptimizerOptions options_;
+  std::vector<bool> weight_decayed_;  // per parameter
   std::vector<torch::Tensor> exp_avg_;     // m
   std::vector<torch::Tensor> exp_avg_sq_;  // v
   int64_t step_count_ = 0;

@@ -9,6 +9,7 @@
 #include <optional>
 #include <thread>
 
+#include "strait/core/clock.h"
 #include "strait/core/error.h"
 #include "strait/core/file_lock.h"
 #include "strait/core/fileio.h"
@@ -30,12 +31,6 @@ namespace strait {
 namespace fs = std::filesystem;
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 std::string format_duration(double seconds) {
   const auto total = static_cast<long long>(std::max(0.0, seconds));
@@ -116,8 +111,6 @@ class Trainer {
         run_dir_(config.out),
         tokenizer_(data::load_tokenizer(config.data)),
         model_(model_config_for(config, tokenizer_->vocab_size())),
-        optimizer_(model_.parameters(), {config.beta1, config.beta2, config.adam_eps, config.weight_decay,
-                                         optimizer_kind(config.optimizer)}),
         seq_len_(config.seq_len > 0 ? config.seq_len : model_.config().context_length),
         train_loader_(make_loader("train")),
         val_loader_(make_loader("val")),
@@ -159,7 +152,7 @@ class Trainer {
   fs::path run_dir_;
   std::unique_ptr<data::Tokenizer> tokenizer_;
   LlamaModel model_;
-  Optimizer optimizer_;
+  std::optional<Optimizer> optimizer_;  // over what the strategy has this rank update; made by run()
   int64_t seq_len_;
   data::TokenLoader train_loader_;
   data::TokenLoader val_loader_;
@@ -265,13 +258,18 @@ int64_t Trainer::restore() {
   }
   check_resume_compatible(*state, model_.config(), *latest);
   check_same_data(*state, *latest);
-  if (state->placement == Placement::PerRank && state->world_size != strategy_->world_size()) {
+  if ((state->placement == Placement::Sharded) != (strategy_->model_placement() == Placement::Sharded)) {
+    throw Error("cannot resume from " + latest->string() + ": it holds " + to_string(state->placement) +
+                " model state and " + strategy_->name() + " keeps " + to_string(strategy_->model_placement()) +
+                " state (resume with the strategy that wrote it)");
+  }
+  if (state->placement != Placement::Replicated && state->world_size != strategy_->world_size()) {
     throw Error("cannot resume from " + latest->string() + ": it holds the per-rank state of " +
                 std::to_string(state->world_size) + " ranks, and this job has " +
                 std::to_string(strategy_->world_size()));
   }
   try {
-    load_checkpoint(*latest, model_, &optimizer_, strategy_->rank(), strategy_->replicated_state(),
+    load_checkpoint(*latest, model_, &*optimizer_, strategy_->rank(), strategy_->replicated_state(),
                     strategy_->rank_state());
   } catch (const Error& error) {
     refuse_checkpoint(*latest, error);
@@ -304,24 +302,21 @@ void Trainer::check_same_data(const CheckpointState& state, const fs::path& chec
 StepResult Trainer::train_step(int64_t step, int64_t schedule_step) {
   StepResult result;
   result.lr = learning_rate(schedule_step - 1, config_.steps, config_.warmup_steps, config_.lr, config_.min_lr_ratio);
-  optimizer_.zero_grad();
+  optimizer_->zero_grad();
   for (int64_t micro = 0; micro < config_.grad_accum; ++micro) {
     train_loader_.next_batch(inputs_, targets_);
     auto inputs = torch::from_blob(inputs_.data(), {config_.batch_size, seq_len_}, torch::kInt64);
     auto targets = torch::from_blob(targets_.data(), {config_.batch_size, seq_len_}, torch::kInt64);
-    const auto forward_start = Clock::now();
     // Dividing each micro-batch's mean loss makes the accumulated gradient that of the mean
     // over the whole step's batch.
-    auto loss = model_.loss(inputs, targets) / static_cast<double>(config_.grad_accum);
-    result.forward_seconds += seconds_since(forward_start);
-    strategy_->before_backward(micro + 1 == config_.grad_accum);
-    const auto backward_start = Clock::now();
-    loss.backward();
-    result.backward_seconds += seconds_since(backward_start);
-    result.loss += loss.item<double>();
+    const MicroBatchResult micro_batch = strategy_->forward_backward(
+        model_, inputs, targets, static_cast<double>(config_.grad_accum), micro + 1 == config_.grad_accum);
+    result.forward_seconds += micro_batch.forward_seconds;
+    result.backward_seconds += micro_batch.backward_seconds;
+    result.loss += micro_batch.loss;
   }
   const auto update_start = Clock::now();
-  result.grad_norm = strategy_->step(model_, optimizer_, result.lr, config_.grad_clip);
+  result.grad_norm = strategy_->step(model_, *optimizer_, result.lr, config_.grad_clip);
   result.update_seconds = seconds_since(update_start);
   if (throttle_ > 1) {  // before the mean, which carries a time box's end to the replica's ranks
     // The fastest step so far stands for the machine's speed: a step slowed by other processes
@@ -338,7 +333,10 @@ StepResult Trainer::train_step(int64_t step, int64_t schedule_step) {
 
 double Trainer::validation_loss() {
   val_loader_.reset();
-  return strategy_->mean_over_all(mean_loss(model_, val_loader_, config_.eval_batches));
+  const auto batch_loss = [this](const torch::Tensor& inputs, const torch::Tensor& targets) {
+    return strategy_->batch_loss(model_, inputs, targets);
+  };
+  return strategy_->mean_over_all(mean_loss(val_loader_, config_.eval_batches, batch_loss));
 }
 
 // Every rank calls it. Per-rank state is written by each rank first; rank 0 then writes the
@@ -348,20 +346,20 @@ void Trainer::save(int64_t step) {
   const std::string what = "checkpoint of step " + std::to_string(step);
   CheckpointState state;
   state.step = step;
-  state.optimizer_steps = optimizer_.step_count();
+  state.optimizer_steps = optimizer_->step_count();
   state.cursor = train_loader_.cursor();
   state.train_config = config_;
   state.model_config = model_.config();
   state.placement = strategy_->model_placement();
   state.world_size = strategy_->world_size();
   state.data_files = data_files_;
-  if (state.placement == Placement::PerRank) {
-    save_rank_state(run_dir_, step, strategy_->rank(), model_, optimizer_, strategy_->rank_state());
+  if (state.placement != Placement::Replicated) {
+    save_rank_state(run_dir_, step, strategy_->rank(), *optimizer_, strategy_->rank_state());
     strategy_->wait_for_every_rank(what + ": every rank's files written");
   }
   if (is_writer()) {
     simulate_slow_storage();
-    save_checkpoint(run_dir_, state, model_, optimizer_, config_.data, strategy_->replicated_state());
+    save_checkpoint(run_dir_, state, *optimizer_, config_.data, strategy_->replicated_state());
     prune_checkpoints(run_dir_, config_.keep_checkpoints);
   }
   strategy_->wait_for_every_rank(what + ": committed");
@@ -448,6 +446,11 @@ void Trainer::log_progress(int64_t step, int64_t position, const StepResult& res
 nlohmann::json Trainer::run(Strategy& strategy) {
   strategy_ = &strategy;
   strategy.prepare(model_);
+  TrainableParameters trainable = strategy.trainable_parameters(model_);
+  optimizer_.emplace(std::move(trainable.parameters),
+                     OptimizerOptions{config_.beta1, config_.beta2, config_.adam_eps, config_.weight_decay,
+                                      optimizer_kind(config_.optimizer)},
+                     std::move(trainable.weight_decayed));
   const int64_t start_step = restore();
   if (start_step >= config_.steps) return finished_run(start_step);
   if (is_writer() && config_.resume) {
@@ -581,7 +584,7 @@ nlohmann::json Trainer::run(Strategy& strategy) {
       {"tokens_per_step", tokens_per_step},
       {"tokens_per_s", timed_seconds > 0 ? static_cast<double>(timed_tokens) / timed_seconds : 0.0},
       {"precision", precision_},
-      {"optimizer", to_string(optimizer_.kind())},
+      {"optimizer", to_string(optimizer_->kind())},
       {"matmul_gflops", matmul_rates_.to_json()},
       {"model_flops_per_token", flops_per_token},
       {"mfu", timed_seconds > 0 ? flops_per_token * static_cast<double>(timed_tokens) / timed_seconds / peak_flops : 0.0},

@@ -6,6 +6,7 @@
 
 #include "strait/comm/communicator.h"
 #include "strait/core/checksum.h"
+#include "strait/core/memory.h"
 #include "strait/core/error.h"
 #include "strait/launch/rank_environment.h"
 #include "strait/model/model_config.h"
@@ -203,8 +204,9 @@ class ComposedStrategy final : public Strategy {
     }
   }
 
-  // Every rank's ledger totals, so a node's traffic can be summed over its ranks, and the bytes
-  // each rank sent to other replicas (the outer exchanges, without their in-replica gathers).
+  // Every rank's ledger totals, so a node's traffic can be summed over its ranks, the bytes
+  // each rank sent to other replicas (the outer exchanges, without their in-replica gathers),
+  // and each rank's peak resident memory so far.
   nlohmann::json traffic_by_rank() {
     const comm::LedgerSnapshot snapshot = comm_->ledger().snapshot();
     uint64_t cross_replica = 0;
@@ -215,7 +217,7 @@ class ComposedStrategy final : public Strategy {
     }
     const comm::LinkTraffic& totals = snapshot.totals;
     const std::vector<uint64_t> figures = {totals.intra_node.sent, totals.intra_node.received, totals.cross_node.sent,
-                                           totals.cross_node.received, cross_replica};
+                                           totals.cross_node.received, cross_replica, peak_resident_bytes()};
     const auto count = static_cast<int64_t>(figures.size());
     torch::Tensor mine = torch::empty({count}, torch::kInt64);
     for (int64_t i = 0; i < count; ++i) mine[i] = static_cast<int64_t>(figures[i]);
@@ -227,7 +229,8 @@ class ComposedStrategy final : public Strategy {
       const int64_t* v = entry.data_ptr<int64_t>();
       by_rank.push_back({{"intra_node", {{"sent", v[0]}, {"received", v[1]}}},
                          {"cross_node", {{"sent", v[2]}, {"received", v[3]}}},
-                         {"cross_replica", {{"sent", v[4]}}}}});
+                         {"cross_replica", {{"sent", v[4]}}},
+                         {"peak_resident_bytes", v[5]}});
     }
     return by_rank;
   }

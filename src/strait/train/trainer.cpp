@@ -13,6 +13,7 @@
 #include "strait/core/error.h"
 #include "strait/core/file_lock.h"
 #include "strait/core/fileio.h"
+#include "strait/core/memory.h"
 #include "strait/core/metrics.h"
 #include "strait/core/stop_signal.h"
 #include "strait/core/threads.h"
@@ -592,6 +593,7 @@ nlohmann::json Trainer::run(Strategy& strategy) {
       {"final_loss", last_line.value("loss", std::nan(""))},
       {"final_val_loss", last_val_loss},
       {"run_dir", run_dir_.string()},
+      {"peak_resident_bytes", peak_resident_bytes()},  // this rank's (every rank's: traffic_by_rank)
   };
   if (stopped_by_signal) summary["stopped_by_signal"] = stopped_by_signal;
   const nlohmann::json report = strategy.report();

@@ -20,14 +20,40 @@ torch::Tensor as_bytes(const torch::Tensor& tensor) { return tensor.reshape({-1}
 
 uint64_t byte_count(const torch::Tensor& tensor) { return static_cast<uint64_t>(tensor.nbytes()); }
 
-// What starting a collective on the backend returns: one Work, or one per transfer when strait
-// composes the collective from sends and receives.
+// What starting a collective on the backend returns: one Work, or the transfers still in flight
+// when strait composes the collective from sends and receives (a ring waits for its earlier
+// steps itself and returns its last step's).
 using Started = std::vector<c10::intrusive_ptr<c10d::Work>>;
 
 // Tag of the point-to-point transfers of strait's all-to-all and all-gather. One collective
 // runs at a time on a group (its lane), and each pair's messages arrive in order, so one tag
 // serves them all.
 constexpr int kPointToPointTag = 0;
+
+c10::intrusive_ptr<c10d::Work> receive(c10d::ProcessGroupGloo& backend, const torch::Tensor& buffer, int from) {
+  std::vector<torch::Tensor> tensors{buffer};
+  return backend.recv(tensors, from, kPointToPointTag);
+}
+
+c10::intrusive_ptr<c10d::Work> send(c10d::ProcessGroupGloo& backend, const torch::Tensor& buffer, int to) {
+  std::vector<torch::Tensor> tensors{buffer};
+  return backend.send(tensors, to, kPointToPointTag);
+}
+
+// One step of a ring: the receive is posted before the send (Impl::alltoall says why the order
+// matters). An empty side is skipped; both ends of a transfer know its size, so they skip it
+// alike.
+Started ring_step(c10d::ProcessGroupGloo& backend, const torch::Tensor& incoming, int from,
+                  const torch::Tensor& outgoing, int to) {
+  Started works;
+  if (incoming.numel() > 0) works.push_back(receive(backend, incoming, from));
+  if (outgoing.numel() > 0) works.push_back(send(backend, outgoing, to));
+  return works;
+}
+
+void wait_for(const Started& works) {
+  for (const auto& work : works) work->wait();
+}
 
 // One collective as the lane runs it.
 struct Call {
@@ -126,14 +152,11 @@ struct Group::Impl {
         throw Error(call.context + " was not run: an earlier collective on this group failed: " + *first_failure);
       }
     }
-    Started works;
+    // Gloo reports a lost peer or a timeout when a transfer is posted as well as when it is waited
+    // for, and the ring collectives post transfers after waiting for earlier ones: either way
+    // the collective failed on the wire.
     try {
-      works = call.start(*backend);
-    } catch (const std::exception& failure) {
-      throw out_of_step(call.context + " could not start: " + failure.what() + call.peers);
-    }
-    try {
-      for (const auto& work : works) work->wait();
+      wait_for(call.start(*backend));
     } catch (const std::exception& failure) {
       throw out_of_step(call.context + " failed: " + failure.what() + call.peers);
     }
@@ -179,10 +202,9 @@ struct Group::Impl {
       const int left = (rank - 1 + members) % members, right = (rank + 1) % members;
       Started step_works;
       for (int step = 1; step < members; ++step) {
-        for (const auto& work : step_works) work->wait();  // this step forwards what the last one received
-        std::vector<torch::Tensor> incoming{outputs[(rank - step + members) % members]};
-        std::vector<torch::Tensor> outgoing{outputs[(rank - step + 1 + members) % members]};
-        step_works = {backend.recv(incoming, left, kPointToPointTag), backend.send(outgoing, right, kPointToPointTag)};
+        wait_for(step_works);  // this step forwards what the last one received
+        step_works = ring_step(backend, outputs[(rank - step + members) % members], left,
+                               outputs[(rank - step + 1 + members) % members], right);
       }
       return step_works;
     };
@@ -205,13 +227,11 @@ struct Group::Impl {
       Started works;
       for (int step = 1; step < members; ++step) {  // the peers in the order Gloo's all-to-all takes them
         const int from = (rank - step + members) % members;
-        std::vector<torch::Tensor> buffer{chunk_of(output, from)};
-        works.push_back(backend.recv(buffer, from, kPointToPointTag));
+        works.push_back(receive(backend, chunk_of(output, from), from));
       }
       for (int step = 1; step < members; ++step) {
         const int to = (rank + step) % members;
-        std::vector<torch::Tensor> buffer{chunk_of(input, to)};
-        works.push_back(backend.send(buffer, to, kPointToPointTag));
+        works.push_back(send(backend, chunk_of(input, to), to));
       }
       chunk_of(output, rank).copy_(chunk_of(input, rank));
       return works;

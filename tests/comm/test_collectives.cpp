@@ -80,6 +80,83 @@ TEST_P(ExactCollectives, EveryGroupGivesExactResults) {
 INSTANTIATE_TEST_SUITE_P(Layouts, ExactCollectives,
                          ::testing::Values(Layout{2, 2}, Layout{2, 1}, Layout{4, 2}, Layout{4, 4}), layout_name);
 
+// ---- all_reduce_sum in every dtype it sums, over 2, 3 and 4 ranks (the worker's
+// allreduce_dtypes scenario): integer inputs must sum exactly; random ones within the rounding of
+// n - 1 additions in their dtype (bfloat16: float32, then one rounding) of the sum taken here in
+// double; and every rank must hold the same bits.
+
+// The worker's integer input of group rank `rank`: element j is (7 j + 3 r) mod 11, less 5 unless
+// the dtype is unsigned.
+torch::Tensor allreduce_integer_input(int rank, int64_t count, bool is_unsigned) {
+  torch::Tensor values = (torch::arange(count, torch::kInt64) * 7 + 3 * rank).remainder(11);
+  return is_unsigned ? values : values - 5;
+}
+
+torch::Tensor allreduce_integer_sum(int size, int64_t count, bool is_unsigned) {
+  torch::Tensor sum = torch::zeros({count}, torch::kInt64);
+  for (int rank = 0; rank < size; ++rank) sum += allreduce_integer_input(rank, count, is_unsigned);
+  return sum.to(torch::kDouble);
+}
+
+torch::Tensor reported_values(const json& values) {
+  return torch::tensor(values.get<std::vector<double>>(), torch::kDouble);
+}
+
+class AllReduceDtypes : public ::testing::TestWithParam<int> {};
+
+TEST_P(AllReduceDtypes, SumsExactlyOrWithinRoundingAndEveryRankHoldsTheSameBits) {
+  const int n = GetParam();
+  const auto outcomes = run_job({n, 1, "allreduce_dtypes"});
+  ASSERT_TRUE(all_succeeded(outcomes));
+  const json& first = outcomes[0].result;
+  for (const RankOutcome& outcome : outcomes) {
+    SCOPED_TRACE("rank " + std::to_string(outcome.rank));
+    const json& result = outcome.result;
+    ASSERT_EQ(result["group"]["size"], n);
+    ASSERT_EQ(result["integer"].size(), 8u);  // float, double, half, bfloat16, int8, uint8, int32, int64
+    for (const auto& [dtype, by_count] : result["integer"].items()) {
+      ASSERT_EQ(by_count.size(), n == 2 ? 5u : 6u) << dtype;  // 1, n - 1, n, n + 1, 2 n + 1, 1001; one duplicate at n = 2
+      for (const auto& [count, values] : by_count.items()) {
+        const torch::Tensor expected = allreduce_integer_sum(n, std::stoll(count), dtype == "Byte");
+        EXPECT_TRUE(torch::equal(reported_values(values), expected)) << dtype << " x " << count;
+      }
+    }
+    ASSERT_EQ(result["random"].size(), 4u);
+    for (const auto& [dtype, by_count] : result["random"].items()) {
+      const double eps = dtype == "Double" ? std::numeric_limits<double>::epsilon()
+                         : dtype == "Float" ? std::numeric_limits<float>::epsilon()
+                         : dtype == "Half"  ? 1.0 / 1024
+                                            : 1.0 / 128;  // BFloat16: the final rounding dominates
+      const torch::ScalarType type = dtype == "Double" ? torch::kDouble
+                                     : dtype == "Float" ? torch::kFloat
+                                     : dtype == "Half"  ? torch::kHalf
+                                                        : torch::kBFloat16;
+      for (const auto& [count, values] : by_count.items()) {
+        torch::Tensor exact = torch::zeros({std::stoll(count)}, torch::kDouble);
+        torch::Tensor abs_sum = torch::zeros_like(exact);
+        for (int rank = 0; rank < n; ++rank) {
+          torch::manual_seed(2000 + rank);
+          const torch::Tensor input = torch::randn({std::stoll(count)}, torch::kFloat).to(type).to(torch::kDouble);
+          exact += input;
+          abs_sum += input.abs();
+        }
+        const torch::Tensor error = (reported_values(values) - exact).abs();
+        const torch::Tensor bound = n * eps * abs_sum;
+        EXPECT_TRUE((error <= bound).all().item<bool>())
+            << dtype << " x " << count << ": largest error / bound " << (error / bound).max().item<double>();
+        EXPECT_EQ(values, first["random"][dtype][count]) << dtype << " x " << count << " differs from rank 0";
+      }
+    }
+    const int64_t large = result["large"]["count"].get<int64_t>();
+    const torch::Tensor weights = torch::arange(large, torch::kInt64).remainder(1009).add(1).to(torch::kDouble);
+    EXPECT_EQ(result["large"]["digest"].get<double>(),
+              (allreduce_integer_sum(n, large, false) * weights).sum().item<double>());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, AllReduceDtypes, ::testing::Values(2, 3, 4),
+                         [](const ::testing::TestParamInfo<int>& info) { return std::to_string(info.param) + "_ranks"; });
+
 // Regenerates what the worker's "hierarchical" scenario fed in on `rank`.
 torch::Tensor worker_input(int rank, bool integer_values, int64_t count) {
   torch::manual_seed(1000 + rank);

@@ -5,8 +5,9 @@
 // functions below. Ranks are group ranks; each function returns, for `rank`, one entry per peer
 // it exchanges payload with (empty for a group of one or an empty buffer).
 //
-// - all-reduce (gloo/allreduce.cc, algorithm UNSPECIFIED = ring): the buffer of T bytes is cut
-//   into S segments, S = roundUp(max(ceil(T / maxSeg), 2n), n) with maxSeg = 1 MiB rounded down
+// - all-reduce (gloo/allreduce.cc, algorithm UNSPECIFIED = ring; strait runs the same ring
+//   itself from Gloo's send and receive, a whole chunk per step, each step's receive posted
+//   first, so only the chunks below matter to it): the buffer of T bytes is cut into S segments, S = roundUp(max(ceil(T / maxSeg), 2n), n) with maxSeg = 1 MiB rounded down
 //   to whole elements, each of B = roundUp(ceil(T / S), element size) bytes (the tail clipped to
 //   T). Rank c owns chunk c = segments [c·S/n, (c+1)·S/n), of length
 //   chunk(c) = clamp(T − c·(S/n)·B, 0, (S/n)·B); trailing chunks may be short or empty.

@@ -20,14 +20,90 @@ torch::Tensor as_bytes(const torch::Tensor& tensor) { return tensor.reshape({-1}
 
 uint64_t byte_count(const torch::Tensor& tensor) { return static_cast<uint64_t>(tensor.nbytes()); }
 
-// What starting a collective on the backend returns: one Work, or one per transfer when strait
-// composes the collective from sends and receives.
+// What starting a collective on the backend returns: one Work, or the transfers still in flight
+// when strait composes the collective from sends and receives (a ring waits for its earlier
+// steps itself and returns its last step's).
 using Started = std::vector<c10::intrusive_ptr<c10d::Work>>;
 
-// Tag of the point-to-point transfers of strait's all-to-all and all-gather. One collective
-// runs at a time on a group (its lane), and each pair's messages arrive in order, so one tag
-// serves them all.
+// Tag of the point-to-point transfers of strait's all-to-all, all-gather and all-reduce. One
+// collective runs at a time on a group (its lane), and each pair's messages arrive in order, so
+// one tag serves them all.
 constexpr int kPointToPointTag = 0;
+
+c10::intrusive_ptr<c10d::Work> receive(c10d::ProcessGroupGloo& backend, const torch::Tensor& buffer, int from) {
+  std::vector<torch::Tensor> tensors{buffer};
+  return backend.recv(tensors, from, kPointToPointTag);
+}
+
+c10::intrusive_ptr<c10d::Work> send(c10d::ProcessGroupGloo& backend, const torch::Tensor& buffer, int to) {
+  std::vector<torch::Tensor> tensors{buffer};
+  return backend.send(tensors, to, kPointToPointTag);
+}
+
+// One step of a ring: the receive is posted before the send (Impl::alltoall says why the order
+// matters). An empty side is skipped; both ends of a transfer know its size, so they skip it
+// alike.
+Started ring_step(c10d::ProcessGroupGloo& backend, const torch::Tensor& incoming, int from,
+                  const torch::Tensor& outgoing, int to) {
+  Started works;
+  if (incoming.numel() > 0) works.push_back(receive(backend, incoming, from));
+  if (outgoing.numel() > 0) works.push_back(send(backend, outgoing, to));
+  return works;
+}
+
+void wait_for(const Started& works) {
+  for (const auto& work : works) work->wait();
+}
+
+// `flat` cut into the chunks of Gloo's ring all-reduce, chunk c owned by group rank c, exactly as
+// gloo_algorithms models them for the ledger (trailing chunks may be short or empty).
+std::vector<torch::Tensor> ring_allreduce_chunks(const torch::Tensor& flat, int size) {
+  std::vector<torch::Tensor> chunks;
+  int64_t offset = 0;
+  for (int chunk = 0; chunk < size; ++chunk) {
+    const uint64_t bytes =
+        gloo_algorithms::ring_allreduce_chunk_bytes(chunk, size, byte_count(flat), flat.element_size());
+    const int64_t length = static_cast<int64_t>(bytes) / flat.element_size();
+    chunks.push_back(flat.narrow(0, offset, length));
+    offset += length;
+  }
+  return chunks;
+}
+
+// Gloo's ring all-reduce (gloo/allreduce.cc) chunk for chunk, with each step's receive posted
+// before its send. Data runs down the ring as in Gloo: to rank - 1, from rank + 1.
+// - Reduce-scatter, steps s = 1 .. n - 1: send this rank's partial sum of chunk rank + s, receive
+//   the partial sum of chunk rank + s + 1 and add it to this rank's own. After the last step
+//   (which receives chunk `rank`) this rank alone holds the whole sum of chunk `rank`.
+// - All-gather, steps s = 0 .. n - 2: send chunk rank + s (this rank's finished sum first, then
+//   the one received the step before), receive finished chunk rank + s + 1 in place.
+// So every chunk is summed once, by its owner, adding the ranks in Gloo's order, and copied to
+// the others: every rank ends with the same bits.
+// Gloo moves a chunk as segments of at most 1 MiB, two in flight, and posts a segment's receive
+// only once the segment two before it has arrived. In a ring of two, where a rank sends to the
+// peer it receives from, that receive's "ready" notice then waits behind a segment of outgoing
+// data, and the peer's link idles for about a round trip each segment. A step here moves its
+// whole chunk, so that pause comes once a step. The cost: a step's sum no longer overlaps the
+// transfers (one pass over a chunk, small against any link slow enough for this to matter), and
+// a chunk of scratch memory instead of two segments.
+Started ring_allreduce(c10d::ProcessGroupGloo& backend, const torch::Tensor& tensor, int rank, int size) {
+  if (size == 1) return {};
+  const std::vector<torch::Tensor> chunks = ring_allreduce_chunks(tensor.reshape({-1}), size);
+  auto chunk = [&](int index) { return chunks[index % size]; };
+  const int left = (rank - 1 + size) % size, right = (rank + 1) % size;
+  torch::Tensor scratch = torch::empty_like(chunks[0]);  // chunk 0 is the longest
+  for (int step = 1; step < size; ++step) {
+    torch::Tensor incoming = scratch.narrow(0, 0, chunk(rank + step + 1).numel());
+    wait_for(ring_step(backend, incoming, right, chunk(rank + step), left));
+    chunk(rank + step + 1).add_(incoming);
+  }
+  Started step_works;
+  for (int step = 0; step < size - 1; ++step) {
+    wait_for(step_works);  // this step forwards what the last one received
+    step_works = ring_step(backend, chunk(rank + step + 1), right, chunk(rank + step), left);
+  }
+  return step_works;
+}
 
 // One collective as the lane runs it.
 struct Call {
@@ -126,14 +202,11 @@ struct Group::Impl {
         throw Error(call.context + " was not run: an earlier collective on this group failed: " + *first_failure);
       }
     }
-    Started works;
+    // Gloo reports a lost peer or a timeout when a transfer is posted as well as when it is waited
+    // for, and the ring collectives post transfers after waiting for earlier ones: either way
+    // the collective failed on the wire.
     try {
-      works = call.start(*backend);
-    } catch (const std::exception& failure) {
-      throw out_of_step(call.context + " could not start: " + failure.what() + call.peers);
-    }
-    try {
-      for (const auto& work : works) work->wait();
+      wait_for(call.start(*backend));
     } catch (const std::exception& failure) {
       throw out_of_step(call.context + " failed: " + failure.what() + call.peers);
     }
@@ -179,10 +252,9 @@ struct Group::Impl {
       const int left = (rank - 1 + members) % members, right = (rank + 1) % members;
       Started step_works;
       for (int step = 1; step < members; ++step) {
-        for (const auto& work : step_works) work->wait();  // this step forwards what the last one received
-        std::vector<torch::Tensor> incoming{outputs[(rank - step + members) % members]};
-        std::vector<torch::Tensor> outgoing{outputs[(rank - step + 1 + members) % members]};
-        step_works = {backend.recv(incoming, left, kPointToPointTag), backend.send(outgoing, right, kPointToPointTag)};
+        wait_for(step_works);  // this step forwards what the last one received
+        step_works = ring_step(backend, outputs[(rank - step + members) % members], left,
+                               outputs[(rank - step + 1 + members) % members], right);
       }
       return step_works;
     };
@@ -205,13 +277,11 @@ struct Group::Impl {
       Started works;
       for (int step = 1; step < members; ++step) {  // the peers in the order Gloo's all-to-all takes them
         const int from = (rank - step + members) % members;
-        std::vector<torch::Tensor> buffer{chunk_of(output, from)};
-        works.push_back(backend.recv(buffer, from, kPointToPointTag));
+        works.push_back(receive(backend, chunk_of(output, from), from));
       }
       for (int step = 1; step < members; ++step) {
         const int to = (rank + step) % members;
-        std::vector<torch::Tensor> buffer{chunk_of(input, to)};
-        works.push_back(backend.send(buffer, to, kPointToPointTag));
+        works.push_back(send(backend, chunk_of(input, to), to));
       }
       chunk_of(output, rank).copy_(chunk_of(input, rank));
       return works;
@@ -260,10 +330,9 @@ Group::Step Group::prepare_all_reduce_sum(const torch::Tensor& tensor, const std
   const bool via_float = tensor.scalar_type() == torch::kBFloat16;
   torch::Tensor wire = via_float ? torch::empty_like(tensor, torch::kFloat) : tensor;
   auto plan = gloo_algorithms::ring_allreduce(rank(), size(), byte_count(wire), wire.element_size());
-  auto start = [tensor, wire, via_float](c10d::ProcessGroupGloo& backend) -> Started {
+  auto start = [tensor, wire, via_float, rank = rank(), members = size()](c10d::ProcessGroupGloo& backend) -> Started {
     if (via_float) wire.copy_(tensor);
-    std::vector<torch::Tensor> tensors{wire};
-    return {backend.allreduce(tensors)};
+    return ring_allreduce(backend, wire, rank, members);
   };
   std::function<void()> finish;
   if (via_float) finish = [tensor, wire] { tensor.copy_(wire); };

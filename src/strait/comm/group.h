@@ -12,6 +12,12 @@
 // the order they were queued, waits for each, finishes it locally (e.g. reduce_scatter_sum's
 // sum) and completes its Work.
 //
+// all_reduce_sum, all_gather and all_to_all (so reduce_scatter_sum too) are strait's own, on
+// Gloo's point-to-point send and receive: they move exactly the bytes Gloo's algorithms move,
+// between the same ranks (gloo_algorithms.h, which the ledger books), but post each step's
+// receives before its sends, so that the two directions of a pair share a slow link instead of
+// taking turns (docs/ARCHITECTURE.md). broadcast and barrier are Gloo's.
+//
 // Contracts shared by every collective:
 // - A group's collectives are matched across ranks by their order on that group: every member
 //   must issue the same collectives on a group in the same order, with tensors of the same

@@ -168,6 +168,50 @@ json hierarchical(Communicator& comm, const Options& options) {
   return {{"flat", values(flat)}, {"hierarchical", values(tiered)}};
 }
 
+// ---- all_reduce_sum in every dtype it sums, at sizes around the group size. The test
+// (test_collectives.cpp, AllReduceDtypes) regenerates each rank's input to judge the results.
+
+// Element j of group rank r's integer input: (7 j + 3 r) mod 11, less 5 where the dtype is signed.
+torch::Tensor integer_allreduce_input(int rank, int64_t count, torch::ScalarType dtype) {
+  torch::Tensor values = (torch::arange(count, torch::kInt64) * 7 + 3 * rank).remainder(11);
+  return (dtype == torch::kByte ? values : values - 5).to(dtype);
+}
+
+json allreduce_dtypes(Communicator& comm, const Options&) {
+  Group& world = comm.world();
+  const int n = world.size(), r = world.rank();
+  json integer, random;
+  for (auto dtype : {torch::kFloat, torch::kDouble, torch::kHalf, torch::kBFloat16, torch::kChar, torch::kByte,
+                     torch::kInt32, torch::kInt64}) {
+    for (int64_t count : {int64_t{1}, int64_t{n - 1}, int64_t{n}, int64_t{n + 1}, int64_t{2 * n + 1}, int64_t{1001}}) {
+      if (count == 0) continue;
+      torch::Tensor tensor = integer_allreduce_input(r, count, dtype);
+      world.all_reduce_sum(tensor).wait();
+      integer[std::string(c10::toString(dtype))][std::to_string(count)] = values(tensor);
+    }
+  }
+  // torch::randn seeded with 2000 + group rank, then rounded to the dtype.
+  for (auto dtype : {torch::kFloat, torch::kDouble, torch::kHalf, torch::kBFloat16}) {
+    for (int64_t count : {int64_t{2 * n + 1}, int64_t{1001}}) {
+      torch::manual_seed(2000 + r);
+      torch::Tensor tensor = torch::randn({count}, torch::kFloat).to(dtype);
+      world.all_reduce_sum(tensor).wait();
+      random[std::string(c10::toString(dtype))][std::to_string(count)] = values(tensor);
+    }
+  }
+  // Over 9 MiB of float32: more than 2 n of Gloo's 1 MiB segments, the case where its segment
+  // count follows the size. Reported as sum_j x_j (j mod 1009 + 1), exact in double.
+  const int64_t large = 9 * 1024 * 1024 / 4 + 1;
+  torch::Tensor tensor = integer_allreduce_input(r, large, torch::kFloat);
+  world.all_reduce_sum(tensor).wait();
+  torch::Tensor weights = torch::arange(large, torch::kInt64).remainder(1009).add(1).to(torch::kDouble);
+  const double digest = (tensor.to(torch::kDouble) * weights).sum().item<double>();
+  return {{"group", describe(world)},
+          {"integer", integer},
+          {"random", random},
+          {"large", {{"count", large}, {"digest", digest}}}};
+}
+
 // ---- traffic: ledger figures per operation, and what the kernel counted on Gloo's sockets.
 
 // Payload plus transport headers on every TCP socket of this process except the store's.
@@ -317,6 +361,7 @@ const std::map<std::string, Scenario>& scenarios() {
   static const std::map<std::string, Scenario> table = [] {
     std::map<std::string, Scenario> all = {{"collectives", collectives},
                                            {"hierarchical", hierarchical},
+                                           {"allreduce_dtypes", allreduce_dtypes},
                                            {"traffic", traffic},
                                            {"steps", steps},
                                            {"rendezvous", rendezvous},

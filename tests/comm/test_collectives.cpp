@@ -60,6 +60,8 @@ void expect_exact(const json& report, const std::vector<int>& members, int globa
   for (int t = 0; t < 3; ++t) scattered.push_back(sum * (3 * g + t + 1));
   EXPECT_EQ(report["reduce_scatter"]["Float"].get<std::vector<double>>(), scattered);
   EXPECT_EQ(report["reduce_scatter"]["BFloat16"].get<std::vector<double>>(), scattered);
+  EXPECT_EQ(report["reduce_scatter"]["ring Float"].get<std::vector<double>>(), scattered);
+  EXPECT_EQ(report["reduce_scatter"]["ring BFloat16"].get<std::vector<double>>(), scattered);
 }
 
 class ExactCollectives : public ::testing::TestWithParam<Layout> {};

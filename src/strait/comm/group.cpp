@@ -105,14 +105,6 @@ Started ring_allreduce(c10d::ProcessGroupGloo& backend, const torch::Tensor& ten
   return step_works;
 }
 
-// One collective as the lane runs it.
-struct Call {
-  std::string context;  // which collective, group and rank; prefixes any failure
-  std::string peers;    // who this rank exchanges data with; ends any failure
-  std::function<Started(c10d::ProcessGroupGloo&)> start;
-  std::function<void()> finish;  // local work once the transfer is done (e.g. a sum); may be empty
-};
-
 // Each rank's part of a padded all-gather, cut back to the count that rank announced.
 std::vector<std::vector<uint8_t>> trimmed(const std::vector<torch::Tensor>& parts, const std::vector<int64_t>& counts) {
   std::vector<std::vector<uint8_t>> result;
@@ -156,6 +148,15 @@ bool Work::is_completed() const {
 }
 
 struct Group::Impl {
+  // One collective as the lane runs it (a member type: the lane's closures hold one, and a type
+  // from the anonymous namespace may not be part of Impl's).
+  struct Call {
+    std::string context;  // which collective, group and rank; prefixes any failure
+    std::string peers;    // who this rank exchanges data with; ends any failure
+    std::function<Started(c10d::ProcessGroupGloo&)> start;
+    std::function<void()> finish;  // local work once the transfer is done (e.g. a sum); may be empty
+  };
+
   Impl(std::string name, std::vector<int> members, int rank, Ledger& ledger,
        c10::intrusive_ptr<c10d::ProcessGroupGloo> backend)
       : name(std::move(name)), members(std::move(members)), rank(rank), ledger(ledger), backend(std::move(backend)) {}
@@ -259,6 +260,32 @@ struct Group::Impl {
       return step_works;
     };
     return prepare(std::move(context), label, std::move(plan), start, std::move(finish));
+  }
+
+  // See Group::ring_reduce_scatter_sum. At step s rank r sends its partial sum of chunk r - s to
+  // rank r + 1 and receives the partial of chunk r - s - 1 from rank r - 1, to which it adds its
+  // own; the last step's is chunk r, whole. Receives are posted before sends, as everywhere.
+  Step ring_reduce_scatter(std::string context, const std::string& label, const torch::Tensor& input,
+                           const torch::Tensor& output) {
+    auto plan = gloo_algorithms::ring_allgather(rank, size(), byte_count(output));  // the same transfers
+    auto start = [input = input.reshape({-1}), output, rank = rank,
+                  members = size()](c10d::ProcessGroupGloo& backend) -> Started {
+      const int64_t length = output.numel();
+      auto chunk = [&](int index) { return input.narrow(0, ((index % members + members) % members) * length, length); };
+      const torch::ScalarType sum_type = accumulation_dtype(input.scalar_type());
+      const int left = (rank - 1 + members) % members, right = (rank + 1) % members;
+      torch::Tensor outgoing = chunk(rank - 1);
+      torch::Tensor partial = chunk(rank).to(sum_type);  // what a group of one ends with
+      for (int step = 1; step < members; ++step) {
+        torch::Tensor incoming = torch::empty_like(outgoing);
+        wait_for(ring_step(backend, incoming, left, outgoing, right));
+        partial = incoming.to(sum_type).add(chunk(rank - 1 - step).to(sum_type));
+        outgoing = partial.to(input.scalar_type());
+      }
+      output.view({-1}).copy_(partial);
+      return {};
+    };
+    return prepare(std::move(context), label, std::move(plan), start, nullptr);
   }
 
   // Gloo's all-to-all, chunk for chunk, but with every receive posted before any send. Gloo
@@ -403,6 +430,16 @@ Group::Step Group::prepare_reduce_scatter_sum(const torch::Tensor& input, const 
 
 Work Group::reduce_scatter_sum(const torch::Tensor& input, const torch::Tensor& output, const std::string& label) {
   return submit(prepare_reduce_scatter_sum(input, output, label));
+}
+
+Work Group::ring_reduce_scatter_sum(const torch::Tensor& input, const torch::Tensor& output, const std::string& label) {
+  std::string context = impl_->describe("ring_reduce_scatter_sum");
+  require_summable(context, "input", input);
+  require(input.numel() % size() == 0, context,
+          "input has " + std::to_string(input.numel()) + " elements, not group size " + std::to_string(size()) +
+              " x output's elements");
+  require_like(context, "output", output, input, input.numel() / size());
+  return submit(impl_->ring_reduce_scatter(std::move(context), label, input, output));
 }
 
 Work Group::all_gather_bytes(const std::vector<uint8_t>& input, std::vector<std::vector<uint8_t>>& outputs,

@@ -118,6 +118,16 @@ class Group {
   Work reduce_scatter_sum(const torch::Tensor& input, const torch::Tensor& output,
                           const std::string& label = "reduce_scatter");
 
+  // The same result as reduce_scatter_sum, as a ring: in n - 1 steps each rank adds its own
+  // chunk to a partial sum received from rank - 1 and passes it on to rank + 1, so that rank r
+  // ends with chunk r's sum (added in ring order from rank r + 1, in float32 for half and
+  // bfloat16). It sends the bytes of a ring all-gather of one chunk, (n - 1) chunks to rank + 1,
+  // where reduce_scatter_sum sends one chunk to every other rank: across a node boundary in node
+  // order only one rank per node sends, so a node sends (n - 1) chunks across instead of
+  // k (n - k). Partial sums travel in the input's dtype (one rounding a step for bfloat16).
+  Work ring_reduce_scatter_sum(const torch::Tensor& input, const torch::Tensor& output,
+                               const std::string& label = "reduce_scatter");
+
   // outputs[i] receives group rank i's `input`; `outputs` is replaced when the Work completes.
   // Each rank may pass a different number of bytes, 0 included. Two phases, one Work: an
   // all-gather of every rank's byte count (booked as label + "/sizes": an 8-byte count from

@@ -116,7 +116,8 @@ json all_to_all_results(Group& group) {
   return values(output);
 }
 
-// Element j of rank r's input is (r + 1)(j + 1), in bfloat16 too (exact below 256).
+// Element j of rank r's input is (r + 1)(j + 1), in bfloat16 too (exact below 256); both the
+// all-to-all reduce-scatter and the ring one.
 json reduce_scatter_results(Group& group) {
   json results;
   for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
@@ -124,6 +125,9 @@ json reduce_scatter_results(Group& group) {
     torch::Tensor output = torch::zeros({3}, dtype);
     group.reduce_scatter_sum(input.to(dtype), output).wait();
     results[std::string(c10::toString(dtype))] = values(output);
+    torch::Tensor ring_output = torch::zeros({3}, dtype);
+    group.ring_reduce_scatter_sum(input.to(dtype), ring_output).wait();
+    results["ring " + std::string(c10::toString(dtype))] = values(ring_output);
   }
   return results;
 }

@@ -242,25 +242,32 @@ TEST_F(Zero3, HpzChangesNoLossAndTheStaleSecondaryBugIsCaught) {
 //   rank 1 forwards 3 encoded shards to rank 2. Each step gathers the embedding and the head
 //   once and each layer twice; with hpZ backward's second gather stays inside the node. The
 //   validation after the last step gathers every unit once (hpZ's copies were refreshed away).
-// - Gradients: the reduce-scatter (an all-to-all) has ranks 0 and 1 each send the two shards of
-//   node 1's ranks: 4 encoded shards per unit; qgZ's second phase has each of them send one int4
-//   partial to the other node: 2.
-double node_cross_bytes(const ShardSizes& s, int64_t layers, bool hpz, bool qwz, bool qgz, double steps) {
+// - Gradients: the ring reduce-scatter has rank 1 pass 3 partial sums to rank 2, once per unit
+//   and step; qgZ's second phase has ranks 0 and 1 each send one int4 partial to the other node.
+struct NodeCrossBytes {
+  double step = 0, validation = 0;
+};
+
+NodeCrossBytes node_cross_bytes(const ShardSizes& s, int64_t layers, bool hpz, bool qwz, bool qgz) {
   auto bf16 = [](int64_t n) { return 2.0 * static_cast<double>(n); };
   auto int8 = [](int64_t n) { return static_cast<double>(n + 4 * ((n + 255) / 256)); };
   auto int4 = [](int64_t n) { return static_cast<double>((n + 1) / 2 + 4 * ((n + 255) / 256)); };
   auto weights = [&](int64_t n) { return 3.0 * (qwz ? int8(n) : bf16(n)); };
-  auto gradients = [&](int64_t n) { return qgz ? 2.0 * int4(n) : 4.0 * bf16(n); };
+  auto gradients = [&](int64_t n) { return qgz ? 2.0 * int4(n) : 3.0 * bf16(n); };
   const int64_t layer = s.layers / layers;  // the layers are equal
   const double layer_gathers = hpz ? 1.0 : 2.0;
   const double step = weights(s.embedding) + weights(s.head) + static_cast<double>(layers) * layer_gathers * weights(layer) +
                       gradients(s.embedding) + gradients(s.head) + static_cast<double>(layers) * gradients(layer);
   const double validation = weights(s.embedding) + weights(s.head) + static_cast<double>(layers) * weights(layer);
-  return steps * step + validation;
+  return {step, validation};
 }
 
-// Cross-node bytes of ZeRO-3 and each ZeRO++ combination on 2 nodes x 2 ranks: the measured bytes
-// match the formulas above (to the few bytes of metrics).
+// ZeRO++'s claim (arXiv 2306.10209), cross-node bytes per step in units of M = the bf16 model:
+// ZeRO-3 3M, +hpZ 2M, +hpZ+qwZ 1.5M, +qgZ 0.75M. On 2 nodes x 2 ranks the measured bytes match
+// the formulas above (to the few bytes of metrics), and the ratios per step the paper's within
+// 5%. Eight layers, so that the layers (gathered twice) outweigh the embedding and head (held
+// once per step) as in a real model. qgZ's ratio is against the formula: with 2 nodes the
+// cross-node all-to-all sends (nodes - 1) / nodes = half of what the paper's many nodes send.
 TEST_F(Zero3, CrossNodeBytesFollowTheZeroPlusPlusFormulas) {
   struct Variant {
     const char* name;
@@ -276,21 +283,25 @@ TEST_F(Zero3, CrossNodeBytesFollowTheZeroPlusPlusFormulas) {
        true, 0.25},
   };
   const double steps = 4;
-  std::vector<double> measured;
-  std::vector<double> expected;
+  std::vector<double> measured, expected;  // per step
   for (const auto& variant : variants) {
     const fs::path run = scratch_ / variant.name;
-    launch_two_nodes(zero_train_args(run, 4) + " --strategy zero3 --zero-wire-dtype bf16 --eval-every 0 --eval-batches 1" +
-                     variant.flags);
+    launch_two_nodes(zero_train_args(run, 4) + " --num-layers 8 --strategy zero3 --zero-wire-dtype bf16 --eval-every 0 " +
+                     "--eval-batches 1" + variant.flags);
     if (::testing::Test::HasFatalFailure()) return;
     const auto summary = nlohmann::json::parse(testing::read_file(run / "summary.json"));
     const auto& by_rank = summary.at("traffic_by_rank");
-    measured.push_back(by_rank.at(0).at("cross_node").at("sent").get<double>() +
-                       by_rank.at(1).at("cross_node").at("sent").get<double>());
-    const auto config = nlohmann::json::parse(testing::read_file(run / "config.json"));
-    expected.push_back(node_cross_bytes(shard_sizes(run, 4), config.at("num_hidden_layers").get<int64_t>(), variant.hpz,
-                                        variant.qwz, variant.qgz, steps));
-    EXPECT_NEAR(measured.back(), expected.back(), 0.002 * expected.back()) << variant.name;
+    const double node_sent = by_rank.at(0).at("cross_node").at("sent").get<double>() +
+                             by_rank.at(1).at("cross_node").at("sent").get<double>();
+    const NodeCrossBytes formula = node_cross_bytes(shard_sizes(run, 4), 8, variant.hpz, variant.qwz, variant.qgz);
+    EXPECT_NEAR(node_sent, steps * formula.step + formula.validation, 0.002 * node_sent) << variant.name;
+    measured.push_back((node_sent - formula.validation) / steps);
+    expected.push_back(formula.step);
+  }
+  for (size_t i = 1; i < variants.size(); ++i) {
+    const double ratio = measured[i] / measured[0];
+    const double reference = variants[i].qgz ? expected[i] / expected[0] : variants[i].paper_ratio;
+    EXPECT_NEAR(ratio, reference, 0.05 * reference) << variants[i].name << " against ZeRO-3";
   }
   EXPECT_LT(measured.back() / measured[0], 0.25) << "full ZeRO++ sends under a quarter of ZeRO-3's cross-node bytes";
 }

@@ -225,7 +225,9 @@ void ZeroInner::reduce(size_t index) {
   }
   reduction.input = gradients.to(zero_wire_type(options_.wire));
   reduction.output = torch::empty({unit.shard_numel}, reduction.input.scalar_type());
-  reduction.work = replica_.reduce_scatter_sum(reduction.input, reduction.output, "zero_reduce_scatter_gradients");
+  // A ring: across nodes it sends a gather's bytes, where an all-to-all would have every rank
+  // send to every remote rank.
+  reduction.work = replica_.ring_reduce_scatter_sum(reduction.input, reduction.output, "zero_reduce_scatter_gradients");
 }
 
 void ZeroInner::finish_reductions() {

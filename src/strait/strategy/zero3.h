@@ -18,7 +18,9 @@
 //     shards; the embedding's gradient last.
 // Every gather is issued one unit ahead of its use (prefetch), so the next unit's transfer runs
 // while this one computes; a unit's full weights are freed as soon as it is done. Gathers and
-// reduce-scatters go on the replica group's lane in one order that is the same on every rank.
+// reduce-scatters are rings (Group::all_gather, ring_reduce_scatter_sum: in node order only one
+// rank per node sends across) and go on the replica group's lane in one order that is the same
+// on every rank.
 // Gradients are reduce-scattered every micro-batch and accumulated in the shards in fp32.
 //
 // ZeRO++ (arXiv 2306.10209), each a switch:

@@ -271,16 +271,17 @@ NodeCrossBytes node_cross_bytes(const ShardSizes& s, int64_t layers, bool hpz, b
 TEST_F(Zero3, CrossNodeBytesFollowTheZeroPlusPlusFormulas) {
   struct Variant {
     const char* name;
+    const char* plan_method;  // strait plan's name for it
     std::string flags;
     bool hpz, qwz, qgz;
     double paper_ratio;
   };
   const std::vector<Variant> variants = {
-      {"zero3", "", false, false, false, 1.0},
-      {"hpz", " --zero-hpz-partition-size 2", true, false, false, 2.0 / 3.0},
-      {"hpz-qwz", " --zero-hpz-partition-size 2 --zero-quantized-weights", true, true, false, 0.5},
-      {"hpz-qwz-qgz", " --zero-hpz-partition-size 2 --zero-quantized-weights --zero-quantized-gradients", true, true,
-       true, 0.25},
+      {"zero3", "zero3", "", false, false, false, 1.0},
+      {"hpz", "zero3+hpz", " --zero-hpz-partition-size 2", true, false, false, 2.0 / 3.0},
+      {"hpz-qwz", "zero3+hpz+qwz", " --zero-hpz-partition-size 2 --zero-quantized-weights", true, true, false, 0.5},
+      {"hpz-qwz-qgz", "zero++", " --zero-hpz-partition-size 2 --zero-quantized-weights --zero-quantized-gradients",
+       true, true, true, 0.25},
   };
   const double steps = 4;
   std::vector<double> measured, expected;  // per step
@@ -297,6 +298,14 @@ TEST_F(Zero3, CrossNodeBytesFollowTheZeroPlusPlusFormulas) {
     EXPECT_NEAR(node_sent, steps * formula.step + formula.validation, 0.002 * node_sent) << variant.name;
     measured.push_back((node_sent - formula.validation) / steps);
     expected.push_back(formula.step);
+    // strait plan predicts a step's bytes from the same model (its shapes from the run): exactly.
+    const auto plan = testing::run_strait("plan --json --measured '" + run.string() +
+                                          "' --nodes 2 --ranks-per-node 2 --link 1gbit --wire-dtype bf16 --method " +
+                                          variant.plan_method);
+    ASSERT_EQ(plan.exit_code, 0) << plan.output;
+    const auto prediction = nlohmann::json::parse(plan.output.substr(plan.output.find('{')));
+    EXPECT_EQ(prediction.at("methods").at(0).at("cross_node_bytes_per_node_per_step").get<double>(), formula.step)
+        << variant.name;
   }
   for (size_t i = 1; i < variants.size(); ++i) {
     const double ratio = measured[i] / measured[0];

@@ -125,31 +125,66 @@ std::vector<int64_t> fragment_elements(const Workload& workload, int fragments) 
   return counts;
 }
 
-// ZeRO-3 / ZeRO++ per step (ALGORITHMS.md section 1), Gloo's ring over all ranks in node order
-// for the world collectives (a ring crosses each node boundary once, so a node sends about the
-// whole volume M); a ring reduce-scatter moves the bytes of a ring all-gather in reverse.
+// ZeRO's units as strategy/zero3.h shards them, each into ceil(elements / N) per rank: from
+// llama_shapes' order (embedding, 9 tensors a layer, final norm, the head unless tied), the
+// embedding, each layer and the head (final norm and untied LM head). Without shapes, the model
+// as one layer-like unit: the ZeRO++ paper's accounting, everything gathered twice.
+struct ZeroUnit {
+  int64_t elements = 0;
+  bool layer = false;  // gathered again for backward's recompute
+};
+
+std::vector<ZeroUnit> zero_units(const Workload& workload) {
+  const auto& shapes = workload.shapes;
+  const size_t tensors_per_layer = 9;
+  if (shapes.size() < 2 || (shapes.size() - 2) % tensors_per_layer > 1) {
+    return {{static_cast<int64_t>(std::llround(workload.params)), true}};
+  }
+  auto elements = [&](size_t index) {
+    int64_t n = 1;
+    for (int64_t d : shapes[index]) n *= d;
+    return n;
+  };
+  const size_t layers = (shapes.size() - 2) / tensors_per_layer;
+  std::vector<ZeroUnit> units = {{elements(0), false}};
+  for (size_t layer = 0; layer < layers; ++layer) {
+    int64_t total = 0;
+    for (size_t t = 0; t < tensors_per_layer; ++t) total += elements(1 + layer * tensors_per_layer + t);
+    units.push_back({total, true});
+  }
+  int64_t head = 0;
+  for (size_t t = 1 + layers * tensors_per_layer; t < shapes.size(); ++t) head += elements(t);
+  units.push_back({head, false});
+  return units;
+}
+
+// ZeRO-3 / ZeRO++ per step (ALGORITHMS.md section 1), unit by unit as strategy/zero3.h moves
+// them over all ranks in node order: each gather is a ring all-gather of the unit's encoded
+// shards (the embedding and the head once a step, each layer twice; with hpZ on several nodes a
+// layer's second gather stays inside the node), the gradients a ring reduce-scatter (the bytes of
+// a ring all-gather) or qgZ's hierarchical all-to-all.
 double zero_bytes_per_node(const Cluster& cluster, const Workload& workload, const MethodSpec& method) {
   const int n = cluster.ranks();
-  const auto params = static_cast<int64_t>(std::llround(workload.params));
-  const int64_t shard = ceil_div(params, n);
   const codec::WireDtype weights = method.qwz ? codec::WireDtype::Int8 : method.wire_dtype;
-  const double gather = busiest_node_sent(
-      cluster, [&](int rank) { return gloo::ring_allgather(rank, n, static_cast<uint64_t>(encoded_bytes(weights, shard))); });
-  // hpZ: backward gathers the node's secondary 1/k copies over the node's own links.
-  const double backward_gather = method.hpz && cluster.nodes > 1 ? 0 : gather;
-  double gradients = 0;
-  if (method.qgz && cluster.nodes > 1) {
-    // Hierarchical all-to-all: int4 slices inside the node (free), then each rank exchanges its
-    // 1/k of the node's reduced gradient with its counterparts on the other nodes.
-    const int64_t chunk = ceil_div(params, static_cast<int64_t>(cluster.ranks_per_node) * cluster.nodes);
-    const double chunk_bytes = encoded_bytes(codec::WireDtype::Int4, chunk);
-    gradients = cluster.ranks_per_node * sent(gloo::direct_alltoall(0, cluster.nodes, static_cast<uint64_t>(chunk_bytes)));
-  } else {
-    gradients = busiest_node_sent(cluster, [&](int rank) {
-      return gloo::ring_allgather(rank, n, static_cast<uint64_t>(encoded_bytes(method.wire_dtype, shard)));
-    });
+  auto ring = [&](codec::WireDtype dtype, int64_t shard) {
+    return busiest_node_sent(
+        cluster, [&](int rank) { return gloo::ring_allgather(rank, n, static_cast<uint64_t>(encoded_bytes(dtype, shard))); });
+  };
+  double bytes = 0;
+  for (const ZeroUnit& unit : zero_units(workload)) {
+    const int64_t shard = ceil_div(unit.elements, n);
+    const double gathers = unit.layer && !(method.hpz && cluster.nodes > 1) ? 2 : 1;
+    bytes += gathers * ring(weights, shard);
+    if (method.qgz && cluster.nodes > 1) {
+      // Inside the node first (free here), then each rank sends its int4 partial of the shard
+      // to its counterpart on every other node.
+      const double partial = encoded_bytes(codec::WireDtype::Int4, shard);
+      bytes += cluster.ranks_per_node * sent(gloo::direct_alltoall(0, cluster.nodes, static_cast<uint64_t>(partial)));
+    } else {
+      bytes += ring(method.wire_dtype, shard);
+    }
   }
-  return gather + backward_gather + gradients;
+  return bytes;
 }
 
 double link_seconds(const Cluster& cluster, double bytes) {

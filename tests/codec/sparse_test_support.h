@@ -11,18 +11,10 @@
 
 #include "strait/codec/sparse_codec.h"
 #include "strait/core/error.h"
+#include "error_of.h"
 
 namespace strait::testing {
 
-// The message of the strait::Error that `action` throws, or "(no error)".
-inline std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "(no error)";
-}
 
 // A tensor of `shape` as compress would shape it for `options`, with uniformly random positions
 // (k_C distinct ones a chunk), codes and side information: positions independent of any

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "strait/core/error.h"
+#include "error_of.h"
 #include "test_support.h"
 
 namespace strait {
@@ -23,15 +24,7 @@ std::vector<int64_t> steps_of(const std::vector<json>& lines) {
   return steps;
 }
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected strait::Error";
-  return "";
-}
+using testing::error_of;
 
 TEST(Metrics, WritesOneObjectPerLineAndReadsThemBack) {
   ScratchDir dir;

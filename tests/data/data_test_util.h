@@ -8,19 +8,10 @@
 #include <gtest/gtest.h>
 
 #include "strait/core/error.h"
+#include "error_of.h"
 
 namespace strait::testing {
 
-// The message of the strait::Error that `action` throws; fails the test if it throws none.
-inline std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const strait::Error& error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected a strait::Error";
-  return "";
-}
 
 // Error messages must name the thing at fault and the values involved.
 inline void expect_mentions(const std::string& message, std::initializer_list<std::string> words) {

@@ -11,6 +11,7 @@
 #include "strait/comm/gloo_algorithms.h"
 #include "strait/core/error.h"
 #include "strait/plan/plan.h"
+#include "error_of.h"
 #include "test_support.h"
 
 namespace strait::plan {
@@ -44,14 +45,7 @@ MethodSpec method(const std::string& name, int sync_every = 15) {
   return method_named(name, options);
 }
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "(no error)";
-}
+using testing::error_of;
 
 TEST(PlanLinkRate, ParsesTcRates) {
   EXPECT_DOUBLE_EQ(parse_link_rate("12.5gbit"), 12.5e9);

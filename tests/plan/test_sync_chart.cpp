@@ -12,6 +12,7 @@
 #include "strait/core/error.h"
 #include "strait/plan/plan.h"
 #include "strait/report/sync_chart.h"
+#include "error_of.h"
 #include "test_support.h"
 
 namespace strait::report {
@@ -19,15 +20,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::string chart_error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "(no error)";
-}
+using testing::error_of;
 
 // A DiLoCo cell on the testbed at 100 Mbit/s, 2 nodes: syncs at steps 3 and 6 blocked 500 and
 // 700 ms, the four other steps took 40, 50, 40 and 50 ms: H > 0.6 s / (0.1 x 45 ms) = 133.3.
@@ -157,14 +150,14 @@ TEST(PlanSyncChart, MeasuresARunsSmallestHAsBenchmarksDoes) {
       << measured_sync_table({measured_sync(scratch / "cell", 0.1)}, 0.1);
 
   write_sync_cell(scratch / "streaming", "diloco", 4);
-  EXPECT_NE(chart_error_of([&] { measured_sync(scratch / "streaming", 0.1); })
+  EXPECT_NE(error_of([&] { measured_sync(scratch / "streaming", 0.1); })
                 .find("a streaming diloco run; the smallest H is for methods that block"),
             std::string::npos);
   write_sync_cell(scratch / "loopback");
   fs::remove(scratch / "loopback" / "testbed.json");
-  EXPECT_NE(chart_error_of([&] { measured_sync(scratch / "loopback", 0.1); }).find(": no testbed.json, so no link rate"),
+  EXPECT_NE(error_of([&] { measured_sync(scratch / "loopback", 0.1); }).find(": no testbed.json, so no link rate"),
             std::string::npos);
-  EXPECT_NE(chart_error_of([&] { measured_sync(scratch / "nothing", 0.1); }).find("is not a run directory"),
+  EXPECT_NE(error_of([&] { measured_sync(scratch / "nothing", 0.1); }).find("is not a run directory"),
             std::string::npos);
 }
 
@@ -178,12 +171,12 @@ TEST(PlanSyncChart, ReplacesOnlyAnEarlierChart) {
   const std::string svg = sync_chart_svg({2, 1, 1e8}, work, cells, {}, 0.1);
   const fs::path out = scratch / "charts" / "h.svg";
   write_sync_chart(out, svg, false);  // makes its directory
-  EXPECT_EQ(chart_error_of([&] { write_sync_chart(out, svg, false); }),
+  EXPECT_EQ(error_of([&] { write_sync_chart(out, svg, false); }),
             "plan: " + out.string() + " exists (pass --overwrite to replace an earlier chart)");
-  EXPECT_EQ(chart_error_of([&] { write_sync_chart(out, svg + "<!-- again -->", true); }), "(no error)");
+  EXPECT_EQ(error_of([&] { write_sync_chart(out, svg + "<!-- again -->", true); }), "(no error)");
   EXPECT_NE(testing::read_file(out).find("again"), std::string::npos);
   testing::write_file(scratch / "notes.svg", "<svg xmlns=\"http://www.w3.org/2000/svg\"/>");
-  EXPECT_EQ(chart_error_of([&] { write_sync_chart(scratch / "notes.svg", svg, true); }),
+  EXPECT_EQ(error_of([&] { write_sync_chart(scratch / "notes.svg", svg, true); }),
             "plan: " + (scratch / "notes.svg").string() + " was not written by strait plan --chart; refusing to replace it");
   EXPECT_EQ(testing::read_file(scratch / "notes.svg"), "<svg xmlns=\"http://www.w3.org/2000/svg\"/>");
 }

@@ -412,14 +412,19 @@ Work Group::all_to_all(const torch::Tensor& input, const torch::Tensor& output, 
   return submit(impl_->alltoall(std::move(context), label, input, output, nullptr));
 }
 
-Group::Step Group::prepare_reduce_scatter_sum(const torch::Tensor& input, const torch::Tensor& output,
-                                              const std::string& label) {
-  std::string context = impl_->describe("reduce_scatter_sum");
+void Group::require_reduce_scatter_arguments(const std::string& context, const torch::Tensor& input,
+                                             const torch::Tensor& output) const {
   require_summable(context, "input", input);
   require(input.numel() % size() == 0, context,
           "input has " + std::to_string(input.numel()) + " elements, not group size " + std::to_string(size()) +
               " x output's elements");
   require_like(context, "output", output, input, input.numel() / size());
+}
+
+Group::Step Group::prepare_reduce_scatter_sum(const torch::Tensor& input, const torch::Tensor& output,
+                                              const std::string& label) {
+  std::string context = impl_->describe("reduce_scatter_sum");
+  require_reduce_scatter_arguments(context, input, output);
   torch::Tensor gathered = torch::empty_like(input);
   auto finish = [gathered, output, members = size()] {
     torch::Tensor sum = gathered.view({members, -1}).sum(0, false, accumulation_dtype(gathered.scalar_type()));
@@ -434,11 +439,7 @@ Work Group::reduce_scatter_sum(const torch::Tensor& input, const torch::Tensor& 
 
 Work Group::ring_reduce_scatter_sum(const torch::Tensor& input, const torch::Tensor& output, const std::string& label) {
   std::string context = impl_->describe("ring_reduce_scatter_sum");
-  require_summable(context, "input", input);
-  require(input.numel() % size() == 0, context,
-          "input has " + std::to_string(input.numel()) + " elements, not group size " + std::to_string(size()) +
-              " x output's elements");
-  require_like(context, "output", output, input, input.numel() / size());
+  require_reduce_scatter_arguments(context, input, output);
   return submit(impl_->ring_reduce_scatter(std::move(context), label, input, output));
 }
 

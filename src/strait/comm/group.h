@@ -156,6 +156,9 @@ class Group {
   // strait::Error with the message Work::wait() would throw. Communicator chains several steps,
   // on groups that only it uses, into one task (hierarchical_all_reduce_sum).
   using Step = std::function<void()>;
+  // Both reduce-scatters' argument checks: summable input of size() equal chunks, output one chunk.
+  void require_reduce_scatter_arguments(const std::string& context, const torch::Tensor& input,
+                                        const torch::Tensor& output) const;
   Step prepare_all_reduce_sum(const torch::Tensor& tensor, const std::string& label);
   Step prepare_all_gather(const torch::Tensor& input, const std::vector<torch::Tensor>& outputs,
                           const std::string& label);

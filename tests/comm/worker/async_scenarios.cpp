@@ -21,16 +21,6 @@ using comm::Group;
 using comm::Work;
 using Clock = std::chrono::steady_clock;
 
-// What a call threw, or "accepted".
-std::string rejection(const std::function<void()>& call) {
-  try {
-    call();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "accepted";
-}
-
 // The distinct values of a tensor, ascending.
 json distinct(const torch::Tensor& tensor) { return values(std::get<0>(torch::_unique(tensor))); }
 

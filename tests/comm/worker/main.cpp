@@ -33,6 +33,15 @@ std::string option(const Options& options, const std::string& key, const std::st
   return found == options.end() ? fallback : found->second;
 }
 
+std::string rejection(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const Error& error) {
+    return error.what();
+  }
+  return "accepted";
+}
+
 int64_t int_option(const Options& options, const std::string& key, int64_t fallback) {
   return std::stoll(option(options, key, std::to_string(fallback)));
 }

@@ -38,16 +38,6 @@ torch::Tensor qgz_exact_input(const comm::Topology& topology, int64_t chunk, int
   return input.view({-1});
 }
 
-// What run() threw, or "accepted".
-std::string qgz_rejection(const std::function<void()>& call) {
-  try {
-    call();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "accepted";
-}
-
 json qgz_case(Communicator& comm, const std::string& mode, int64_t block, int64_t chunk) {
   QuantizedReduceScatter qgz(comm.intra_node(), comm.cross_node(), static_cast<size_t>(block));
   const int world = comm.topology().world_size;
@@ -82,7 +72,7 @@ json qgz_garbage_round(Communicator& comm, int liar) {
   constexpr int64_t chunk = 100;
   if (comm.topology().rank != liar) {
     torch::Tensor output = torch::empty({chunk});
-    return {{"error", qgz_rejection([&] { qgz.run(torch::randn({comm.topology().world_size * chunk}), output); })}};
+    return {{"error", rejection([&] { qgz.run(torch::randn({comm.topology().world_size * chunk}), output); })}};
   }
   const bool intra = comm.intra_node().size() > 1;
   comm::Group& group = intra ? comm.intra_node() : comm.cross_node();
@@ -102,9 +92,9 @@ json qgz_cases(Communicator& comm, const Options&) {
   json result;
   // Rejected before anything is sent: the cases below then prove the groups still in step.
   result["rejected"] = {
-      {"input_size", qgz_rejection([&] { qgz.run(torch::zeros({world * 4 + 1}), output); })},
-      {"input_dtype", qgz_rejection([&] { qgz.run(torch::zeros({world * 4}, torch::kDouble), output); })},
-      {"swapped_groups", qgz_rejection([&] { QuantizedReduceScatter{comm.cross_node(), comm.intra_node()}; })}};
+      {"input_size", rejection([&] { qgz.run(torch::zeros({world * 4 + 1}), output); })},
+      {"input_dtype", rejection([&] { qgz.run(torch::zeros({world * 4}, torch::kDouble), output); })},
+      {"swapped_groups", rejection([&] { QuantizedReduceScatter{comm.cross_node(), comm.intra_node()}; })}};
   // Blocks of 8 cut chunks of 20 into 8 + 8 + 4; chunks of 1 and 5 are shorter than a block.
   result["cases"] = {qgz_case(comm, "exact", 8, 1), qgz_case(comm, "exact", 8, 20),
                      qgz_case(comm, "random", 256, 1001), qgz_case(comm, "random", 256, 5)};

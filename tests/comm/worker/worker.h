@@ -23,6 +23,9 @@ int64_t int_option(const Options& options, const std::string& key, int64_t fallb
 // The tensor's elements as doubles.
 json values(const torch::Tensor& tensor);
 
+// What a call threw (a strait::Error's message), or "accepted".
+std::string rejection(const std::function<void()>& call);
+
 // {"rank": group rank, "size": n, "members": global ranks}
 json describe(comm::Group& group);
 

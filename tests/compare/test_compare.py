@@ -3,7 +3,7 @@
 
   /usr/bin/python3 tests/compare/test_compare.py --strait build/strait
 
-On a tiny byte-level corpus, `nano`, 2 nodes x 1 rank, DDP and DiLoCo for 6 steps:
+On a tiny byte-level corpus, `nano`, 2 nodes x 1 rank, DDP, DiLoCo and ZeRO++ for 6 steps:
 1. the comparison runs both cells on loopback (saying that every method looks fast there),
    leaves OUT/2x1/loopback/<method>/ with run/, log.txt, command.json and done, writes
    OUT/report.html and prints the report's table with both methods and the report's path;
@@ -50,11 +50,11 @@ def main():
         data = prepare_data(strait, scratch)
         out = os.path.join(scratch, "out")
         command = [COMPARE, "--loopback", "--strait", strait, "--data", data, "--out", out,
-                   "--methods", "ddp,diloco", "--topologies", "2x1", "--preset", "nano",
+                   "--methods", "ddp,diloco,zero++", "--topologies", "2x1", "--preset", "nano",
                    "--steps", "6", "--batch-size", "2", "--seq-len", "32", "--warmup-steps", "1",
                    "--eval-every", "3", "--eval-batches", "2", "--sync-every", "3",
                    "--checkpoint-every", "3", "--precision", "fp32", "--threads", "1"]
-        cells = {m: os.path.join(out, "2x1", "loopback", m) for m in ("ddp", "diloco")}
+        cells = {m: os.path.join(out, "2x1", "loopback", m) for m in ("ddp", "diloco", "zero++")}
 
         # 1. Both cells run, the report is written and its table printed.
         first = run(command)
@@ -72,6 +72,9 @@ def main():
         rows = [line.split() for line in first.stdout.splitlines()]
         check(any(r[:2] == ["ddp", "ddp"] for r in rows), "the report's table lists DDP")
         check(any(r[:2] == ["diloco", "diloco"] for r in rows), "the report's table lists DiLoCo")
+        # One rank a node: ZeRO++ without hpZ (its copies are per node), bf16 on the wire.
+        check(any(r[:5] == ["zero++", "zero3", "+qwZ", "+qgZ", "bf16"] for r in rows),
+              "the report's table lists ZeRO++ with its switches")
         check(f"report: {report}" in first.stdout, "the report's path is printed last")
 
         # 2. The same command again runs nothing.
@@ -105,7 +108,7 @@ def main():
         # 4. A failing cell names itself and its log.
         failed_out = os.path.join(scratch, "failed")
         failing = [failed_out if word == out else word for word in command]
-        failing[failing.index("ddp,diloco")] = "ddp"
+        failing[failing.index("ddp,diloco,zero++")] = "ddp"
         fourth = run(failing + ["--", "--no-such-flag", "1"])
         check(fourth.returncode == 1, f"a failing cell ends the comparison with status 1 ({fourth.returncode})")
         ddp_log = os.path.join(failed_out, "2x1", "loopback", "ddp", "log.txt")
@@ -115,12 +118,12 @@ def main():
         # 5. An unknown method is a usage error with a did-you-mean.
         bad_out = os.path.join(scratch, "bad")
         bad = [bad_out if word == out else word for word in command]
-        bad[bad.index("ddp,diloco")] = "ddp,dilco"
+        bad[bad.index("ddp,diloco,zero++")] = "ddp,dilco"
         fifth = run(bad)
         check(fifth.returncode == 2, f"an unknown method is a usage error (exit {fifth.returncode})")
         check("unknown method 'dilco' (did you mean 'diloco'?)" in fifth.stderr,
               "the message suggests 'diloco'")
-        check("known methods: ddp, local-sgd, diloco, streaming-diloco, sparseloco" in fifth.stderr,
+        check("known methods: ddp, zero3, zero++, local-sgd, diloco, streaming-diloco, sparseloco" in fifth.stderr,
               "the message lists the known methods")
         check(not os.path.exists(bad_out), "nothing is written for a usage error")
         if fifth.returncode != 2:

@@ -141,6 +141,39 @@ TEST(ReportRuns, PlansPredictionAddsTheStartUpBroadcastToTheStepsBytes) {
   EXPECT_EQ(unfinished.plan_note, "unfinished: no summary.json");
 }
 
+TEST(ReportRuns, AZeroRunIsPlannedWithItsSwitchesAndWithoutAStartUpBroadcast) {
+  // ZeRO-3 with qwZ on 2 nodes of 1 rank, 4 steps: plan's bytes for that combination, and none
+  // for a broadcast (each rank keeps its shard of the weights it initialised).
+  testing::ScratchDir scratch;
+  write_ddp_cell(scratch / "cell");
+  testing::write_file(scratch / "cell" / "testbed.json",
+                      json({{"link", "20mbit"}, {"link_bits_per_s", 2e7}, {"nnodes", 2}, {"nproc_per_node", 1},
+                            {"nodes", {{{"delta", {{"tx_bytes", 0}, {"tx_packets", 0}}}},
+                                       {{"delta", {{"tx_bytes", 0}, {"tx_packets", 0}}}}}}})
+                          .dump());
+  std::vector<json> lines;
+  for (int step = 1; step <= 4; ++step) {
+    json line = step_line(step, step, 10);
+    line["step_ms"] = 40.0;
+    lines.push_back(line);
+  }
+  write_run(scratch / "cell" / "run", {{"strategy", "zero3"}, {"zero_quantized_weights", true}}, lines,
+            {{"wall_time_s", 4.0}, {"parameters", 1000}, {"tokens_per_step", 64}, {"world_size", 2},
+             {"traffic_by_rank", json::array()}});
+  const RunRecord run = load_run(scratch / "cell");
+  EXPECT_EQ(run.method, "zero3 +qwZ");
+  ASSERT_TRUE(run.planned_bytes_per_node.has_value()) << run.plan_note;
+  plan::MethodOptions options;
+  options.wire_dtype = codec::WireDtype::Fp32;
+  plan::MethodSpec method = plan::method_named("zero3", options);
+  method.qwz = true;
+  plan::Workload work;
+  work.params = 1000;
+  work.step_compute_s = 0.01;
+  const double per_step = plan::predict(plan::Cluster{2, 1, 2e7}, work, method).cross_node_bytes_per_node_per_step;
+  EXPECT_DOUBLE_EQ(*run.planned_bytes_per_node, 4 * per_step);
+}
+
 TEST(ReportRuns, AResumedRunContinuesItsClockAndAnUnfinishedOneIsMarked) {
   testing::ScratchDir scratch;
   write_diloco_run(scratch / "run");
@@ -179,6 +212,10 @@ TEST(ReportRuns, MethodNamesCarryTheSettingsThatDistinguishThem) {
       {{{"strategy", "local-sgd"}, {"sync_every", 8}}, "local-sgd H=8"},
       {{{"strategy", "sparseloco"}, {"sync_every", 15}, {"topk", 64}, {"outer_dtype", "fp32"}}, "sparseloco H=15 k=64"},
       {{{"strategy", "diloco"}, {"sync_every", 50}, {"inner", "ddp"}}, "diloco H=50 (ddp inside)"},
+      {{{"strategy", "zero3"}}, "zero3"},
+      {{{"strategy", "zero3"}, {"zero_hpz_partition_size", 2}, {"zero_quantized_weights", true},
+        {"zero_quantized_gradients", true}, {"zero_wire_dtype", "bf16"}},
+       "zero3 +hpZ +qwZ +qgZ bf16"},
       {{{"strategy", "diloco"}, {"sync_every", 50}, {"sync_every_seconds", 13.5}, {"throttle", "3:2"}},
        "diloco S=13.5s throttle 3:2"},
   };

@@ -48,9 +48,24 @@ T field_or(const json& object, const std::string& key, T fallback) {
 
 // "diloco H=50", "streaming diloco H=50 P=4 τ=5 int4", "sparseloco H=15 k=64", "ddp",
 // "diloco S=13.8s throttle 3:8" (time-boxed phases, one replica slowed).
+// ZeRO++'s switches as a run's configuration sets them, with their short names.
+std::vector<std::pair<bool, std::string>> zero_plus_plus_options(const json& config) {
+  return {{field_or<int64_t>(config, "zero_hpz_partition_size", 1) > 1, "hpZ"},
+          {field_or<bool>(config, "zero_quantized_weights", false), "qwZ"},
+          {field_or<bool>(config, "zero_quantized_gradients", false), "qgZ"}};
+}
+
 std::string method_of(const json& config, const fs::path& file) {
   std::string strategy = field<std::string>(config, "strategy", file);
   if (strategy == "auto") strategy = "ddp";
+  if (strategy == "zero3") {
+    std::string method = strategy;
+    for (const auto& [flag, name] : zero_plus_plus_options(config)) {
+      if (flag) method += " +" + name;
+    }
+    if (const auto wire = field_or<std::string>(config, "zero_wire_dtype", "fp32"); wire != "fp32") method += " " + wire;
+    return method;
+  }
   if (strategy != "local-sgd" && strategy != "diloco" && strategy != "sparseloco") return strategy;
   const int64_t fragments = field_or<int64_t>(config, "fragments", 1);
   std::string method = (fragments > 1 ? "streaming " : "") + strategy;
@@ -141,6 +156,16 @@ plan::MethodSpec planned_method(const json& config, const fs::path& file) {
   options.bucket_bytes = field_or<double>(config, "bucket_mb", 25) * 1024 * 1024;
   options.sparse.topk = field_or<int64_t>(config, "topk", options.sparse.topk);
   options.sparse.index_coding = codec::index_coding(field_or<std::string>(config, "index_coding", "auto"));
+  if (strategy == "zero3") {
+    options.wire_dtype = codec::parse_wire_dtype(field_or<std::string>(config, "zero_wire_dtype", "fp32"));
+    plan::MethodSpec method = plan::method_named("zero3", options);
+    const auto switches = zero_plus_plus_options(config);
+    method.hpz = switches[0].first;
+    method.qwz = switches[1].first;
+    method.qgz = switches[2].first;
+    method.name = method_of(config, file);
+    return method;
+  }
   return plan::method_named(strategy == "diloco" && fragments > 1 ? "streaming-diloco" : strategy, options);
 }
 
@@ -169,8 +194,11 @@ void predict_into(RunRecord& run, const fs::path& run_dir, const json& config) {
     const plan::Cluster cluster{run.nodes, run.ranks_per_node, shaped ? run.link_bits_per_s : 1e15};
     const plan::Prediction prediction = plan::predict(cluster, work, planned_method(config, run_dir / "train_config.json"));
     const auto steps = static_cast<double>(run.steps);
+    // Every method but ZeRO-3 starts with rank 0's weights broadcast; ZeRO-3's ranks check
+    // theirs and keep a shard each.
+    const bool broadcast = field<std::string>(config, "strategy", run_dir / "train_config.json") != "zero3";
     run.planned_bytes_per_node = prediction.cross_node_bytes_per_node_per_step * steps +
-                                 plan::weight_broadcast_bytes_per_node(cluster, work.params);
+                                 (broadcast ? plan::weight_broadcast_bytes_per_node(cluster, work.params) : 0.0);
     if (shaped) run.planned_steps_s = prediction.step_time_s * steps;
   } catch (const std::exception& error) {  // also a summary.json of unexpected types
     run.plan_note = error.what();

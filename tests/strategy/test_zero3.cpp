@@ -116,9 +116,9 @@ TEST_F(Zero3, MatchesDdpAtFourRanksAndMovesTheShardFormulasBytes) {
 
 TEST_F(Zero3, Bf16MixedMatchesDdpAndSmallerWiresTrainCloseToFp32) {
   const fs::path ddp = scratch_ / "ddp", zero = scratch_ / "zero3", wire = scratch_ / "bf16-wire";
-  auto result = launch(2, zero_train_args(ddp, 10, "bf16-mixed"));
+  auto result = launch(4, zero_train_args(ddp, 20, "bf16-mixed"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  result = launch(2, zero_train_args(zero, 10, "bf16-mixed") + " --strategy zero3");
+  result = launch(4, zero_train_args(zero, 20, "bf16-mixed") + " --strategy zero3");
   ASSERT_EQ(result.exit_code, 0) << result.output;
   // The tolerance of DDP's own bf16-mixed test against one process.
   expect_same_losses(losses_of(ddp), losses_of(zero), 2e-3, "bf16-mixed training loss");
@@ -319,13 +319,17 @@ TEST_F(Zero3, CrossNodeBytesFollowTheZeroPlusPlusFormulas) {
 // strait does not read from it is refused by name, not ignored.
 TEST_F(Zero3, DeepSpeedConfigSectionCarriesOver) {
   testing::write_file(scratch_ / "ds.json", R"({"zero_optimization": {"stage": 3, "zero_quantized_weights": true,
-                                                 "zero_hpz_partition_size": 2}})");
+                                                 "zero_hpz_partition_size": 2, "zero_quantized_gradients": true}})");
   auto result = launch(2, zero_train_args(scratch_ / "from-json", 4) + " --config '" + (scratch_ / "ds.json").string() + "'");
   ASSERT_EQ(result.exit_code, 0) << result.output;
   const auto summary = nlohmann::json::parse(testing::read_file(scratch_ / "from-json" / "summary.json"));
   EXPECT_EQ(summary.at("strategy"), "zero3");
   EXPECT_EQ(summary.at("zero_weights_wire"), "int8");
   EXPECT_EQ(summary.at("zero_hpz_partition_size"), 2);
+  // qgZ saves cross-node bytes only: on one node the reduce-scatter stays, and the run says so.
+  EXPECT_EQ(summary.at("zero_quantized_gradients"), false);
+  EXPECT_NE(result.output.find("--zero-quantized-gradients has no effect on one node"), std::string::npos)
+      << result.output;
 
   testing::write_file(scratch_ / "ds.toml", "[zero_optimization]\nstage = 3\nzero_quantized_weights = true\n");
   result = launch(2, zero_train_args(scratch_ / "from-toml", 4) + " --config '" + (scratch_ / "ds.toml").string() + "'");

@@ -14,6 +14,11 @@ namespace strait {
 
 namespace {
 
+// Reduce-scatters a backward may have in flight: each holds a unit's whole gradient, so without
+// a bound the last layers' would add up to the model's gradient in memory before the first
+// completes; two keep the link busy while the next layer computes.
+constexpr size_t kReductionsInFlight = 2;
+
 torch::ScalarType zero_wire_type(codec::WireDtype wire) {
   return wire == codec::WireDtype::Bf16 ? torch::kBFloat16 : torch::kFloat32;
 }
@@ -111,9 +116,13 @@ void ZeroInner::weights_synchronized(LlamaModel& /*model*/, bool restored) {
 void ZeroInner::write_secondary(Unit& unit, const torch::Tensor& full) {
   const int64_t begin = node_->rank() * unit.secondary_numel;
   const int64_t count = std::clamp<int64_t>(unit.numel - begin, 0, unit.secondary_numel);
-  // `full` is captured, so the gathered buffer outlives the unit's release until the copy is done.
-  unit.written = std::async(std::launch::async, [secondary = unit.secondary, full, begin, count] {
+  // `full` is captured, so the gathered buffer outlives the unit's release until the copy is
+  // done, and then let go at once: the future keeps the callable (and its captures) as long as
+  // it lives, which would hold every unit's gathered weights, the whole model, until its next
+  // write.
+  unit.written = std::async(std::launch::async, [secondary = unit.secondary, full = torch::Tensor(full), begin, count]() mutable {
                    if (count > 0) secondary.narrow(0, 0, count).copy_(full.narrow(0, begin, count));
+                   full = torch::Tensor();
                  }).share();
   unit.secondary_valid = true;
 }
@@ -230,10 +239,10 @@ void ZeroInner::reduce(size_t index) {
   reduction.work = replica_.ring_reduce_scatter_sum(reduction.input, reduction.output, "zero_reduce_scatter_gradients");
 }
 
-void ZeroInner::finish_reductions() {
+void ZeroInner::finish_reductions(size_t keep) {
   torch::NoGradGuard no_grad;
   const double scale = 1.0 / static_cast<double>(replica_.size());  // the mean over the replica
-  while (!reductions_.empty()) {
+  while (reductions_.size() > keep) {
     Reduction& reduction = reductions_.front();
     if (reduction.quantized.valid()) {
       const auto start = Clock::now();
@@ -299,11 +308,12 @@ MicroBatchResult ZeroInner::forward_backward(LlamaModel& model, const torch::Ten
     layer_inputs[static_cast<size_t>(i)] = torch::Tensor();
     reduce(layer_unit(i));
     release(layer_unit(i));
+    finish_reductions(kReductionsInFlight);
   }
   model.embed(inputs).backward(gradient);
   reduce(0);
   release(0);
-  finish_reductions();
+  finish_reductions(0);
   result.backward_seconds = seconds_since(backward_start);
   result.loss = loss.item<double>();
   return result;
@@ -332,7 +342,7 @@ double ZeroInner::batch_loss(const LlamaModel& model, const torch::Tensor& input
 
 double ZeroInner::step(LlamaModel& /*model*/, Optimizer& optimizer, double lr, double max_norm) {
   torch::NoGradGuard no_grad;
-  finish_reductions();
+  finish_reductions(0);
   // The global norm: each rank's shards hold a disjoint part of every gradient (the padding's
   // gradient is zero), so the squares summed over the replica are the whole model's.
   double squares = 0.0;

@@ -140,8 +140,9 @@ class ZeroInner final : public InnerSync {
   void issue_next_gather();
   // Starts the reduce-scatter of a unit's parameters' gradients (zero where a parameter got none).
   void reduce(size_t unit);
-  // Waits for the reduce-scatters in flight and adds their averages into the shards' gradients.
-  void finish_reductions();
+  // Waits for the oldest reduce-scatters in flight until at most `keep` remain, adding their
+  // averages into the shards' gradients.
+  void finish_reductions(size_t keep);
   double timed_wait(comm::Work& work);
   // hpZ: starts copying this rank's slice of a freshly gathered unit into its secondary.
   void write_secondary(Unit& unit, const torch::Tensor& full);

@@ -1,6 +1,8 @@
-// ZeRO-3 end to end with real processes on loopback: the same training as DDP (fp32 and
-// bf16-mixed), gather and reduce-scatter bytes equal to the shard formula, a sharded checkpoint
-// that resumes loss for loss and consolidates into the model DDP trains, and bad input.
+// ZeRO-3 and ZeRO++ end to end with real processes on loopback: the same training as DDP (fp32
+// and bf16-mixed), gather and reduce-scatter bytes equal to the shard formula, a sharded
+// checkpoint that resumes loss for loss and consolidates into the model DDP trains, hpZ changing
+// no loss (and its stale-copy bug caught), cross-node bytes per ZeRO++ combination, DeepSpeed
+// config sections and bad input.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -87,7 +89,7 @@ double operation_sent(const nlohmann::json& summary, const std::string& operatio
   return summary.at("traffic").at("operations").at(operation).at("intra_node").at("sent").get<double>();
 }
 
-TEST_F(Zero3, MatchesDdpAtFourRanksAndMovesTheShardFormulasBytes) {
+TEST_F(Zero3, MatchesDdpAtFourRanksWithTheShardFormulasBytesAndAShardedCheckpoint) {
   const fs::path ddp = scratch_ / "ddp", zero = scratch_ / "zero3";
   auto result = launch(4, zero_train_args(ddp));
   ASSERT_EQ(result.exit_code, 0) << result.output;
@@ -112,6 +114,47 @@ TEST_F(Zero3, MatchesDdpAtFourRanksAndMovesTheShardFormulasBytes) {
             4.0 * 3 * steps * (s.embedding + s.head + s.layers));
   // No full-model all-reduce of gradients: that is DDP's traffic.
   EXPECT_FALSE(summary.at("traffic").at("operations").contains("allreduce_gradients"));
+
+  // The checkpoint is sharded: each rank's directory holds its part of the weights, no rank
+  // wrote the whole model. Assembled, it is the model DDP trained (to the rounding of the
+  // gradient sums' order), and `strait export` consolidates it into one Hugging Face directory.
+  const fs::path checkpoint = zero / "checkpoints" / "step-000020";
+  EXPECT_EQ(read_checkpoint_state(checkpoint).placement, Placement::Sharded);
+  EXPECT_FALSE(fs::exists(checkpoint / "model.safetensors"));
+  for (int rank = 0; rank < 4; ++rank) {
+    EXPECT_TRUE(fs::exists(checkpoint / ("rank-0000" + std::to_string(rank)) / "model.safetensors")) << rank;
+  }
+  const LlamaModel from_shards = load_model(checkpoint);
+  const LlamaModel from_ddp = load_model(ddp / "checkpoints" / "step-000020");
+  for (size_t i = 0; i < from_ddp.parameters().size(); ++i) {
+    const auto& expected_tensor = from_ddp.parameters()[i].tensor;
+    const auto& actual_tensor = from_shards.parameters()[i].tensor;
+    ASSERT_EQ(actual_tensor.sizes(), expected_tensor.sizes()) << from_ddp.parameters()[i].name;
+    const double scale = expected_tensor.abs().max().item<double>();
+    EXPECT_LE((actual_tensor - expected_tensor).abs().max().item<double>(), 1e-5 * scale) << from_ddp.parameters()[i].name;
+  }
+  result = testing::run_strait("export --checkpoint '" + checkpoint.string() + "' --out '" + (scratch_ / "hf").string() + "'");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_TRUE(fs::exists(scratch_ / "hf" / "model.safetensors"));
+
+  // Stopped in the middle (after step 5's checkpoint) and resumed: loss for loss.
+  const fs::path resumed = scratch_ / "resumed";
+  result = launch(4, zero_train_args(resumed) + " --strategy zero3 --stop-after 7");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  result = launch(4, zero_train_args(resumed) + " --strategy zero3 --resume");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto uninterrupted = losses_of(zero), continued = losses_of(resumed);
+  ASSERT_EQ(continued.size(), uninterrupted.size());
+  for (size_t i = 0; i < uninterrupted.size(); ++i) EXPECT_EQ(continued[i], uninterrupted[i]) << "step " << i + 1;
+
+  // Resuming the sharded checkpoint with another world size or another strategy is refused.
+  result = launch(2, zero_train_args(zero, 30) + " --strategy zero3 --resume");
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find("per-rank state of 4 ranks, and this job has 2"), std::string::npos) << result.output;
+  result = launch(4, zero_train_args(zero, 30) + " --resume");
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find("it holds sharded model state and ddp keeps replicated state"), std::string::npos)
+      << result.output;
 }
 
 TEST_F(Zero3, Bf16MixedMatchesDdpAndSmallerWiresTrainCloseToFp32) {
@@ -152,52 +195,6 @@ TEST_F(Zero3, Bf16MixedMatchesDdpAndSmallerWiresTrainCloseToFp32) {
   const double per_step = embedding + head + 4 * layer, per_validation_batch = embedding + head + 2 * layer;
   EXPECT_EQ(operation_sent(qwz_summary, "zero_allgather_weights"), 10 * per_step + validation_batches * per_validation_batch);
   EXPECT_NEAR(val_losses_of(quantized).back(), val_losses_of(fp32_wire).back(), 0.02 * val_losses_of(fp32_wire).back());
-}
-
-TEST_F(Zero3, ShardedCheckpointResumesLossForLossAndConsolidatesIntoDdpsModel) {
-  const fs::path whole = scratch_ / "whole", resumed = scratch_ / "resumed", ddp = scratch_ / "ddp";
-  auto result = launch(4, zero_train_args(whole) + " --strategy zero3");
-  ASSERT_EQ(result.exit_code, 0) << result.output;
-  result = launch(4, zero_train_args(resumed) + " --strategy zero3 --stop-after 7");  // mid-run, after step 5's checkpoint
-  ASSERT_EQ(result.exit_code, 0) << result.output;
-  result = launch(4, zero_train_args(resumed) + " --strategy zero3 --resume");
-  ASSERT_EQ(result.exit_code, 0) << result.output;
-  const auto expected = losses_of(whole), actual = losses_of(resumed);
-  ASSERT_EQ(actual.size(), expected.size());
-  for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(actual[i], expected[i]) << "step " << i + 1;
-
-  // Each rank's directory holds its part of the weights; no rank wrote the whole model.
-  const fs::path checkpoint = whole / "checkpoints" / "step-000020";
-  EXPECT_EQ(read_checkpoint_state(checkpoint).placement, Placement::Sharded);
-  EXPECT_FALSE(fs::exists(checkpoint / "model.safetensors"));
-  for (int rank = 0; rank < 4; ++rank) {
-    EXPECT_TRUE(fs::exists(checkpoint / ("rank-0000" + std::to_string(rank)) / "model.safetensors")) << rank;
-  }
-  // Assembled, it is the model DDP trains (to the rounding of the gradient sums' order).
-  result = launch(4, zero_train_args(ddp));
-  ASSERT_EQ(result.exit_code, 0) << result.output;
-  const LlamaModel from_shards = load_model(checkpoint);
-  const LlamaModel from_ddp = load_model(ddp / "checkpoints" / "step-000020");
-  for (size_t i = 0; i < from_ddp.parameters().size(); ++i) {
-    const auto& expected_tensor = from_ddp.parameters()[i].tensor;
-    const auto& actual_tensor = from_shards.parameters()[i].tensor;
-    ASSERT_EQ(actual_tensor.sizes(), expected_tensor.sizes()) << from_ddp.parameters()[i].name;
-    const double scale = expected_tensor.abs().max().item<double>();
-    EXPECT_LE((actual_tensor - expected_tensor).abs().max().item<double>(), 1e-5 * scale) << from_ddp.parameters()[i].name;
-  }
-  // `strait export` consolidates it into one Hugging Face directory.
-  result = testing::run_strait("export --checkpoint '" + checkpoint.string() + "' --out '" + (scratch_ / "hf").string() + "'");
-  ASSERT_EQ(result.exit_code, 0) << result.output;
-  EXPECT_TRUE(fs::exists(scratch_ / "hf" / "model.safetensors"));
-
-  // Resuming the sharded checkpoint with another world size or another strategy is refused.
-  result = launch(2, zero_train_args(whole, 30) + " --strategy zero3 --resume");
-  EXPECT_NE(result.exit_code, 0);
-  EXPECT_NE(result.output.find("per-rank state of 4 ranks, and this job has 2"), std::string::npos) << result.output;
-  result = launch(4, zero_train_args(whole, 30) + " --resume");
-  EXPECT_NE(result.exit_code, 0);
-  EXPECT_NE(result.output.find("it holds sharded model state and ddp keeps replicated state"), std::string::npos)
-      << result.output;
 }
 
 // The seed paper's check (arXiv 2407.01614): with hpZ's secondary copies, prefetch on, the losses

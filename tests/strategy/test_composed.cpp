@@ -94,7 +94,7 @@ TEST(StrategyConfiguration, MeaninglessCombinationsFailBeforeAnyProcessConnects)
       {"zero3", "ddp", "auto", 50, "inner 'ddp' needs an outer method"},
       {"ddp", "single", "auto", 50, "inner 'single' needs an outer method"},
       {"ddp", "auto", "2", 50, "replica_ranks '2' needs an outer method"},
-      {"local-sgd", "bogus", "auto", 50, "inner must be auto, single or ddp, got 'bogus'"},
+      {"local-sgd", "bogus", "auto", 50, "inner must be auto, single, ddp or zero3, got 'bogus'"},
       {"local-sgd", "auto", "two", 50, "replica_ranks must be a positive number of ranks, node or auto, got 'two'"},
       {"local-sgd", "auto", "0", 50, "replica_ranks must be a positive number of ranks"},
       {"local-sgd", "auto", "auto", 0, "sync_every must be >= 1"},
@@ -102,6 +102,8 @@ TEST(StrategyConfiguration, MeaninglessCombinationsFailBeforeAnyProcessConnects)
       {"local-sgd", "single", "2", 50, "inner single needs one-rank replicas, but replicas have 2 ranks"},
       {"local-sgd", "single", "node", 50, "inner single needs one-rank replicas, but replicas have 2 ranks"},
       {"local-sgd", "ddp", "1", 50, "inner ddp needs replicas of at least 2 ranks"},
+      {"diloco", "zero3", "1", 50, "inner zero3 shards each replica's model over its ranks and needs replicas of at least 2 ranks"},
+      {"zero3", "zero3", "auto", 50, "inner 'zero3' needs an outer method"},
   };
   for (const Case& c : cases) {
     TrainConfig config = base;

@@ -57,8 +57,8 @@ TEST(OuterSgd, DilocoStepsFollowNesterovMomentumOnThePseudoGradient) {
   options.lr = 0.7;
   options.momentum = 0.9;
   OuterSgd diloco(std::make_unique<ReplicaExchange>(nullptr, nullptr, codec::WireDtype::Fp32), options);
-  diloco.prepare(model);
-  diloco.start_from(model);
+  diloco.prepare(model.config().num_layers, model.parameters());
+  diloco.start_from(model.parameters());
 
   // The reference, in float64: θ, m; each window the "inner steps" move the weights by a
   // random amount, then Δ = θ − θ_r, m = μ m + Δ, θ = θ − lr (Δ + μ m). And the same in
@@ -71,9 +71,9 @@ TEST(OuterSgd, DilocoStepsFollowNesterovMomentumOnThePseudoGradient) {
   for (int64_t window = 1; window <= 3; ++window) {
     const torch::Tensor inner = flat_weights(model) + 0.01 * torch::randn({theta.numel()});
     set_weights(model, inner);
-    diloco.after_step(2 * window - 1, model, false);  // not due: nothing changes
+    diloco.after_step(2 * window - 1, model.parameters(), false);  // not due: nothing changes
     ASSERT_TRUE(torch::equal(flat_weights(model), inner)) << "window " << window;
-    diloco.after_step(2 * window, model, false);
+    diloco.after_step(2 * window, model.parameters(), false);
     const torch::Tensor delta = theta - inner.to(torch::kDouble);
     momentum = 0.9 * momentum + delta;
     theta = theta - 0.7 * (delta + 0.9 * momentum);
@@ -110,8 +110,8 @@ TEST(OuterSgd, StreamingFragmentsSyncOnTheirOffsetsOverlapInnerStepsAndMix) {
   options.fragment_mix = 0.5;
   OuterSgd streaming(std::make_unique<ReplicaExchange>(nullptr, nullptr, codec::WireDtype::Fp32), options,
                      std::make_unique<ReplicaExchange>(nullptr, nullptr, codec::WireDtype::Fp32));
-  streaming.prepare(model);
-  streaming.start_from(model);
+  streaming.prepare(model.config().num_layers, model.parameters());
+  streaming.start_from(model.parameters());
 
   std::vector<torch::Tensor> in_fragment(2);  // float64 masks, from the parameter names
   for (const auto& parameter : model.parameters()) {
@@ -135,7 +135,7 @@ TEST(OuterSgd, StreamingFragmentsSyncOnTheirOffsetsOverlapInnerStepsAndMix) {
     const bool final_step = step == 10;
     const torch::Tensor inner = flat_weights(model) + 0.01 * torch::randn({theta.numel()});
     set_weights(model, inner);
-    streaming.after_step(step, model, final_step);
+    streaming.after_step(step, model.parameters(), final_step);
     torch::Tensor expected = inner.to(torch::kDouble);
     std::vector<bool> applied(2, false);
     const int started = step % 4 == 0 ? 0 : step % 4 == 2 ? 1 : -1;
@@ -185,8 +185,8 @@ TEST(OuterSgd, SparseLoCoStepsWithTheDecodedPayloadAndItsErrorBuffersKeepTheRest
   codec::SparseOptions sparse;  // k = 64 per 4096, 4 bins, β = 0.95
   sparse.index_coding = codec::IndexCoding::Fixed;  // so that the payload's size is the shape formula
   OuterSgd sparseloco(std::make_unique<SparseExchange>(nullptr, nullptr, sparse, codec::Aggregation::Mean), options);
-  sparseloco.prepare(model);
-  sparseloco.start_from(model);
+  sparseloco.prepare(model.config().num_layers, model.parameters());
+  sparseloco.start_from(model.parameters());
   EXPECT_EQ(sparseloco.name(), "sparseloco");
 
   // Per fragment (contiguous in nano's parameter order): its tensors' shapes and the figures the
@@ -217,7 +217,7 @@ TEST(OuterSgd, SparseLoCoStepsWithTheDecodedPayloadAndItsErrorBuffersKeepTheRest
     const Part& part = parts[p];
     const torch::Tensor inner = flat_weights(model) + 0.01 * torch::randn({theta.numel()});
     set_weights(model, inner);
-    sparseloco.after_step(step, model, false);
+    sparseloco.after_step(step, model.parameters(), false);
     const torch::Tensor after = flat_weights(model).to(torch::kDouble);
     const torch::Tensor other = after.narrow(0, parts[1 - p].offset, parts[1 - p].size);
     EXPECT_TRUE(torch::equal(other, inner.to(torch::kDouble).narrow(0, parts[1 - p].offset, parts[1 - p].size)))
@@ -290,15 +290,15 @@ TEST(OuterSgd, TimeBoxedPhasesWeightEachReplicaByTheStepsItRan) {
         outer_options.sync_every_seconds = 3600;  // the votes below end the phases
         OuterSgd outer(std::make_unique<ReplicaExchange>(&own, &across, codec::WireDtype::Fp32), outer_options);
         LlamaModel model(model_preset("nano", 256));
-        outer.prepare(model);
+        outer.prepare(model.config().num_layers, model.parameters());
         const auto parameters = flat_weights(model).numel();
         set_weights(model, torch::zeros({parameters}));
-        outer.start_from(model);
+        outer.start_from(model.parameters());
         set_weights(model, torch::full({parameters}, rank == 0 ? 1.0f : 4.0f));
         auto phase = [&](int64_t first_step, int64_t steps) {
           for (int64_t step = first_step; step < first_step + steps; ++step) {
             outer.offer_votes({false, step + 1 == first_step + steps});
-            outer.after_step(step, model, false);
+            outer.after_step(step, model.parameters(), false);
           }
           const torch::Tensor weights = flat_weights(model);
           seen[rank].push_back(weights[0].item<float>());

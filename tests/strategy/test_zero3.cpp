@@ -1,8 +1,10 @@
 // ZeRO-3 and ZeRO++ end to end with real processes on loopback: the same training as DDP (fp32
 // and bf16-mixed), gather and reduce-scatter bytes equal to the shard formula, a sharded
 // checkpoint that resumes loss for loss and consolidates into the model DDP trains, hpZ changing
-// no loss (and its stale-copy bug caught), cross-node bytes per ZeRO++ combination, DeepSpeed
-// config sections and bad input.
+// no loss (and its stale-copy bug caught), cross-node bytes per ZeRO++ combination, ZeRO-3 inside
+// DiLoCo's replicas, DeepSpeed config sections and bad input.
+#include <cmath>
+
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -37,18 +39,29 @@ class Zero3 : public ::testing::Test {
                                std::to_string(testing::free_tcp_port()) + " -- " + args);
   }
 
-  // Two "nodes" of two ranks on this machine: two launchers, as on two hosts. `environment` is
-  // prefixed to both (e.g. a fault switch). Fails the test, with both nodes' logs, unless both exit 0.
-  void launch_two_nodes(const std::string& args, const std::string& environment = "") const {
-    const std::string launch = environment + " '" STRAIT_BINARY "' launch --nproc-per-node 2 --nnodes 2 --master-port " +
+  // `nodes` "nodes" of `per_node` ranks on this machine: a launcher each, as on separate hosts.
+  // `environment` is prefixed to every launcher (e.g. a fault switch). Fails the test, with the
+  // nodes' logs, unless every one exits 0.
+  void launch_nodes(int nodes, int per_node, const std::string& args, const std::string& environment = "") const {
+    const std::string launch = environment + " '" STRAIT_BINARY "' launch --nproc-per-node " + std::to_string(per_node) +
+                               " --nnodes " + std::to_string(nodes) + " --master-port " +
                                std::to_string(testing::free_tcp_port()) + " --node-rank ";
-    const std::string script = "cd '" + scratch_.path().string() + "'\n" + launch + "1 -- " + args +
-                               " > node1.log 2>&1 &\n" + launch + "0 -- " + args +
-                               " > node0.log 2>&1\necho node0-exit=$?\nwait $!; echo node1-exit=$?\n";
-    testing::write_file(scratch_ / "two-nodes.sh", script);
-    const auto result = testing::run_command("bash '" + (scratch_ / "two-nodes.sh").string() + "'");
-    ASSERT_NE(result.output.find("node0-exit=0"), std::string::npos) << testing::read_file(scratch_ / "node0.log");
-    ASSERT_NE(result.output.find("node1-exit=0"), std::string::npos) << testing::read_file(scratch_ / "node1.log");
+    std::string script = "cd '" + scratch_.path().string() + "'\n";
+    for (int node = nodes - 1; node >= 0; --node) {
+      const std::string n = std::to_string(node);
+      script += launch + n + " -- " + args + " > node" + n + ".log 2>&1 & pid" + n + "=$!\n";
+    }
+    for (int node = 0; node < nodes; ++node) {
+      const std::string n = std::to_string(node);
+      script += "wait $pid" + n + "; echo node" + n + "-exit=$?\n";
+    }
+    testing::write_file(scratch_ / "nodes.sh", script);
+    const auto result = testing::run_command("bash '" + (scratch_ / "nodes.sh").string() + "'");
+    for (int node = 0; node < nodes; ++node) {
+      const std::string exited = "node" + std::to_string(node) + "-exit=0";
+      ASSERT_NE(result.output.find(exited), std::string::npos)
+          << testing::read_file(scratch_ / ("node" + std::to_string(node) + ".log"));
+    }
   }
 
   testing::ScratchDir scratch_;
@@ -205,9 +218,9 @@ TEST_F(Zero3, HpzChangesNoLossAndTheStaleSecondaryBugIsCaught) {
   const fs::path plain = scratch_ / "plain", secondary = scratch_ / "hpz", stale = scratch_ / "stale";
   // Two micro-batches a step: the second one's forward gathers from the secondary copies too.
   const std::string accumulate = " --grad-accum 2";
-  launch_two_nodes(zero_train_args(plain, 50) + accumulate + " --strategy zero3");
-  launch_two_nodes(zero_train_args(secondary, 50) + accumulate + hpz + " --stop-after 27");
-  launch_two_nodes(zero_train_args(secondary, 50) + accumulate + hpz + " --resume");
+  launch_nodes(2, 2, zero_train_args(plain, 50) + accumulate + " --strategy zero3");
+  launch_nodes(2, 2, zero_train_args(secondary, 50) + accumulate + hpz + " --stop-after 27");
+  launch_nodes(2, 2, zero_train_args(secondary, 50) + accumulate + hpz + " --resume");
   const auto expected = losses_of(plain), actual = losses_of(secondary);
   ASSERT_EQ(expected.size(), 50u);
   ASSERT_EQ(actual.size(), expected.size());
@@ -222,7 +235,7 @@ TEST_F(Zero3, HpzChangesNoLossAndTheStaleSecondaryBugIsCaught) {
 
   // The fault switch keeps the secondary copies across optimizer steps: gathers then serve
   // weights from before the update, and the losses leave ZeRO-3's.
-  launch_two_nodes(zero_train_args(stale, 50) + accumulate + hpz, "STRAIT_TEST_SKIP_HPZ_REFRESH=1");
+  launch_nodes(2, 2, zero_train_args(stale, 50) + accumulate + hpz, "STRAIT_TEST_SKIP_HPZ_REFRESH=1");
   const auto stale_losses = losses_of(stale);
   ASSERT_EQ(stale_losses.size(), expected.size());
   EXPECT_EQ(stale_losses[0], expected[0]) << "the first step has no stale copy yet";
@@ -284,7 +297,7 @@ TEST_F(Zero3, CrossNodeBytesFollowTheZeroPlusPlusFormulas) {
   std::vector<double> measured, expected;  // per step
   for (const auto& variant : variants) {
     const fs::path run = scratch_ / variant.name;
-    launch_two_nodes(zero_train_args(run, 4) + " --num-layers 8 --strategy zero3 --zero-wire-dtype bf16 --eval-every 0 " +
+    launch_nodes(2, 2, zero_train_args(run, 4) + " --num-layers 8 --strategy zero3 --zero-wire-dtype bf16 --eval-every 0 " +
                      "--eval-batches 1" + variant.flags);
     if (::testing::Test::HasFatalFailure()) return;
     const auto summary = nlohmann::json::parse(testing::read_file(run / "summary.json"));
@@ -347,6 +360,80 @@ TEST_F(Zero3, DeepSpeedConfigSectionCarriesOver) {
       << result.output;
 }
 
+TEST_F(Zero3, InsideDilocoReplicasTrainsAsDdpInsideWithShardedOuterStateZeroPlusPlusAndAMidWindowResume) {
+  // DiLoCo over 2 replicas of 2 ranks, H = 4: ZeRO-3 inside each replica against DDP inside.
+  // Only the order of the gradient sums differs; the outer exchange averages the same values.
+  const std::string diloco = " --strategy diloco --replica-ranks 2 --sync-every 4";
+  const fs::path ddp = scratch_ / "diloco-ddp", zero = scratch_ / "diloco-zero3", resumed = scratch_ / "resumed";
+  auto result = launch(4, zero_train_args(ddp) + diloco + " --inner ddp");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  result = launch(4, zero_train_args(zero) + diloco + " --inner zero3");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  expect_same_losses(losses_of(ddp), losses_of(zero), 1e-5, "training loss");
+  expect_same_losses(val_losses_of(ddp), val_losses_of(zero), 1e-5, "validation loss");
+
+  const auto summary = nlohmann::json::parse(testing::read_file(zero / "summary.json"));
+  EXPECT_EQ(summary.at("strategy"), "diloco(zero3 x 2)");
+  // Each rank exchanges its own shard with the same shard of the other replica, and nothing is
+  // assembled inside the replica: per sync (steps 4, 8, ..., 20) rank 0 sends half its shard to
+  // the other owner and its mean of the other half back (2 x 4 bytes x P/2, fp32), and the
+  // 8-byte weight hash.
+  const ShardSizes s = shard_sizes(zero, 2);
+  const double shard = static_cast<double>(s.embedding + s.layers + s.head);  // rank 0's: no padding
+  EXPECT_EQ(summary.at("traffic_by_rank").at(0).at("cross_replica").at("sent").get<double>(),
+            5 * (2 * 4 * std::ceil(shard / 2) + 8));
+  for (const auto& [operation, traffic] : summary.at("traffic").at("operations").items()) {
+    EXPECT_EQ(operation.find("/in_replica"), std::string::npos) << operation;
+  }
+  const auto ddp_summary = nlohmann::json::parse(testing::read_file(ddp / "summary.json"));
+  EXPECT_TRUE(ddp_summary.at("traffic").at("operations").contains("outer_pseudo_gradient/in_replica"));
+
+  // The checkpoint is sharded over each replica's 2 ranks, the outer weights and momentum too
+  // (per rank, its shard's part); consolidated, it is the model DDP inside trained.
+  const fs::path checkpoint = zero / "checkpoints" / "step-000020";
+  const CheckpointState state = read_checkpoint_state(checkpoint);
+  EXPECT_EQ(state.placement, Placement::Sharded);
+  EXPECT_EQ(state.world_size, 4);
+  EXPECT_EQ(state.shard_ranks, 2);
+  EXPECT_FALSE(fs::exists(checkpoint / "strategy.safetensors")) << "no rank holds the whole outer state";
+  const auto outer_state = SafetensorsFile::load(checkpoint / "rank-00000" / "strategy.safetensors");
+  EXPECT_EQ(tensor_from_file(outer_state, "outer.weights").numel(), static_cast<int64_t>(shard));
+  EXPECT_EQ(tensor_from_file(outer_state, "outer.momentum").numel(), static_cast<int64_t>(shard));
+  const LlamaModel from_shards = load_model(checkpoint);
+  const LlamaModel from_ddp = load_model(ddp / "checkpoints" / "step-000020");
+  for (size_t i = 0; i < from_ddp.parameters().size(); ++i) {
+    EXPECT_TRUE(torch::allclose(from_shards.parameters()[i].tensor, from_ddp.parameters()[i].tensor, 1e-4, 1e-5))
+        << from_ddp.parameters()[i].name;
+  }
+
+  // ZeRO++ inside replicas of whole nodes. 2 nodes x 2 ranks, a replica per node: hpZ's copies
+  // change no loss. 4 nodes x 1 rank, replicas of 2 nodes: qgZ's int4 all-to-all runs across
+  // each replica's 2 nodes instead of the reduce-scatter (its groups' layout is checked when
+  // they are made). Its int4 gradients move this short run's validation losses by 2-4%
+  // (measured; DiLoCo's outer momentum carries each window's difference on, where ZeRO-3 alone
+  // with qgZ on 2 nodes x 1 rank moved them 0.7%), hence the 5%.
+  const fs::path hpz = scratch_ / "hpz", qgz = scratch_ / "qgz";
+  launch_nodes(2, 2, zero_train_args(hpz) + " --strategy diloco --replica-ranks node --sync-every 4 --inner zero3 "
+                     "--zero-hpz-partition-size 2");
+  EXPECT_EQ(losses_of(hpz), losses_of(zero));
+  EXPECT_EQ(val_losses_of(hpz), val_losses_of(zero));
+  EXPECT_GT(nlohmann::json::parse(testing::read_file(hpz / "summary.json")).at("zero_hpz_secondary_gathers"), 0);
+  launch_nodes(4, 1, zero_train_args(qgz) + diloco + " --inner zero3 --zero-quantized-gradients");
+  expect_same_losses(val_losses_of(zero), val_losses_of(qgz), 0.05, "validation loss with qgZ");
+  const auto qgz_operations = nlohmann::json::parse(testing::read_file(qgz / "summary.json")).at("traffic").at("operations");
+  EXPECT_TRUE(qgz_operations.contains("qgz_alltoall_cross"));
+  EXPECT_FALSE(qgz_operations.contains("zero_reduce_scatter_gradients"));
+
+  // Stopped at step 6, inside the window of steps 5-8 (the replicas' shards differ there),
+  // then resumed: loss for loss the run above.
+  result = launch(4, zero_train_args(resumed) + diloco + " --inner zero3 --stop-after 6");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  result = launch(4, zero_train_args(resumed) + diloco + " --inner zero3 --resume");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_EQ(losses_of(resumed), losses_of(zero));
+  EXPECT_EQ(val_losses_of(resumed), val_losses_of(zero));
+}
+
 TEST_F(Zero3, BadSettingsAreRefusedBeforeTraining) {
   auto result = testing::run_strait(zero_train_args(scratch_ / "one") + " --strategy zero3");
   EXPECT_NE(result.exit_code, 0);
@@ -365,9 +452,15 @@ TEST_F(Zero3, BadSettingsAreRefusedBeforeTraining) {
   EXPECT_NE(result.output.find("zero_hpz_partition_size 3 must be 1 (off) or the ranks per node, 2 in this job"),
             std::string::npos)
       << result.output;
+  result = launch(4, zero_train_args(scratch_ / "hpz-split") +
+                        " --strategy diloco --inner zero3 --replica-ranks 2 --zero-hpz-partition-size 4");
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find("group a replica's ranks by node, but replicas of 2 ranks split nodes of 4"),
+            std::string::npos)
+      << result.output;
   result = testing::run_strait(zero_train_args(scratch_ / "qwz") + " --zero-quantized-weights");
   EXPECT_NE(result.exit_code, 0);
-  EXPECT_NE(result.output.find("(ZeRO++) need --strategy zero3, not 'auto'"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("(ZeRO++) need --strategy zero3 or --inner zero3, not 'auto'"), std::string::npos) << result.output;
 }
 
 }  // namespace

@@ -24,13 +24,14 @@ QuantizedReduceScatter::QuantizedReduceScatter(Group& intra_node, Group& cross_n
   // which is local-rank order and node order only with this layout: check it rather than
   // silently reduce the wrong chunks.
   const int k = intra_node.size(), node = cross_node.rank(), local = intra_node.rank();
+  const int first = cross_node.members()[0] - local;  // of the ranks reduced over
   bool laid_out = true;
-  for (int j = 0; j < k; ++j) laid_out = laid_out && intra_node.members()[j] == node * k + j;
-  for (int b = 0; b < cross_node.size(); ++b) laid_out = laid_out && cross_node.members()[b] == b * k + local;
+  for (int j = 0; j < k; ++j) laid_out = laid_out && intra_node.members()[j] == first + node * k + j;
+  for (int b = 0; b < cross_node.size(); ++b) laid_out = laid_out && cross_node.members()[b] == first + b * k + local;
   require(laid_out, kQgzContext,
           "groups " + describe_group(intra_node) + " and " + describe_group(cross_node) +
-              " are not this rank's node and its local index on every node (expected world rank = node * " +
-              std::to_string(k) + " + local)");
+              " are not this rank's node and its local index on every node (expected global rank = " +
+              std::to_string(first) + " + node * " + std::to_string(k) + " + local)");
 }
 
 void QuantizedReduceScatter::run(const torch::Tensor& input, torch::Tensor& output) {

@@ -1,5 +1,5 @@
-// ZeRO++'s qgZ: a gradient reduce-scatter over the job's world as a quantized, hierarchical
-// all-to-all (ALGORITHMS.md section 1). Values cross the network as int4 codes with one float32
+// ZeRO++'s qgZ: a gradient reduce-scatter over the job's world (or one replica's whole nodes)
+// as a quantized, hierarchical all-to-all (ALGORITHMS.md section 1). Values cross the network as int4 codes with one float32
 // scale per block (codec::WireCodec): each all-to-all moves about 1/8 of the bytes of a float32
 // one. Across nodes a rank sends one encoded chunk to each other node, where a float32
 // reduce-scatter over the world sends a float32 chunk to each of that node's k ranks: 1/(8k).
@@ -11,7 +11,7 @@
 //   shard.div_(W);                                              // average = sum / W
 //
 // The algorithm, with k ranks per node, `nodes` nodes, N = k * nodes and S = output's elements
-// (world rank = node * k + local, topology.h):
+// (world rank = node * k + local, topology.h; for a replica, counted from its first rank):
 //   1. inside the node: for each local index j, this rank int4-encodes the `nodes` chunks
 //      {b * k + j : every node b} and sends them to local rank j, in one all_to_all on
 //      intra_node (label kIntraLabel); it decodes the k bundles it receives and sums them in
@@ -56,18 +56,20 @@ class QuantizedReduceScatter {
   static constexpr const char* kIntraLabel = "qgz_alltoall_intra";
   static constexpr const char* kCrossLabel = "qgz_alltoall_cross";
 
-  // intra_node: this rank's node's ranks (k of them); cross_node: the ranks with this rank's
-  // local index on every node (one per node). World ranks are contiguous per node: world rank =
-  // node * k + local (see comm/topology.h). Both groups must outlive this object.
+  // The ranks reduced over are the world's, or a replica's: consecutive global ranks from F
+  // (0 for the world), whole nodes. intra_node: this rank's node's ranks (k of them);
+  // cross_node: the ranks with this rank's local index on every one of those nodes. Global ranks
+  // are contiguous per node: rank = F + node * k + local, node counted from F's (see
+  // comm/topology.h). Both groups must outlive this object.
   // Throws strait::Error if the groups' members do not have that layout (e.g. the two groups
   // swapped), or if block_size is 0.
   QuantizedReduceScatter(Group& intra_node, Group& cross_node,
                          size_t block_size = codec::WireCodec::kDefaultBlock);
 
-  // input: N * S float32 elements, chunk r (elements [r S, (r+1) S)) destined for world rank r.
-  // output: S float32 elements, overwritten with the sum over all N ranks of their chunk `this
-  // world rank` (see above for how, and for the error bound). Blocking: returns when output is
-  // complete. Every rank of the world must call it, in the same order, with the same S.
+  // input: N * S float32 elements, chunk r (elements [r S, (r+1) S)) destined for rank F + r.
+  // output: S float32 elements, overwritten with the sum over all N ranks of their chunk for
+  // this rank (see above for how, and for the error bound). Blocking: returns when output is
+  // complete. Every one of the N ranks must call it, in the same order, with the same S.
   // Throws strait::Error:
   // - before anything is sent, if a tensor is undefined, not on the CPU, not contiguous, empty,
   //   not float32, or input does not hold N * output.numel() elements (the groups stay usable);

@@ -53,7 +53,7 @@ const std::vector<OptionSpec> kOptions = {
     {"strategy",
      "auto (one process: single; several: ddp), ddp, zero3, or an outer method: local-sgd, diloco, sparseloco",
      &TrainConfig::strategy},
-    {"inner", "method inside each replica of an outer method: auto, single or ddp", &TrainConfig::inner},
+    {"inner", "method inside each replica of an outer method: auto, single, ddp or zero3", &TrainConfig::inner},
     {"replica_ranks", "ranks per replica of an outer method: a number, node, or auto (1)", &TrainConfig::replica_ranks},
     {"sync_every", "outer methods: inner steps between outer synchronisations (H)", &TrainConfig::sync_every},
     {"sync_every_seconds",
@@ -341,11 +341,11 @@ void validate_strategy_choice(const TrainConfig& config) {
           "zero_hpz_partition_size must be >= 1 (1: off), got " + std::to_string(config.zero_hpz_partition_size));
   const bool zero_plus_plus =
       config.zero_quantized_weights || config.zero_quantized_gradients || config.zero_hpz_partition_size > 1;
-  require(!zero_plus_plus || config.strategy == "zero3",
-          "zero_quantized_weights, zero_quantized_gradients and zero_hpz_partition_size (ZeRO++) need --strategy zero3, "
-          "not '" + config.strategy + "'");
-  require(is_one_of(config.inner, {"auto", "single", "ddp"}),
-          "inner must be auto, single or ddp, got '" + config.inner + "'");
+  require(is_one_of(config.inner, {"auto", "single", "ddp", "zero3"}),
+          "inner must be auto, single, ddp or zero3, got '" + config.inner + "'");
+  require(!zero_plus_plus || config.strategy == "zero3" || config.inner == "zero3",
+          "zero_quantized_weights, zero_quantized_gradients and zero_hpz_partition_size (ZeRO++) need --strategy zero3 "
+          "or --inner zero3, not '" + config.strategy + "'");
   const bool outer = has_outer_method(config);
   if (!outer) {
     require(config.inner == "auto", "inner '" + config.inner +

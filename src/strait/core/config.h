@@ -61,7 +61,7 @@ struct TrainConfig {
   // synchronises every step with the inner method; an outer method synchronises the replicas
   // after optimizer steps (see strategy/strategy.h).
   std::string strategy = "auto";       // auto (single process or ddp), ddp, zero3, local-sgd, diloco, sparseloco
-  std::string inner = "auto";          // auto, single (one-rank replicas), ddp
+  std::string inner = "auto";          // auto, single (one-rank replicas), ddp, zero3
   std::string replica_ranks = "auto";  // ranks per replica: a number, "node", or auto (1 for outer methods)
   int64_t sync_every = 50;             // outer methods: inner steps between outer synchronisations (H)
   // local-sgd, diloco: time-box each inner phase to S seconds instead of H steps (0: H steps).

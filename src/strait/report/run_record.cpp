@@ -86,7 +86,9 @@ std::string method_of(const json& config, const fs::path& file) {
   if (const auto dtype = field_or<std::string>(config, "outer_dtype", "fp32"); strategy != "sparseloco" && dtype != "fp32") {
     method += " " + dtype;
   }
-  if (const auto inner = field_or<std::string>(config, "inner", "auto"); inner == "ddp") method += " (ddp inside)";
+  if (const auto inner = field_or<std::string>(config, "inner", "auto"); inner == "ddp" || inner == "zero3") {
+    method += " (" + inner + " inside)";
+  }
   if (const auto throttle = field_or<std::string>(config, "throttle", ""); !throttle.empty()) {
     method += " throttle " + throttle;
   }
@@ -175,6 +177,10 @@ plan::MethodSpec planned_method(const json& config, const fs::path& file) {
 void predict_into(RunRecord& run, const fs::path& run_dir, const json& config) {
   if (field_or<double>(config, "sync_every_seconds", 0) > 0) {
     run.plan_note = "its inner phases were time-boxed (--sync-every-seconds), and plan models a fixed H";
+    return;
+  }
+  if (field_or<std::string>(config, "inner", "auto") == "zero3") {
+    run.plan_note = "ZeRO-3 inside an outer method's replicas is not in plan's model";
     return;
   }
   try {

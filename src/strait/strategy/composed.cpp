@@ -64,15 +64,28 @@ class ComposedStrategy final : public Strategy {
   int rank() const override { return comm_ ? comm_->topology().rank : 0; }
   int world_size() const override { return comm_ ? comm_->topology().world_size : 1; }
   int replica_index() const override { return replica_ ? replica_->members()[0] / replica_->size() : 0; }
+  int replica_ranks() const override { return replica_ ? replica_->size() : 1; }
+  bool has_outer_method() const override { return outer_ != nullptr; }
   Placement model_placement() const override { return placement_; }
 
   void prepare(const LlamaModel& model) override {
     inner_->prepare(model);
-    if (outer_) outer_->prepare(model);
+    if (outer_) outer_->prepare(model.config().num_layers, inner_->replica_weights(model));
   }
 
-  NamedTensors replicated_state() override { return outer_ ? outer_->state() : NamedTensors{}; }
-  NamedTensors rank_state() override { return outer_ ? outer_->rank_state() : NamedTensors{}; }
+  // The outer method's state is the same on every rank, except with ZeRO-3 inside, where each
+  // rank keeps the part of it that belongs to its shard: checkpoints then keep it per rank.
+  NamedTensors replicated_state() override {
+    return outer_ && placement_ != Placement::Sharded ? outer_->state() : NamedTensors{};
+  }
+  NamedTensors rank_state() override {
+    if (!outer_) return {};
+    NamedTensors state = outer_->rank_state();
+    if (placement_ == Placement::Sharded) {
+      for (auto& entry : outer_->state()) state.push_back(std::move(entry));
+    }
+    return state;
+  }
 
   double take_blocked_seconds() override { return inner_->take_blocked_seconds(); }
 
@@ -82,7 +95,7 @@ class ComposedStrategy final : public Strategy {
 
   void synchronize_weights(LlamaModel& model, bool restored) override {
     if (!comm_) {
-      if (outer_ && !restored) outer_->start_from(model);
+      if (outer_ && !restored) outer_->start_from(inner_->replica_weights(model));
       return;
     }
     if (restored && placement_ == Placement::PerRank) {
@@ -95,6 +108,7 @@ class ComposedStrategy final : public Strategy {
       // from the seed; checked, not broadcast, since each rank keeps only its shard of them.
       if (!restored) require_same_weights(comm_->world(), model, "after initialisation");
       inner_->weights_synchronized(model, restored);
+      if (outer_ && !restored) outer_->start_from(inner_->replica_weights(model));
       return;
     }
     torch::NoGradGuard no_grad;
@@ -105,7 +119,7 @@ class ComposedStrategy final : public Strategy {
     for (auto& work : pending) work.wait();
     require_same_weights(comm_->world(), model, "after the broadcast");
     inner_->weights_synchronized(model, restored);
-    if (outer_ && !restored) outer_->start_from(model);
+    if (outer_ && !restored) outer_->start_from(inner_->replica_weights(model));
   }
 
   TrainableParameters trainable_parameters(LlamaModel& model) override { return inner_->trainable_parameters(model); }
@@ -126,7 +140,8 @@ class ComposedStrategy final : public Strategy {
   void after_step(int64_t step, LlamaModel& model, bool final_step) override {
     if (!outer_) return;
     outer_->offer_votes(replica_votes_);
-    outer_->after_step(step, model, final_step);
+    outer_->after_step(step, inner_->replica_weights(model), final_step);
+    inner_->replica_weights_written();
   }
 
   int64_t synced_progress() const override { return outer_ ? outer_->synced_progress() : -1; }
@@ -269,20 +284,31 @@ Layout resolve_layout(const TrainConfig& config, const launch::RankEnvironment& 
     throw Error("invalid configuration: replica_ranks " + std::to_string(layout.replica_ranks) +
                 " does not divide the " + std::to_string(world) + " ranks of this job into whole replicas");
   }
-  if (config.strategy == "zero3") {
-    if (world < 2) {
-      throw Error("invalid configuration: strategy zero3 shards the model over the job's ranks and needs at least 2 "
-                  "(launch several processes, or use the single-process strategy)");
+  layout.inner = config.strategy == "zero3" ? "zero3"
+                 : config.inner == "auto"    ? (layout.replica_ranks > 1 ? "ddp" : "single")
+                                             : config.inner;
+  if (layout.inner == "zero3") {
+    if (layout.replica_ranks < 2) {
+      throw Error(layout.has_outer
+                      ? "invalid configuration: inner zero3 shards each replica's model over its ranks and needs replicas "
+                        "of at least 2 ranks (use --replica-ranks N / node)"
+                      : "invalid configuration: strategy zero3 shards the model over the job's ranks and needs at least 2 "
+                        "(launch several processes, or use the single-process strategy)");
     }
-    if (config.zero_hpz_partition_size > 1 && config.zero_hpz_partition_size != environment.local_world_size) {
+    const int per_node = environment.local_world_size;
+    if (config.zero_hpz_partition_size > 1 && config.zero_hpz_partition_size != per_node) {
       throw Error("invalid configuration: zero_hpz_partition_size " + std::to_string(config.zero_hpz_partition_size) +
-                  " must be 1 (off) or the ranks per node, " + std::to_string(environment.local_world_size) +
+                  " must be 1 (off) or the ranks per node, " + std::to_string(per_node) +
                   " in this job (hpZ keeps one secondary copy of the weights per node)");
     }
-    layout.inner = "zero3";
+    // hpZ and qgZ group a replica's ranks by node: a replica must be whole nodes.
+    if ((config.zero_hpz_partition_size > 1 || config.zero_quantized_gradients) && layout.replica_ranks % per_node != 0) {
+      throw Error("invalid configuration: zero_hpz_partition_size and zero_quantized_gradients group a replica's ranks "
+                  "by node, but replicas of " + std::to_string(layout.replica_ranks) + " ranks split nodes of " +
+                  std::to_string(per_node) + " (use --replica-ranks node or a multiple of the ranks per node)");
+    }
     return layout;
   }
-  layout.inner = config.inner == "auto" ? (layout.replica_ranks > 1 ? "ddp" : "single") : config.inner;
   if (layout.inner == "single" && layout.replica_ranks > 1) {
     throw Error("invalid configuration: inner single needs one-rank replicas, but replicas have " +
                 std::to_string(layout.replica_ranks) + " ranks (use --inner ddp, or --replica-ranks 1)");
@@ -423,9 +449,9 @@ std::unique_ptr<Strategy> make_strategy(const TrainConfig& config, const launch:
   }
   std::string name = layout.inner;
   if (layout.has_outer) name = config.strategy + "(" + layout.inner + " x " + std::to_string(layout.replica_ranks) + ")";
-  const Placement placement = layout.has_outer          ? Placement::PerRank
-                              : layout.inner == "zero3" ? Placement::Sharded
-                                                        : Placement::Replicated;
+  const Placement placement = layout.inner == "zero3" ? Placement::Sharded
+                              : layout.has_outer      ? Placement::PerRank
+                                                      : Placement::Replicated;
   if (world == 1) {
     std::unique_ptr<OuterSync> outer;
     if (layout.has_outer) outer = make_outer(config, {}, {});
@@ -454,20 +480,24 @@ std::unique_ptr<Strategy> make_strategy(const TrainConfig& config, const launch:
     zero.skip_hpz_refresh = std::getenv("STRAIT_TEST_SKIP_HPZ_REFRESH") != nullptr;  // tests only (docs/ARCHITECTURE.md)
     std::unique_ptr<comm::QuantizedReduceScatter> quantized_gradients;
     const comm::Topology& topology = communicator->topology();
-    if (config.zero_quantized_gradients && topology.num_nodes == 1) {
+    const int replica_nodes = layout.replica_ranks / topology.local_world_size;  // whole nodes with qgZ
+    if (config.zero_quantized_gradients && replica_nodes == 1) {
       if (rank == 0) {
-        std::cerr << "strait: note: --zero-quantized-gradients has no effect on one node: qgZ's int4 all-to-all saves "
-                     "cross-node bytes, so gradients are reduce-scattered as usual\n";
+        std::cerr << "strait: note: --zero-quantized-gradients has no effect on one node (each replica here is one): "
+                     "qgZ's int4 all-to-all saves cross-node bytes, so gradients are reduce-scattered as usual\n";
       }
     } else if (config.zero_quantized_gradients) {
       // Groups of its own: qgZ runs on a thread of its own, and a group's collectives must all
-      // come from one thread. Node group first, then the cross-node one, on every rank.
+      // come from one thread. Node group first, then the cross-node one (this rank's position on
+      // each node of its replica), on every rank.
+      const int first_node = (rank / layout.replica_ranks) * replica_nodes;
       comm::Group& node = communicator->make_group(
           ranks_from(topology.node_rank * topology.local_world_size, topology.local_world_size, 1),
           "qgz_node[" + std::to_string(topology.node_rank) + "]");
       comm::Group& across = communicator->make_group(
-          ranks_from(topology.local_rank, topology.num_nodes, topology.local_world_size),
-          "qgz_across[" + std::to_string(topology.local_rank) + "]");
+          ranks_from(first_node * topology.local_world_size + topology.local_rank, replica_nodes,
+                     topology.local_world_size),
+          "qgz_across[" + std::to_string(first_node) + "][" + std::to_string(topology.local_rank) + "]");
       quantized_gradients = std::make_unique<comm::QuantizedReduceScatter>(node, across);
     }
     inner = std::make_unique<ZeroInner>(*replica, &communicator->intra_node(), zero, std::move(quantized_gradients));
@@ -481,14 +511,19 @@ std::unique_ptr<Strategy> make_strategy(const TrainConfig& config, const launch:
     comm::Group& across = communicator->make_group(peers, "across_replicas[" + std::to_string(position) + "]");
     // Exchanges that overlap inner steps run on a thread of their own: they get groups that
     // nothing else uses, so their collectives never interleave with the inner method's.
+    // With ZeRO-3 inside, each rank exchanges its own shard: nothing to split or assemble
+    // inside the replica (ReplicaExchange, SparseExchange: no replica group).
+    const bool sharded = layout.inner == "zero3";
     ExchangeGroups background;
     if (config.overlap_steps > 0) {
       background.across = &communicator->make_group(peers, "streaming_across[" + std::to_string(position) + "]");
-      background.replica = replica->size() == 1 ? replica
-                                                : &communicator->make_group(replica->members(), "streaming_replica[" +
-                                                                                std::to_string(rank / layout.replica_ranks) + "]");
+      if (!sharded) {
+        background.replica = replica->size() == 1 ? replica
+                                                  : &communicator->make_group(replica->members(), "streaming_replica[" +
+                                                                                  std::to_string(rank / layout.replica_ranks) + "]");
+      }
     }
-    outer = make_outer(config, {replica, &across}, background);
+    outer = make_outer(config, {sharded ? nullptr : replica, &across}, background);
   }
   return std::make_unique<ComposedStrategy>(name, std::move(communicator), replica, std::move(inner),
                                             std::move(outer), placement);

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -25,6 +26,13 @@ class InnerSync {
   virtual TrainableParameters trainable_parameters(LlamaModel& model) { return {model.parameters(), {}}; }
   // After the replica's weights were broadcast (restored = false) or loaded from a checkpoint.
   virtual void weights_synchronized(LlamaModel& /*model*/, bool /*restored*/) {}
+  // The replica's weights as this rank holds them, which an outer method reads and writes
+  // between steps: by default the model's parameters (every rank of the replica holds them
+  // all); ZeRO-3's are this rank's shard, as pieces named after their parameters. Valid after
+  // prepare; the same tensors on every call.
+  virtual std::vector<NamedParameter> replica_weights(const LlamaModel& model) { return model.parameters(); }
+  // After an outer method may have written replica_weights (ZeRO++ drops its hpZ copies).
+  virtual void replica_weights_written() {}
   // See Strategy::forward_backward; by default the whole model's loss and its backward, with
   // before_backward(last) in between.
   virtual MicroBatchResult forward_backward(LlamaModel& model, const torch::Tensor& inputs,

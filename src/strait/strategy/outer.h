@@ -2,10 +2,14 @@
 // optimizer steps. Outer methods talk only to the group that links one rank of each replica
 // (the ranks with the same index inside their replicas) and, to assemble what they exchanged, to
 // their own replica: an outer sync moves each replica's model across the replica boundary once.
+// They work on the replica's weights as this rank holds them (InnerSync::replica_weights): the
+// whole model, or with ZeRO-3 inside, this rank's shard of it, which it then exchanges alone with
+// the same shard of the other replicas (nothing to assemble inside the replica).
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -26,12 +30,13 @@ class OuterSync {
  public:
   virtual ~OuterSync() = default;
   virtual std::string name() const = 0;
-  // Sizes the method's state for `model` (before a checkpoint is loaded into it).
-  virtual void prepare(const LlamaModel& model) = 0;
-  // Takes `model`'s weights, the same on every rank, as the starting point of a fresh run.
-  virtual void start_from(const LlamaModel& model) = 0;
-  // See Strategy::after_step.
-  virtual void after_step(int64_t step, LlamaModel& model, bool final_step) = 0;
+  // Sizes the method's state for `weights`, this rank's part of a model of `layers` decoder
+  // layers (before a checkpoint is loaded into it). Every later call passes the same tensors.
+  virtual void prepare(int64_t layers, const std::vector<NamedParameter>& weights) = 0;
+  // Takes `weights`, the same on every replica, as the starting point of a fresh run.
+  virtual void start_from(const std::vector<NamedParameter>& weights) = 0;
+  // See Strategy::after_step; writes `weights` when it synchronises.
+  virtual void after_step(int64_t step, const std::vector<NamedParameter>& weights, bool final_step) = 0;
   // Before each after_step, what this rank's replica agreed on (the same on all its ranks).
   // Preemption (Strategy::request_stop): a stop request crosses replicas with the next outer
   // sync; from that step on stop_agreed() is true on every rank. A time-boxed method syncs at the

@@ -74,8 +74,7 @@ std::string OuterSgd::name() const {
   return "?";
 }
 
-void OuterSgd::prepare(const LlamaModel& model) {
-  const int64_t layers = model.config().num_layers;
+void OuterSgd::prepare(int64_t layers, const std::vector<NamedParameter>& weights) {
   if (options_.fragments > layers) {
     throw Error(name() + ": " + std::to_string(options_.fragments) + " fragments need at least as many layers, but the model has " +
                 std::to_string(layers));
@@ -83,7 +82,7 @@ void OuterSgd::prepare(const LlamaModel& model) {
   fragments_ = std::vector<Fragment>(static_cast<size_t>(options_.fragments));
   std::vector<std::vector<std::vector<int64_t>>> shapes(fragments_.size());  // per fragment, in its order
   int64_t count = 0;
-  for (const auto& parameter : model.parameters()) {
+  for (const auto& parameter : weights) {
     const int64_t n = parameter.tensor.numel();
     const auto fragment = static_cast<size_t>(fragment_of(parameter.name, layers, options_.fragments));
     shapes[fragment].push_back(parameter.tensor.sizes().vec());
@@ -114,23 +113,23 @@ void OuterSgd::prepare(const LlamaModel& model) {
   }
 }
 
-void OuterSgd::start_from(const LlamaModel& model) {
-  if (global_.defined()) flatten(model, global_);
+void OuterSgd::start_from(const std::vector<NamedParameter>& weights) {
+  if (global_.defined()) flatten(weights, global_);
 }
 
-void OuterSgd::flatten(const LlamaModel& model, const torch::Tensor& into) const {
+void OuterSgd::flatten(const std::vector<NamedParameter>& weights, const torch::Tensor& into) {
   int64_t offset = 0;
-  for (const auto& parameter : model.parameters()) {
+  for (const auto& parameter : weights) {
     const int64_t n = parameter.tensor.numel();
     into.narrow(0, offset, n).copy_(parameter.tensor.detach().reshape({n}));
     offset += n;
   }
 }
 
-void OuterSgd::unflatten(const torch::Tensor& from, LlamaModel& model) const {
+void OuterSgd::unflatten(const torch::Tensor& from, const std::vector<NamedParameter>& weights) {
   torch::NoGradGuard no_grad;
   int64_t offset = 0;
-  for (const auto& parameter : model.parameters()) {
+  for (const auto& parameter : weights) {
     const int64_t n = parameter.tensor.numel();
     parameter.tensor.view({n}).copy_(from.narrow(0, offset, n));
     offset += n;
@@ -207,7 +206,7 @@ void OuterSgd::start_window() {
   window_start_.reset();
 }
 
-void OuterSgd::after_step(int64_t step, LlamaModel& model, bool final_step) {
+void OuterSgd::after_step(int64_t step, const std::vector<NamedParameter>& weights, bool final_step) {
   const auto start = std::chrono::steady_clock::now();
   torch::NoGradGuard no_grad;
   nlohmann::json figures = {{"step", step}};
@@ -218,14 +217,14 @@ void OuterSgd::after_step(int64_t step, LlamaModel& model, bool final_step) {
   }
   if (!pseudo_gradients()) {
     if (!time_boxed() && step % options_.sync_every != 0 && !final_step) return;
-    average_weights(step, model, figures);
+    average_weights(step, weights, figures);
   } else {
     // A time-boxed phase ends now (P = 1: the one fragment's offset is 0).
     const int64_t window_step = time_boxed() ? 0 : step % options_.sync_every;
     std::vector<bool> synced(fragments_.size(), false);  // applied at this step
     for (size_t p = 0; p < fragments_.size(); ++p) {
       if (fragments_[p].offset != window_step) continue;
-      start_sync(step, p, model, options_.overlap_steps == 0 ? (final_step ? 0.0 : options_.fragment_mix) : -1.0,
+      start_sync(step, p, weights, options_.overlap_steps == 0 ? (final_step ? 0.0 : options_.fragment_mix) : -1.0,
                  figures);
       synced[p] = options_.overlap_steps == 0;
     }
@@ -234,14 +233,14 @@ void OuterSgd::after_step(int64_t step, LlamaModel& model, bool final_step) {
       const int64_t since = in_flight_since_[static_cast<int64_t>(p)].item<int64_t>();
       if (step - since < options_.overlap_steps && !final_step) continue;
       await_exchange(p);
-      finish_sync(step, p, model, gather(in_flight_, fragments_[p]), final_step ? 0.0 : options_.fragment_mix, figures);
+      finish_sync(step, p, weights, gather(in_flight_, fragments_[p]), final_step ? 0.0 : options_.fragment_mix, figures);
       in_flight_since_[static_cast<int64_t>(p)] = -1;
       synced[p] = true;
     }
     // The run ends on θ, the same on every replica: every fragment not just applied syncs now,
     // and the last syncs replace the replicas' fragments instead of mixing.
     for (size_t p = 0; p < fragments_.size() && final_step; ++p) {
-      if (!synced[p]) start_sync(step, p, model, 0.0, figures);
+      if (!synced[p]) start_sync(step, p, weights, 0.0, figures);
     }
     if (figures.size() == 1) return;  // nothing due at this step
   }
@@ -254,12 +253,12 @@ void OuterSgd::after_step(int64_t step, LlamaModel& model, bool final_step) {
   if (time_boxed()) start_window();
 }
 
-void OuterSgd::average_weights(int64_t step, LlamaModel& model, nlohmann::json& figures) {
-  flatten(model, weights_);
+void OuterSgd::average_weights(int64_t step, const std::vector<NamedParameter>& weights, nlohmann::json& figures) {
+  flatten(weights, weights_);
   if (weight_ != 1.0) weights_.mul_(weight_);
   bytes_sent_ += exchange_->aggregate(0, weights_, "outer_weights", figures);
   simulate_silent_corruption(weights_);
-  unflatten(weights_, model);
+  unflatten(weights_, weights);
   require_identical_replicas(weights_, step);
   ++syncs_;
 }
@@ -267,16 +266,17 @@ void OuterSgd::average_weights(int64_t step, LlamaModel& model, nlohmann::json& 
 // Takes fragment `index`'s pseudo-gradient Δ = θ − θ_r from the replica's weights now, and
 // exchanges it: at once, then the outer step with fragment mix `mix` (>= 0), or in the
 // background (mix < 0).
-void OuterSgd::start_sync(int64_t step, size_t index, LlamaModel& model, double mix, nlohmann::json& figures) {
+void OuterSgd::start_sync(int64_t step, size_t index, const std::vector<NamedParameter>& weights, double mix,
+                          nlohmann::json& figures) {
   Fragment& fragment = fragments_[index];
-  flatten(model, weights_);
+  flatten(weights, weights_);
   torch::Tensor pseudo_gradient = gather(global_, fragment) - gather(weights_, fragment);
   add_norm(figures, "pseudo_gradient_norm", pseudo_gradient.norm().item<double>());
   if (weight_ != 1.0) pseudo_gradient.mul_(weight_);
   if (streaming()) add_to_list(figures, "fragments_started", index);
   if (mix >= 0) {
     bytes_sent_ += exchange_->aggregate(index, pseudo_gradient, "outer_pseudo_gradient", figures);
-    finish_sync(step, index, model, pseudo_gradient, mix, figures);
+    finish_sync(step, index, weights, pseudo_gradient, mix, figures);
     return;
   }
   fragment.received = pseudo_gradient;
@@ -304,8 +304,8 @@ void OuterSgd::await_exchange(size_t index) {
 
 // The outer step of fragment `index` with the replicas' mean Δ (consumed), then the replica's
 // fragment becomes mix·(its weights now) + (1 − mix)·θ_p.
-void OuterSgd::finish_sync(int64_t step, size_t index, LlamaModel& model, const torch::Tensor& mean, double mix,
-                           nlohmann::json& figures) {
+void OuterSgd::finish_sync(int64_t step, size_t index, const std::vector<NamedParameter>& weights,
+                           const torch::Tensor& mean, double mix, nlohmann::json& figures) {
   const Fragment& fragment = fragments_[index];
   add_norm(figures, "mean_pseudo_gradient_norm", mean.norm().item<double>());
   if (streaming()) add_to_list(figures, "fragments_applied", index);
@@ -320,7 +320,7 @@ void OuterSgd::finish_sync(int64_t step, size_t index, LlamaModel& model, const 
   global.sub_(update, options_.lr);
   simulate_silent_corruption(global);
   scatter(global, global_, fragment);
-  flatten(model, weights_);
+  flatten(weights, weights_);
   torch::Tensor local = gather(weights_, fragment);
   if (mix == 0) {
     local.copy_(global);  // exactly θ_p (mixing with 0 would round)
@@ -328,7 +328,7 @@ void OuterSgd::finish_sync(int64_t step, size_t index, LlamaModel& model, const 
     local.mul_(mix).add_(global, 1.0 - mix);
   }
   scatter(local, weights_, fragment);
-  unflatten(weights_, model);
+  unflatten(weights_, weights);
   require_identical_replicas(global, step);
   ++syncs_;
 }

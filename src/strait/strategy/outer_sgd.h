@@ -89,9 +89,9 @@ class OuterSgd final : public OuterSync {
 
   std::string name() const override;
   // Throws strait::Error if the model has fewer layers than fragments.
-  void prepare(const LlamaModel& model) override;
-  void start_from(const LlamaModel& model) override;
-  void after_step(int64_t step, LlamaModel& model, bool final_step) override;
+  void prepare(int64_t layers, const std::vector<NamedParameter>& weights) override;
+  void start_from(const std::vector<NamedParameter>& weights) override;
+  void after_step(int64_t step, const std::vector<NamedParameter>& weights, bool final_step) override;
   void offer_votes(ReplicaVotes votes) override { replica_votes_ = votes; }
   bool stop_agreed() const override { return stop_agreed_; }
   bool time_up() override;
@@ -110,14 +110,15 @@ class OuterSgd final : public OuterSync {
     std::future<int64_t> exchange;      // bytes sent; valid until the exchange is waited for
   };
 
-  void flatten(const LlamaModel& model, const torch::Tensor& into) const;
-  void unflatten(const torch::Tensor& from, LlamaModel& model) const;
+  static void flatten(const std::vector<NamedParameter>& weights, const torch::Tensor& into);
+  static void unflatten(const torch::Tensor& from, const std::vector<NamedParameter>& weights);
   torch::Tensor gather(const torch::Tensor& flat, const Fragment& fragment) const;
   void scatter(const torch::Tensor& values, const torch::Tensor& flat, const Fragment& fragment) const;
-  void average_weights(int64_t step, LlamaModel& model, nlohmann::json& figures);
-  void start_sync(int64_t step, size_t index, LlamaModel& model, double mix, nlohmann::json& figures);
-  void finish_sync(int64_t step, size_t index, LlamaModel& model, const torch::Tensor& mean, double mix,
-                   nlohmann::json& figures);
+  void average_weights(int64_t step, const std::vector<NamedParameter>& weights, nlohmann::json& figures);
+  void start_sync(int64_t step, size_t index, const std::vector<NamedParameter>& weights, double mix,
+                  nlohmann::json& figures);
+  void finish_sync(int64_t step, size_t index, const std::vector<NamedParameter>& weights, const torch::Tensor& mean,
+                   double mix, nlohmann::json& figures);
   void await_exchange(size_t index);
   bool in_flight(size_t index) const {
     return in_flight_since_.defined() && in_flight_since_[static_cast<int64_t>(index)].item<int64_t>() >= 0;

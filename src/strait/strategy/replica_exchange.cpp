@@ -21,6 +21,7 @@ int64_t ReplicaExchange::mean(const torch::Tensor& flat, const std::string& labe
     codec_.decode(bytes.data(), bytes.size(), flat.data_ptr<float>(), static_cast<size_t>(flat.numel()));
     return 0;
   }
+  if (replica_ == nullptr) return mean_of_shard(flat, label);  // this rank's own part
   const int positions = replica_->size();
   const int64_t count = flat.numel();
   const int64_t shard_size = piece_size(count, positions);

@@ -1,10 +1,12 @@
 // The mean of a flat float32 tensor over replicas, in a chosen wire dtype, so that every rank
 // ends with the same bits: the outer exchange of local SGD and DiLoCo.
 //
-// With replicas of N ranks, the rank at position p of its replica exchanges only the p-th of N
-// shards of the tensor, with the ranks at position p of the other replicas (the `across` group),
-// so every value crosses the replica boundary once per replica; an all-gather inside the replica
-// (its fast links) then assembles the whole mean on every rank.
+// With replicas of N ranks that each hold the whole tensor, the rank at position p of its
+// replica exchanges only the p-th of N shards of it, with the ranks at position p of the other
+// replicas (the `across` group), so every value crosses the replica boundary once per replica; an
+// all-gather inside the replica (its fast links) then assembles the whole mean on every rank.
+// When each rank holds only its part (ZeRO-3 inside), that part is its shard and nothing needs
+// assembling.
 //
 // The shard's exchange is "quantize once at the owner" (as PCCL does): every rank encodes each
 // owner's slice of its shard (codec/wire_codec.h) and sends it there (all-to-all); each owner
@@ -53,7 +55,9 @@ class ReplicaExchange final : public OuterExchange {
  public:
   // `replica`: this rank's replica; `across`: the ranks of this rank's position in every
   // replica. Both must outlive this object; both null for a job of one process (one replica of
-  // one rank: the mean is the tensor itself, as decoded from the wire dtype).
+  // one rank: the mean is the tensor itself, as decoded from the wire dtype). `replica` null with
+  // `across` given: each rank's values are its own part of the replica's (its ZeRO-3 shard), and
+  // they are exchanged whole across replicas, with nothing to assemble inside the replica.
   ReplicaExchange(comm::Group* replica, comm::Group* across, codec::WireDtype dtype);
 
   // Replaces `flat` (1-D float32, contiguous) by its mean over the replicas, as decoded from

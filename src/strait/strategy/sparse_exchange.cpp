@@ -61,7 +61,7 @@ int64_t SparseExchange::aggregate(size_t fragment, const torch::Tensor& flat, co
   int64_t bytes_sent = 0;
   if (across_ == nullptr) {
     aggregate_payloads(fragment, {payload}, flat);  // one replica: the trip through the wire format
-  } else if (replica_->rank() == 0) {
+  } else if (replica_ == nullptr || replica_->rank() == 0) {
     // Bounds the memory a peer's announced size may make the gather allocate.
     const auto max_bytes = static_cast<int64_t>(codec::max_packed_size(shapes, options_));
     std::vector<std::vector<uint8_t>> payloads;

@@ -14,8 +14,10 @@
 // A replica of several ranks holds the same Δ on every rank (its inner method keeps them in
 // step), so every rank updates the same error buffer; only the rank at position 0 of each replica
 // crosses the replica boundary (all-gather over its `across` group), and broadcasts the dense
-// aggregate inside its replica (fast links). The error buffers are per-rank state: a replica's
-// ranks hold identical copies, replicas differ.
+// aggregate inside its replica (fast links). With ZeRO-3 inside (`replica` null), each rank's Δ
+// is its own shard's, so every rank compresses and exchanges its shard with the same shard of
+// the other replicas. The error buffers are per-rank state: a replica's ranks hold identical
+// copies (or each its shard's), replicas differ.
 #pragma once
 
 #include <vector>
@@ -27,7 +29,8 @@ namespace strait {
 
 class SparseExchange final : public OuterExchange {
  public:
-  // `replica`, `across`: as for ReplicaExchange (both null for one process).
+  // `replica`, `across`: as for ReplicaExchange (both null for one process; `replica` null for
+  // ZeRO-3 inside).
   SparseExchange(comm::Group* replica, comm::Group* across, codec::SparseOptions options,
                  codec::Aggregation aggregation);
 

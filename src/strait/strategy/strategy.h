@@ -58,10 +58,15 @@ class Strategy {
   virtual int world_size() const = 0;
   // The index of this rank's replica (0 for one process and for DDP, one replica of all ranks).
   virtual int replica_index() const = 0;
+  // The ranks of one replica (every rank of the job without an outer method).
+  virtual int replica_ranks() const = 0;
+  // Whether an outer method brings replicas that train apart together (local SGD, DiLoCo,
+  // SparseLoCo), so that the ranks agree on a stop only at an outer sync.
+  virtual bool has_outer_method() const = 0;
 
   // The model weights and the inner optimizer's state: Replicated when every rank applies the
   // same update every step; PerRank when replicas train apart between outer synchronisations;
-  // Sharded when each rank holds its part of them (ZeRO-3).
+  // Sharded when each rank holds its part of them (ZeRO-3, also inside an outer method's replicas).
   virtual Placement model_placement() const = 0;
 
   // Called once the model exists, before a checkpoint is loaded into it or its first backward.

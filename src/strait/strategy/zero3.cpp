@@ -93,6 +93,11 @@ TrainableParameters ZeroInner::trainable_parameters(LlamaModel& model) {
   return {pieces_, piece_decayed_};
 }
 
+std::vector<NamedParameter> ZeroInner::replica_weights(const LlamaModel& model) {
+  prepare(model);
+  return pieces_;
+}
+
 void ZeroInner::take_shards() {
   torch::NoGradGuard no_grad;
   for (auto& unit : units_) {

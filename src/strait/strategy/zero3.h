@@ -85,6 +85,10 @@ class ZeroInner final : public InnerSync {
   void prepare(const LlamaModel& model) override;
   TrainableParameters trainable_parameters(LlamaModel& model) override;
   void weights_synchronized(LlamaModel& model, bool restored) override;
+  // This rank's shard, as the optimizer's pieces: an outer method exchanges it with the same
+  // shard of the other replicas.
+  std::vector<NamedParameter> replica_weights(const LlamaModel& model) override;
+  void replica_weights_written() override { invalidate_secondaries(); }
   MicroBatchResult forward_backward(LlamaModel& model, const torch::Tensor& inputs, const torch::Tensor& targets,
                                     double loss_divisor, bool last) override;
   double batch_loss(const LlamaModel& model, const torch::Tensor& inputs, const torch::Tensor& targets) override;

@@ -195,6 +195,7 @@ void save_checkpoint(const fs::path& run_dir, const CheckpointState& state, cons
       {"files", files},
   };
   if (!state.data_files.is_null()) json["data_files"] = state.data_files;
+  if (state.placement == Placement::Sharded) json["shard_ranks"] = state.shard_ranks;
   json[kManifestKey] = manifest_checksum(json);
   atomic_write_file(dir / "state.json", json.dump(2) + "\n");
   // If a previous attempt at this step was interrupted after publishing (impossible to tell
@@ -270,6 +271,12 @@ CheckpointState read_checkpoint_state(const fs::path& dir) {
     }
     state.world_size = required<int64_t>(json, "world_size", state_path);
     if (state.world_size < 1) throw Error(state_path.string() + ": world_size must be >= 1");
+    // Written since ZeRO-3 runs inside replicas; before, a sharded checkpoint was one model.
+    state.shard_ranks = json.contains("shard_ranks") ? required<int64_t>(json, "shard_ranks", state_path) : state.world_size;
+    if (state.shard_ranks < 1 || state.world_size % state.shard_ranks != 0) {
+      throw Error(state_path.string() + ": shard_ranks " + std::to_string(state.shard_ranks) +
+                  " does not divide world_size " + std::to_string(state.world_size));
+    }
   }
   std::vector<std::string> needed;
   if (state.placement != Placement::Sharded) needed = {"model.safetensors", "optimizer.safetensors"};
@@ -332,7 +339,7 @@ LlamaModel load_model(const fs::path& dir) {
   // the rank's shard (none if it lies elsewhere), in rank order: a parameter is the
   // concatenation of its parts.
   std::vector<SafetensorsFile> shards;
-  for (int rank = 0; rank < state.world_size; ++rank) {
+  for (int rank = 0; rank < state.shard_ranks; ++rank) {
     shards.push_back(SafetensorsFile::load(dir / rank_dir_name(rank) / "model.safetensors"));
   }
   torch::NoGradGuard no_grad;

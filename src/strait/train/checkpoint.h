@@ -16,9 +16,11 @@
 //                           or sharded (ZeRO-3): each rank's model.safetensors holds, under each
 //                           parameter's name, the flat contiguous part of it in the rank's shard,
 //                           and there is no top-level model.safetensors or optimizer.safetensors
-//                           (load_model concatenates the parts in rank order)
+//                           (load_model concatenates the parts of ranks 0..shard_ranks-1 in rank
+//                           order: the first replica's model under an outer method)
 //     state.json            step, optimizer step count, data cursor, training and model config,
-//                           placement ("replicated", "per_rank" or "sharded") and world size, the xxh64
+//                           placement ("replicated", "per_rank" or "sharded"), world size and for
+//                           sharded ones shard_ranks, the xxh64
 //                           checksum of every other file (rank directories included), and
 //                           "manifest_xxh64", the checksum of state.json itself (version 3)
 //
@@ -52,6 +54,9 @@ struct CheckpointState {
   ModelConfig model_config;
   Placement placement = Placement::Replicated;  // of the model and optimizer state
   int64_t world_size = 1;                        // ranks whose state a PerRank checkpoint holds
+  // Sharded: the ranks whose parts make up one model, ranks 0.. of the job (world_size, or one
+  // replica's ranks when ZeRO-3 runs inside an outer method's replicas).
+  int64_t shard_ranks = 1;
   // The data the run trains on (data::hash_data_files); null for checkpoints written before
   // strait recorded it.
   nlohmann::json data_files;

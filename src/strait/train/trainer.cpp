@@ -269,6 +269,11 @@ int64_t Trainer::restore() {
                 std::to_string(state->world_size) + " ranks, and this job has " +
                 std::to_string(strategy_->world_size()));
   }
+  if (state->placement == Placement::Sharded && state->shard_ranks != strategy_->replica_ranks()) {
+    throw Error("cannot resume from " + latest->string() + ": its model is sharded over " +
+                std::to_string(state->shard_ranks) + " ranks, and this job's replicas have " +
+                std::to_string(strategy_->replica_ranks()));
+  }
   try {
     load_checkpoint(*latest, model_, &*optimizer_, strategy_->rank(), strategy_->replicated_state(),
                     strategy_->rank_state());
@@ -353,6 +358,7 @@ void Trainer::save(int64_t step) {
   state.model_config = model_.config();
   state.placement = strategy_->model_placement();
   state.world_size = strategy_->world_size();
+  state.shard_ranks = strategy_->replica_ranks();
   state.data_files = data_files_;
   if (state.placement != Placement::Replicated) {
     save_rank_state(run_dir_, step, strategy_->rank(), *optimizer_, strategy_->rank_state());
@@ -387,7 +393,7 @@ void Trainer::notice_stop_signal(int64_t step) {
   stop_noticed_ = true;
   strategy_->request_stop();
   if (!is_writer()) return;  // one line for the job, even with --quiet
-  const bool at_outer_sync = strategy_->world_size() > 1 && strategy_->model_placement() == Placement::PerRank;
+  const bool at_outer_sync = strategy_->world_size() > 1 && strategy_->has_outer_method();
   std::fprintf(stderr, "strait: %s received during step %lld: stopping %s with a checkpoint (a second signal exits at "
                "once, without one)\n", signal_name(signal).c_str(), static_cast<long long>(step),
                at_outer_sync ? "at the replicas' next outer sync" : "after this step");

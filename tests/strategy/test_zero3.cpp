@@ -306,6 +306,11 @@ TEST_F(Zero3, CrossNodeBytesFollowTheZeroPlusPlusFormulas) {
                              by_rank.at(1).at("cross_node").at("sent").get<double>();
     const NodeCrossBytes formula = node_cross_bytes(shard_sizes(run, 4), 8, variant.hpz, variant.qwz, variant.qgz);
     EXPECT_NEAR(node_sent, steps * formula.step + formula.validation, 0.002 * node_sent) << variant.name;
+    // Each node sends that; the summary's per-rank figure is the mean over the ranks (in a ring
+    // only one rank of a node sends across, so rank 0's own count would be all or nothing).
+    EXPECT_NEAR(summary.at("cross_node_bytes_sent_per_rank").get<double>(), (steps * formula.step + formula.validation) / 2,
+                0.002 * node_sent)
+        << variant.name;
     measured.push_back((node_sent - formula.validation) / steps);
     expected.push_back(formula.step);
     // strait plan predicts a step's bytes from the same model (its shapes from the run): exactly.

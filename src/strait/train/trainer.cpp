@@ -605,8 +605,11 @@ nlohmann::json Trainer::run(Strategy& strategy) {
   const nlohmann::json report = strategy.report();
   summary.update(report);
   if (report.contains("traffic") && steps_done > 0) {
-    // This rank's bytes; with identical ranks (DDP) every rank's are the same.
-    const double cross_node = report.at("traffic").at("cross_node").at("sent").get<double>();
+    // The mean over the ranks: in a ring only some ranks send across nodes (ZeRO-3's gathers:
+    // one per node), so one rank's count would say nothing of the others'.
+    double cross_node = 0;
+    for (const auto& rank : report.at("traffic_by_rank")) cross_node += rank.at("cross_node").at("sent").get<double>();
+    cross_node /= static_cast<double>(report.at("traffic_by_rank").size());
     summary["cross_node_bytes_sent_per_rank"] = cross_node;
     summary["cross_node_bytes_sent_per_rank_per_step"] = cross_node / static_cast<double>(steps_done);
     summary["cross_node_bytes_sent_per_rank_per_token"] =

@@ -64,6 +64,11 @@ class Zero3 : public ::testing::Test {
     }
   }
 
+  // Trains `reference` and `candidate` (options beyond zero_train_args) at 4 ranks and expects
+  // the same training and validation losses up to the rounding of the gradient sums' order.
+  void expect_same_training(const fs::path& reference, const std::string& reference_options,
+                            const fs::path& candidate, const std::string& candidate_options) const;
+
   testing::ScratchDir scratch_;
 };
 
@@ -81,6 +86,16 @@ void expect_same_losses(const std::vector<double>& expected, const std::vector<d
   for (size_t i = 0; i < expected.size(); ++i) {
     EXPECT_NEAR(actual[i], expected[i], tolerance * expected[i]) << what << ", entry " << i + 1;
   }
+}
+
+void Zero3::expect_same_training(const fs::path& reference, const std::string& reference_options,
+                                 const fs::path& candidate, const std::string& candidate_options) const {
+  for (const auto& [run, options] : {std::pair{reference, reference_options}, std::pair{candidate, candidate_options}}) {
+    const auto result = launch(4, zero_train_args(run) + options);
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+  }
+  expect_same_losses(losses_of(reference), losses_of(candidate), 1e-5, "training loss");
+  expect_same_losses(val_losses_of(reference), val_losses_of(candidate), 1e-5, "validation loss");
 }
 
 // Elements of each unit's shard at N ranks: ceil(unit / N), the units being the embedding, each
@@ -104,13 +119,9 @@ double operation_sent(const nlohmann::json& summary, const std::string& operatio
 
 TEST_F(Zero3, MatchesDdpAtFourRanksWithTheShardFormulasBytesAndAShardedCheckpoint) {
   const fs::path ddp = scratch_ / "ddp", zero = scratch_ / "zero3";
-  auto result = launch(4, zero_train_args(ddp));
-  ASSERT_EQ(result.exit_code, 0) << result.output;
-  result = launch(4, zero_train_args(zero) + " --strategy zero3");
-  ASSERT_EQ(result.exit_code, 0) << result.output;
   // Only the order of the gradient sums differs (reduce-scatter vs ring all-reduce).
-  expect_same_losses(losses_of(ddp), losses_of(zero), 1e-5, "training loss");
-  expect_same_losses(val_losses_of(ddp), val_losses_of(zero), 1e-5, "validation loss");
+  expect_same_training(ddp, "", zero, " --strategy zero3");
+  if (HasFatalFailure()) return;
 
   const auto summary = nlohmann::json::parse(testing::read_file(zero / "summary.json"));
   EXPECT_EQ(summary.at("strategy"), "zero3");
@@ -146,7 +157,7 @@ TEST_F(Zero3, MatchesDdpAtFourRanksWithTheShardFormulasBytesAndAShardedCheckpoin
     const double scale = expected_tensor.abs().max().item<double>();
     EXPECT_LE((actual_tensor - expected_tensor).abs().max().item<double>(), 1e-5 * scale) << from_ddp.parameters()[i].name;
   }
-  result = testing::run_strait("export --checkpoint '" + checkpoint.string() + "' --out '" + (scratch_ / "hf").string() + "'");
+  auto result = testing::run_strait("export --checkpoint '" + checkpoint.string() + "' --out '" + (scratch_ / "hf").string() + "'");
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_TRUE(fs::exists(scratch_ / "hf" / "model.safetensors"));
 
@@ -370,12 +381,8 @@ TEST_F(Zero3, InsideDilocoReplicasTrainsAsDdpInsideWithShardedOuterStateZeroPlus
   // Only the order of the gradient sums differs; the outer exchange averages the same values.
   const std::string diloco = " --strategy diloco --replica-ranks 2 --sync-every 4";
   const fs::path ddp = scratch_ / "diloco-ddp", zero = scratch_ / "diloco-zero3", resumed = scratch_ / "resumed";
-  auto result = launch(4, zero_train_args(ddp) + diloco + " --inner ddp");
-  ASSERT_EQ(result.exit_code, 0) << result.output;
-  result = launch(4, zero_train_args(zero) + diloco + " --inner zero3");
-  ASSERT_EQ(result.exit_code, 0) << result.output;
-  expect_same_losses(losses_of(ddp), losses_of(zero), 1e-5, "training loss");
-  expect_same_losses(val_losses_of(ddp), val_losses_of(zero), 1e-5, "validation loss");
+  expect_same_training(ddp, diloco + " --inner ddp", zero, diloco + " --inner zero3");
+  if (HasFatalFailure()) return;
 
   const auto summary = nlohmann::json::parse(testing::read_file(zero / "summary.json"));
   EXPECT_EQ(summary.at("strategy"), "diloco(zero3 x 2)");
@@ -431,7 +438,7 @@ TEST_F(Zero3, InsideDilocoReplicasTrainsAsDdpInsideWithShardedOuterStateZeroPlus
 
   // Stopped at step 6, inside the window of steps 5-8 (the replicas' shards differ there),
   // then resumed: loss for loss the run above.
-  result = launch(4, zero_train_args(resumed) + diloco + " --inner zero3 --stop-after 6");
+  auto result = launch(4, zero_train_args(resumed) + diloco + " --inner zero3 --stop-after 6");
   ASSERT_EQ(result.exit_code, 0) << result.output;
   result = launch(4, zero_train_args(resumed) + diloco + " --inner zero3 --resume");
   ASSERT_EQ(result.exit_code, 0) << result.output;

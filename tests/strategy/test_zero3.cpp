@@ -444,6 +444,12 @@ TEST_F(Zero3, InsideDilocoReplicasTrainsAsDdpInsideWithShardedOuterStateZeroPlus
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_EQ(losses_of(resumed), losses_of(zero));
   EXPECT_EQ(val_losses_of(resumed), val_losses_of(zero));
+
+  // Its shards are of replicas of 2 ranks: replicas of 4 cannot resume from them.
+  result = launch(4, zero_train_args(resumed, 30) + " --strategy diloco --replica-ranks 4 --sync-every 4 --inner zero3 --resume");
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find("its model is sharded over 2 ranks, and this job's replicas have 4"), std::string::npos)
+      << result.output;
 }
 
 TEST_F(Zero3, BadSettingsAreRefusedBeforeTraining) {

@@ -107,12 +107,11 @@ TEST(ReportRuns, ReadTheTimingsBytesAndCurveOfACellOnTheTestbed) {
   EXPECT_DOUBLE_EQ(run.final_val_loss, 2.0);
 }
 
-TEST(ReportRuns, PlansPredictionAddsTheStartUpBroadcastToTheStepsBytes) {
-  // DiLoCo, H = 2, on 2 nodes of 1 rank: 4 steps are 2 dense exchanges of the 1000 float32
-  // weights, and the start-up broadcast sends rank 0's 4000 bytes of weights to rank 1 once.
-  testing::ScratchDir scratch;
-  write_ddp_cell(scratch / "cell");  // its testbed.json, rewritten for 2 nodes of 1 rank
-  testing::write_file(scratch / "cell" / "testbed.json",
+// A finished run of 4 steps of 40 ms on 2 nodes of 1 rank at 20 Mbit/s (1000 parameters, 64
+// tokens a step), trained with `config`: what plan's predictions are checked on.
+void write_two_node_cell(const fs::path& cell, const json& config) {
+  write_ddp_cell(cell);  // its testbed.json, rewritten for 2 nodes of 1 rank
+  testing::write_file(cell / "testbed.json",
                       json({{"link", "20mbit"}, {"link_bits_per_s", 2e7}, {"nnodes", 2}, {"nproc_per_node", 1},
                             {"nodes", {{{"delta", {{"tx_bytes", 0}, {"tx_packets", 0}}}},
                                        {{"delta", {{"tx_bytes", 0}, {"tx_packets", 0}}}}}}})
@@ -123,9 +122,16 @@ TEST(ReportRuns, PlansPredictionAddsTheStartUpBroadcastToTheStepsBytes) {
     line["step_ms"] = 40.0;
     lines.push_back(line);
   }
-  write_run(scratch / "cell" / "run", {{"strategy", "diloco"}, {"sync_every", 2}}, lines,
+  write_run(cell / "run", config, lines,
             {{"wall_time_s", 4.0}, {"parameters", 1000}, {"tokens_per_step", 64}, {"world_size", 2},
              {"traffic_by_rank", json::array()}});
+}
+
+TEST(ReportRuns, PlansPredictionAddsTheStartUpBroadcastToTheStepsBytes) {
+  // DiLoCo, H = 2, on 2 nodes of 1 rank: 4 steps are 2 dense exchanges of the 1000 float32
+  // weights, and the start-up broadcast sends rank 0's 4000 bytes of weights to rank 1 once.
+  testing::ScratchDir scratch;
+  write_two_node_cell(scratch / "cell", {{"strategy", "diloco"}, {"sync_every", 2}});
   const RunRecord run = load_run(scratch / "cell");
   ASSERT_TRUE(run.planned_bytes_per_node.has_value()) << run.plan_note;
   const plan::Cluster cluster{2, 1, 2e7};
@@ -145,21 +151,7 @@ TEST(ReportRuns, AZeroRunIsPlannedWithItsSwitchesAndWithoutAStartUpBroadcast) {
   // ZeRO-3 with qwZ on 2 nodes of 1 rank, 4 steps: plan's bytes for that combination, and none
   // for a broadcast (each rank keeps its shard of the weights it initialised).
   testing::ScratchDir scratch;
-  write_ddp_cell(scratch / "cell");
-  testing::write_file(scratch / "cell" / "testbed.json",
-                      json({{"link", "20mbit"}, {"link_bits_per_s", 2e7}, {"nnodes", 2}, {"nproc_per_node", 1},
-                            {"nodes", {{{"delta", {{"tx_bytes", 0}, {"tx_packets", 0}}}},
-                                       {{"delta", {{"tx_bytes", 0}, {"tx_packets", 0}}}}}}})
-                          .dump());
-  std::vector<json> lines;
-  for (int step = 1; step <= 4; ++step) {
-    json line = step_line(step, step, 10);
-    line["step_ms"] = 40.0;
-    lines.push_back(line);
-  }
-  write_run(scratch / "cell" / "run", {{"strategy", "zero3"}, {"zero_quantized_weights", true}}, lines,
-            {{"wall_time_s", 4.0}, {"parameters", 1000}, {"tokens_per_step", 64}, {"world_size", 2},
-             {"traffic_by_rank", json::array()}});
+  write_two_node_cell(scratch / "cell", {{"strategy", "zero3"}, {"zero_quantized_weights", true}});
   const RunRecord run = load_run(scratch / "cell");
   EXPECT_EQ(run.method, "zero3 +qwZ");
   ASSERT_TRUE(run.planned_bytes_per_node.has_value()) << run.plan_note;

@@ -94,31 +94,8 @@ class ComposedStrategy final : public Strategy {
   }
 
   void synchronize_weights(LlamaModel& model, bool restored) override {
-    if (!comm_) {
-      if (outer_ && !restored) outer_->start_from(inner_->replica_weights(model));
-      return;
-    }
-    if (restored && placement_ == Placement::PerRank) {
-      // Each rank loaded its own replica's weights; the ranks of one replica must agree.
-      require_same_weights(*replica_, model, "after loading the checkpoint");
-      return;
-    }
-    if (placement_ == Placement::Sharded) {
-      // Restored: each rank loaded its own shard. Fresh: every rank initialised the same weights
-      // from the seed; checked, not broadcast, since each rank keeps only its shard of them.
-      if (!restored) require_same_weights(comm_->world(), model, "after initialisation");
-      inner_->weights_synchronized(model, restored);
-      if (outer_ && !restored) outer_->start_from(inner_->replica_weights(model));
-      return;
-    }
-    torch::NoGradGuard no_grad;
-    std::vector<comm::Work> pending;
-    for (const auto& parameter : model.parameters()) {
-      pending.push_back(comm_->world().broadcast(parameter.tensor, 0, "broadcast_weights"));
-    }
-    for (auto& work : pending) work.wait();
-    require_same_weights(comm_->world(), model, "after the broadcast");
-    inner_->weights_synchronized(model, restored);
+    if (comm_) agree_on_weights(model, restored);
+    // A fresh run's outer method starts from the agreed weights; a restored one has its own θ.
     if (outer_ && !restored) outer_->start_from(inner_->replica_weights(model));
   }
 
@@ -207,6 +184,30 @@ class ComposedStrategy final : public Strategy {
   }
 
  private:
+  // Makes every rank hold the weights it should before training: rank 0's fresh weights, or each
+  // rank's restored ones, checked to agree where they must.
+  void agree_on_weights(LlamaModel& model, bool restored) {
+    if (restored && placement_ == Placement::PerRank) {
+      // Each rank loaded its own replica's weights; the ranks of one replica must agree.
+      require_same_weights(*replica_, model, "after loading the checkpoint");
+      return;
+    }
+    if (placement_ == Placement::Sharded) {
+      // Restored: each rank loaded its own shard. Fresh: every rank initialised the same weights
+      // from the seed; checked, not broadcast, since each rank keeps only its shard of them.
+      if (!restored) require_same_weights(comm_->world(), model, "after initialisation");
+    } else {
+      torch::NoGradGuard no_grad;
+      std::vector<comm::Work> pending;
+      for (const auto& parameter : model.parameters()) {
+        pending.push_back(comm_->world().broadcast(parameter.tensor, 0, "broadcast_weights"));
+      }
+      for (auto& work : pending) work.wait();
+      require_same_weights(comm_->world(), model, "after the broadcast");
+    }
+    inner_->weights_synchronized(model, restored);
+  }
+
   void require_same_weights(comm::Group& group, const LlamaModel& model, const std::string& when) {
     const std::vector<int64_t> hashes =
         gather_int64(group, static_cast<int64_t>(weights_hash(model)), "weights_checksum");

@@ -3,6 +3,7 @@
 // usage mistakes (unknown flags, values of the wrong type or out of range) are reported by CLI11
 // with the same prefix and exit status 2 (its convention is 106+, mapped to 2).
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -256,9 +257,9 @@ Command add_plan(CLI::App& cli, bool& quiet) {
     strait::plan::Cluster cluster;
     strait::plan::Workload workload;
     strait::plan::MethodOptions methods;
-    std::string link, measured, outer_dtype = "fp32", wire_dtype = "bf16", index_coding = "auto";
+    std::string link, measured, outer_dtype = "fp32", wire_dtype = "bf16", index_coding = "auto", inner = "ddp";
     std::vector<std::string> method_names;
-    double params = 0, flops = 0, step_compute_s = 0, bucket_mb = 25;
+    double params = 0, flops = 0, step_compute_s = 0, bucket_mb = 25, codec_ns_per_param = -1;
     int64_t batch_size = 1, seq_len = 4096, tokens_per_step = 0;
     bool json = false;
     std::vector<std::string> sync_links, chart_runs;
@@ -286,7 +287,16 @@ Command add_plan(CLI::App& cli, bool& quiet) {
   app->add_option("--batch-size", args->batch_size, "sequences per rank per step")->capture_default_str()->check(at_least<int64_t>(1));
   app->add_option("--seq-len", args->seq_len, "tokens per sequence")->capture_default_str()->check(at_least<int64_t>(1));
   app->add_option("--step-compute-s", args->step_compute_s, "a step's compute time in seconds, instead of --flops");
-  app->add_option("--measured", args->measured, "a strait run directory whose metrics give the step compute time");
+  app->add_option("--measured", args->measured,
+                  "a strait run directory whose metrics give the step compute time (and a SparseLoCo run's, its codec time)");
+  app->add_option("--codec-ns-per-param", args->codec_ns_per_param,
+                  "SparseLoCo's codec CPU time per parameter per sync, in ns (default: --measured's, else left out)")
+      ->check(at_least<double>(0));
+  app->add_option("--inner", args->inner,
+                  "what the outer methods' replicas (one a node) run inside: ddp, or zero3 (each rank keeps and "
+                  "exchanges a shard; streaming-diloco is then left out)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"ddp", "zero3"}));
   app->add_option("--method", args->method_names, "methods to compare (repeat or comma-separate; default all)")
       ->delimiter(',')
       ->check(parsed_by([](const std::string& name) { strait::plan::method_named(name, {}); }));
@@ -344,6 +354,7 @@ Command add_plan(CLI::App& cli, bool& quiet) {
             if (!args->measured.empty()) {
               const auto run = strait::plan::read_measured_run(args->measured);
               args->workload.step_compute_s = run.step_compute_s;
+              args->workload.sparse_codec_s_per_param = run.sparse_codec_s_per_param;
               if (!have_params && run.params) {
                 args->params = *run.params;
                 args->workload.shapes = run.shapes;  // the run's own model: its tensors too
@@ -356,6 +367,7 @@ Command add_plan(CLI::App& cli, bool& quiet) {
               throw strait::Error("plan: give the compute rate: --flops (per rank), --step-compute-s or --measured RUN_DIR");
             }
             if (!have_params) throw strait::Error("plan: --params is required (e.g. --params 7e9)");
+            if (args->codec_ns_per_param >= 0) args->workload.sparse_codec_s_per_param = args->codec_ns_per_param * 1e-9;
             args->workload.params = args->params;
             args->workload.flops_per_rank = args->flops;
             args->workload.tokens_per_rank_step = static_cast<double>(
@@ -366,7 +378,14 @@ Command add_plan(CLI::App& cli, bool& quiet) {
             args->methods.sparse.index_coding = strait::codec::index_coding(args->index_coding);
             if (!(args->bucket_mb > 0)) throw strait::Error("plan: --bucket-mb must be > 0");
             args->methods.bucket_bytes = args->bucket_mb * 1024 * 1024;
-            if (args->method_names.empty()) args->method_names = strait::plan::method_names();
+            args->methods.zero3_inside = args->inner == "zero3";
+            if (args->method_names.empty()) {
+              args->method_names = strait::plan::method_names();
+              if (args->methods.zero3_inside) {  // not modelled with ZeRO-3 inside
+                auto& names = args->method_names;
+                names.erase(std::remove(names.begin(), names.end(), "streaming-diloco"), names.end());
+              }
+            }
             std::vector<strait::plan::Prediction> predictions;
             for (const auto& name : args->method_names) {
               predictions.push_back(strait::plan::predict(args->cluster, args->workload,

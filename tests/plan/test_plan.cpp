@@ -136,6 +136,33 @@ TEST(PlanBytes, SparseLocoUsesTheCodecsPayloadSize) {
   EXPECT_NEAR(codec::expected_packed_size(kMicroShapes, codec::SparseOptions{}), 17313, 0.02 * 17313);
 }
 
+TEST(PlanBytes, Zero3InsideReplicasExchangesEachRanksShard) {
+  // micro on 2 nodes of 3 ranks. ZeRO-3 shards each unit (embedding 32,768, each of 4 layers
+  // 200,960, head 32,896 elements) into ceil(n / 3): ranks 0 and 1 keep 10,923 + 4 x 66,987 +
+  // 10,966 = 289,837 elements, rank 2 the rest, 10,922 + 4 x 66,986 + 10,964 = 289,830. Each
+  // exchanges its part with its counterpart on the other node: half of it, encoded, out (all-to-
+  // all) and its mean of the other half back (all-gather), fp32, plus the 8-byte weight check:
+  // 2 x (2 x 4 x 144,919 + 8) + (2 x 4 x 144,915 + 8) = 3,478,048 bytes a node. With DDP inside
+  // every rank takes ceil(869,504 / 3) = 289,835: 3 x (2 x 4 x 144,918 + 8) = 3,478,056.
+  const Cluster cluster{2, 3, 1e9};
+  const Workload work = measured(kMicroParams, 0.05, kMicroShapes);
+  MethodOptions inside;
+  inside.zero3_inside = true;
+  const Prediction zero = predict(cluster, work, method_named("diloco", inside));
+  EXPECT_EQ(zero.bytes_per_outer_sync, 3478048);
+  EXPECT_EQ(predict(cluster, work, method("diloco")).bytes_per_outer_sync, 3478056);
+  EXPECT_EQ(zero.method.name, "diloco H=15 fp32 (zero3 inside)");
+  EXPECT_DOUBLE_EQ(zero.compute_s, 0.05 * 8 / 6) << "its backward recomputes the forward";
+  EXPECT_DOUBLE_EQ(zero.step_time_s, zero.compute_s + zero.comm_s);
+  // Only the outer methods have replicas to put it inside; streaming's fragments are not modelled.
+  EXPECT_FALSE(method_named("zero3", inside).zero3_inside);
+  EXPECT_FALSE(method_named("ddp", inside).zero3_inside);
+  EXPECT_TRUE(method_named("sparseloco", inside).zero3_inside);
+  EXPECT_NE(error_of([&] { predict(cluster, work, method_named("streaming-diloco", inside)); })
+                .find("streaming DiLoCo with ZeRO-3 inside its replicas is not in plan's model"),
+            std::string::npos);
+}
+
 TEST(PlanBytes, ZeroPlusPlusRatiosAreThoseOfAlgorithmsMd) {
   // Llama-2 7B on 8 nodes of 8 ranks: ZeRO-3 moves 3M across a node's link (M = the bf16 model),
   // +hpZ 2M, +hpZ+qwZ 1.5M, all three 0.75M (+ scales), within 5%.
@@ -175,6 +202,31 @@ TEST(PlanTime, EachMethodFollowsItsBound) {
   EXPECT_DOUBLE_EQ(predict(cluster, from_flops(1e9, 1000, 1e12), method("diloco")).compute_s, 6.0);
 }
 
+TEST(PlanTime, SparseLocoBlocksForItsCodecToo) {
+  const Cluster cluster{4, 1, 20e6, 1.0};
+  Workload work = measured(kMicroParams, 0.05, kMicroShapes);
+  const Prediction without = predict(cluster, work, method("sparseloco", 15));
+  EXPECT_EQ(without.codec_s_per_outer_sync, 0);
+  EXPECT_DOUBLE_EQ(without.step_time_s, 0.05 + without.bytes_per_outer_sync * 8 / 20e6 / 15);
+  // 30 ns a parameter: micro's 869,504 take 26.1 ms a sync, spread over its H = 15 steps; the
+  // bytes and the link time do not change, the step and what it exposes do.
+  work.sparse_codec_s_per_param = 30e-9;
+  const Prediction with = predict(cluster, work, method("sparseloco", 15));
+  EXPECT_DOUBLE_EQ(with.codec_s_per_outer_sync, 30e-9 * kMicroParams);
+  EXPECT_EQ(with.bytes_per_outer_sync, without.bytes_per_outer_sync);
+  EXPECT_EQ(with.comm_s, without.comm_s);
+  EXPECT_DOUBLE_EQ(with.step_time_s, without.step_time_s + 30e-9 * kMicroParams / 15);
+  EXPECT_DOUBLE_EQ(with.exposed_comm_s, with.step_time_s - 0.05);
+  EXPECT_EQ(with.time_model, "compute + (blocking exchange + codec) / H");
+  // It scales with the parameters, and only SparseLoCo has it.
+  work.params = 10 * kMicroParams;
+  EXPECT_DOUBLE_EQ(predict(cluster, work, method("sparseloco", 15)).codec_s_per_outer_sync, 30e-9 * 10 * kMicroParams);
+  EXPECT_EQ(predict(cluster, work, method("diloco", 15)).codec_s_per_outer_sync, 0);
+  const nlohmann::json report = plan_json(cluster, work, {with});
+  EXPECT_DOUBLE_EQ(report["methods"][0]["codec_s_per_outer_sync"].get<double>(), 30e-9 * kMicroParams);
+  EXPECT_DOUBLE_EQ(report["workload"]["sparse_codec_s_per_param"].get<double>(), 30e-9);
+}
+
 TEST(PlanErrors, NameTheProblem) {
   const Cluster cluster{2, 1, 1e9};
   EXPECT_EQ(error_of([&] { predict(cluster, measured(-7e9, 1), method("ddp")); }),
@@ -191,6 +243,10 @@ TEST(PlanErrors, NameTheProblem) {
   EXPECT_NE(error_of([&] { predict(cluster, measured(1e9, 1), method_named("streaming-diloco", options)); })
                 .find("--overlap-steps must be in [0, --sync-every)"),
             std::string::npos);
+  Workload negative_codec = measured(1e9, 1);
+  negative_codec.sparse_codec_s_per_param = -1e-9;
+  EXPECT_EQ(error_of([&] { predict(cluster, negative_codec, method("sparseloco")); }),
+            "plan: SparseLoCo's codec time per parameter must be in [0, 1) s");
 }
 
 // The seed papers' settings (README "strait plan" shows the same commands' output).
@@ -253,6 +309,14 @@ TEST(PlanMeasured, ReadsTheComputeTimeOfARun) {
   EXPECT_EQ(run.params, 869504);
   EXPECT_EQ(run.tokens_per_rank_step, 512);
   EXPECT_EQ(run.shapes, kMicroShapes);
+  EXPECT_EQ(run.sparse_codec_s_per_param, 0) << "no sync recorded codec_ms";
+  // A SparseLoCo run's syncs record their codec time: the median (upper, of 3) per parameter.
+  testing::write_file(dir / "metrics.jsonl",
+                      "{\"step\":1,\"step_ms\":50,\"outer_sync\":{\"codec_ms\":20.0}}\n"
+                      "{\"step\":2,\"step_ms\":60,\"outer_sync\":{\"codec_ms\":40.0}}\n"
+                      "{\"step\":3,\"step_ms\":55,\"outer_sync\":{\"codec_ms\":26.0}}\n"
+                      "{\"step\":4,\"step_ms\":45}\n");
+  EXPECT_DOUBLE_EQ(read_measured_run(dir.path().string()).sparse_codec_s_per_param, 0.026 / 869504);
   EXPECT_NE(error_of([&] { read_measured_run((dir / "missing").string()); }).find("no metrics.jsonl"), std::string::npos);
   // The files are input: fields of other types are named errors, not internal ones.
   testing::write_file(dir / "summary.json", "{\"parameters\": \"many\", \"tokens_per_step\": 2048, \"world_size\": 4}");
@@ -289,6 +353,7 @@ TEST(PlanValidation, PredictsRecordedTestbedRunsWithin20Percent) {
                                           model["num_hidden_layers"], model["tie_word_embeddings"]));
     work.layer_elements = llama_layer_elements(model["vocab_size"], model["hidden_size"], model["intermediate_size"],
                                                model["num_hidden_layers"], model["tie_word_embeddings"]);
+    work.sparse_codec_s_per_param = run.value("sparse_codec_s_per_param", 0.0);
     const auto& spec = run["method"];
     MethodOptions options;
     options.sync_every = spec.value("sync_every", 15);

@@ -598,6 +598,10 @@ TEST_F(Sparseloco, TwoReplicasStayIdenticalSendOnePayloadEachAndResumeWithTheirO
     if (!line.contains("outer_sync")) continue;
     EXPECT_EQ(line.at("outer_sync").at("payload_bytes").get<double>(), payload);
     EXPECT_GT(line.at("outer_sync").at("bits_per_index").get<double>(), 6.0);
+    // The codec's time (which plan models) is part of the time the sync blocked.
+    const double codec_ms = line.at("outer_sync").at("codec_ms").get<double>();
+    EXPECT_GT(codec_ms, 0.0);
+    EXPECT_LE(codec_ms, line.at("outer_sync").at("blocked_ms").get<double>());
   }
 
   // Stop at step 6, inside a window: each replica's error buffer is its own checkpoint state.

@@ -452,6 +452,32 @@ TEST_F(Zero3, InsideDilocoReplicasTrainsAsDdpInsideWithShardedOuterStateZeroPlus
       << result.output;
 }
 
+TEST_F(Zero3, PlanPredictsTheOuterExchangeInsideReplicasToTheByte) {
+  // DiLoCo (fp32) and SparseLoCo (fixed-width indices: its payload's size depends on the shapes
+  // alone) over 2 replicas of 2 ranks with ZeRO-3 inside, H = 4: each rank exchanges its own
+  // shard's pieces. `strait plan --inner zero3`, given the run, predicts the bytes a replica
+  // sends to the other per sync, which the ledger counts per rank (cross_replica: the outer
+  // exchanges and the weight check).
+  for (const std::string method : {"diloco", "sparseloco"}) {
+    const fs::path run = scratch_ / method;
+    const auto result = launch(4, zero_train_args(run, 8) + " --strategy " + method +
+                                      " --replica-ranks 2 --sync-every 4 --inner zero3 --index-coding fixed");
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    const auto summary = nlohmann::json::parse(testing::read_file(run / "summary.json"));
+    ASSERT_EQ(summary.at("outer_syncs"), 2) << method;
+    const auto& by_rank = summary.at("traffic_by_rank");
+    const double replica_sent = by_rank.at(0).at("cross_replica").at("sent").get<double>() +
+                                by_rank.at(1).at("cross_replica").at("sent").get<double>();
+    const auto plan = testing::run_strait("plan --measured '" + run.string() +
+                                          "' --nodes 2 --ranks-per-node 2 --link 1gbit --inner zero3 --sync-every 4 "
+                                          "--index-coding fixed --json --method " + method);
+    ASSERT_EQ(plan.exit_code, 0) << plan.output;
+    const auto predicted = nlohmann::json::parse(plan.output).at("methods").at(0);
+    EXPECT_NE(predicted.at("method").get<std::string>().find("(zero3 inside)"), std::string::npos);
+    EXPECT_EQ(predicted.at("bytes_per_outer_sync").get<double>(), replica_sent / 2) << method;
+  }
+}
+
 TEST_F(Zero3, BadSettingsAreRefusedBeforeTraining) {
   auto result = testing::run_strait(zero_train_args(scratch_ / "one") + " --strategy zero3");
   EXPECT_NE(result.exit_code, 0);

@@ -130,15 +130,16 @@ std::vector<int64_t> fragment_elements(const Workload& workload, int fragments) 
 // embedding, each layer and the head (final norm and untied LM head). Without shapes, the model
 // as one layer-like unit: the ZeRO++ paper's accounting, everything gathered twice.
 struct ZeroUnit {
-  int64_t elements = 0;
-  bool layer = false;  // gathered again for backward's recompute
+  std::vector<int64_t> tensors;  // each parameter's elements, in the unit's order
+  bool layer = false;            // gathered again for backward's recompute
+  int64_t elements() const { return std::accumulate(tensors.begin(), tensors.end(), int64_t{0}); }
 };
 
 std::vector<ZeroUnit> zero_units(const Workload& workload) {
   const auto& shapes = workload.shapes;
   const size_t tensors_per_layer = 9;
   if (shapes.size() < 2 || (shapes.size() - 2) % tensors_per_layer > 1) {
-    return {{static_cast<int64_t>(std::llround(workload.params)), true}};
+    return {{{static_cast<int64_t>(std::llround(workload.params))}, true}};
   }
   auto elements = [&](size_t index) {
     int64_t n = 1;
@@ -146,16 +147,36 @@ std::vector<ZeroUnit> zero_units(const Workload& workload) {
     return n;
   };
   const size_t layers = (shapes.size() - 2) / tensors_per_layer;
-  std::vector<ZeroUnit> units = {{elements(0), false}};
+  std::vector<ZeroUnit> units = {{{elements(0)}, false}};
   for (size_t layer = 0; layer < layers; ++layer) {
-    int64_t total = 0;
-    for (size_t t = 0; t < tensors_per_layer; ++t) total += elements(1 + layer * tensors_per_layer + t);
-    units.push_back({total, true});
+    ZeroUnit unit{{}, true};
+    for (size_t t = 0; t < tensors_per_layer; ++t) unit.tensors.push_back(elements(1 + layer * tensors_per_layer + t));
+    units.push_back(unit);
   }
-  int64_t head = 0;
-  for (size_t t = 1 + layers * tensors_per_layer; t < shapes.size(); ++t) head += elements(t);
-  units.push_back({head, false});
+  ZeroUnit head;
+  for (size_t t = 1 + layers * tensors_per_layer; t < shapes.size(); ++t) head.tensors.push_back(elements(t));
+  units.push_back(head);
   return units;
+}
+
+// ZeRO-3 inside a replica of `ranks` ranks (strategy/zero3.cpp): rank r keeps [r S, (r + 1) S) of
+// each unit's parameters laid end to end (S = ceil(elements / ranks), the padding at the end),
+// and its outer method works on the pieces of it, one 1-D piece per parameter its shard
+// overlaps. Per rank, the pieces' lengths.
+std::vector<std::vector<int64_t>> zero_shard_pieces(const Workload& workload, int ranks) {
+  std::vector<std::vector<int64_t>> pieces(static_cast<size_t>(ranks));
+  for (const ZeroUnit& unit : zero_units(workload)) {
+    const int64_t shard = ceil_div(unit.elements(), ranks);
+    for (int r = 0; r < ranks; ++r) {
+      int64_t offset = 0;
+      for (const int64_t n : unit.tensors) {
+        const int64_t first = std::max(r * shard, offset), last = std::min((r + 1) * shard, offset + n);
+        if (first < last) pieces[static_cast<size_t>(r)].push_back(last - first);
+        offset += n;
+      }
+    }
+  }
+  return pieces;
 }
 
 // ZeRO-3 / ZeRO++ per step (ALGORITHMS.md section 1), unit by unit as strategy/zero3.h moves
@@ -172,7 +193,7 @@ double zero_bytes_per_node(const Cluster& cluster, const Workload& workload, con
   };
   double bytes = 0;
   for (const ZeroUnit& unit : zero_units(workload)) {
-    const int64_t shard = ceil_div(unit.elements, n);
+    const int64_t shard = ceil_div(unit.elements(), n);
     const double gathers = unit.layer && !(method.hpz && cluster.nodes > 1) ? 2 : 1;
     bytes += gathers * ring(weights, shard);
     if (method.qgz && cluster.nodes > 1) {
@@ -222,13 +243,17 @@ std::string seconds_text(double seconds) {
 bool changes_optimisation(Kind kind) { return kind != Kind::Ddp && kind != Kind::Zero3; }
 
 // Local SGD, DiLoCo and SparseLoCo: every replica waits for the exchange at the outer step.
-void block_at_outer_step(Prediction& p, const Cluster& cluster, double compute, double bytes_per_sync) {
+// `codec_s_per_sync`: CPU time the exchange spends encoding and decoding, which blocks as well.
+void block_at_outer_step(Prediction& p, const Cluster& cluster, double compute, double bytes_per_sync,
+                         double codec_s_per_sync = 0) {
   p.bytes_per_outer_sync = bytes_per_sync;
+  p.codec_s_per_outer_sync = codec_s_per_sync;
   p.cross_node_bytes_per_node_per_step = bytes_per_sync / p.method.sync_every;
   p.compute_s = compute;
   p.comm_s = link_seconds(cluster, p.cross_node_bytes_per_node_per_step);
-  p.step_time_s = compute + p.comm_s;
-  p.time_model = "compute + blocking exchange / H";
+  p.step_time_s = compute + p.comm_s + codec_s_per_sync / p.method.sync_every;
+  p.time_model = std::string(p.method.zero3_inside ? "compute with recomputed forward" : "compute") +
+                 (codec_s_per_sync > 0 ? " + (blocking exchange + codec) / H" : " + blocking exchange / H");
 }
 
 }  // namespace
@@ -296,6 +321,8 @@ MethodSpec method_named(const std::string& name, const MethodOptions& options) {
     method.kind = Kind::SparseLoco;
     method.name = name + h + " k=" + std::to_string(options.sparse.topk);
   }
+  method.zero3_inside = options.zero3_inside && changes_optimisation(method.kind);
+  if (method.zero3_inside) method.name += " (zero3 inside)";
   return method;
 }
 
@@ -316,27 +343,57 @@ double ddp_bytes_per_node(const Cluster& cluster, const std::vector<int64_t>& bu
   return busiest;
 }
 
+namespace {
+
+// One rank's part of the dense exchange of its `count` values with its counterparts in the other
+// `replicas` (replica_exchange.cpp, mean_of_shard): each other owner's encoded slice (all-to-all),
+// then its own encoded mean to each (all-gather), then the 8-byte weight check (all-gather).
+double dense_exchange_bytes_per_rank(int replicas, int64_t count, codec::WireDtype dtype) {
+  const auto slice_bytes = static_cast<uint64_t>(encoded_bytes(dtype, ceil_div(count, replicas)));
+  return sent(gloo::direct_alltoall(0, replicas, slice_bytes)) + sent(gloo::ring_allgather(0, replicas, slice_bytes)) +
+         sent(gloo::ring_allgather(0, replicas, 8));
+}
+
+// One payload's all-gather among `replicas` (sparse_exchange.cpp): the 8-byte sizes, then every
+// payload padded to the largest (Group::all_gather_bytes).
+double sparse_payload_bytes_per_rank(int replicas, double payload_bytes) {
+  return sent(gloo::ring_allgather(0, replicas, 8)) +
+         sent(gloo::ring_allgather(0, replicas, static_cast<uint64_t>(std::ceil(payload_bytes))));
+}
+
+double weight_check_bytes_per_rank(int replicas) { return sent(gloo::ring_allgather(0, replicas, 8)); }
+
+}  // namespace
+
 double dense_exchange_bytes_per_node(const Cluster& cluster, int64_t count, codec::WireDtype dtype) {
-  const int replicas = cluster.nodes;
-  if (replicas < 2) return 0;
-  // replica_exchange.cpp: the rank at position p of its replica takes the p-th of k shards, and
-  // sends each other replica's owner its encoded slice (all-to-all), then the owner's encoded
-  // mean to each (all-gather); then the 8-byte weight check (all-gather of an int64).
-  const int64_t shard = ceil_div(count, cluster.ranks_per_node);
-  const auto slice_bytes = static_cast<uint64_t>(encoded_bytes(dtype, ceil_div(shard, replicas)));
-  const double per_rank = sent(gloo::direct_alltoall(0, replicas, slice_bytes)) +
-                          sent(gloo::ring_allgather(0, replicas, slice_bytes)) + sent(gloo::ring_allgather(0, replicas, 8));
-  return cluster.ranks_per_node * per_rank;
+  if (cluster.nodes < 2) return 0;
+  // The rank at position p of its replica takes the p-th of k shards of the values.
+  return cluster.ranks_per_node * dense_exchange_bytes_per_rank(cluster.nodes, ceil_div(count, cluster.ranks_per_node), dtype);
 }
 
 double sparse_exchange_bytes_per_node(const Cluster& cluster, double payload_bytes) {
-  const int replicas = cluster.nodes;
-  if (replicas < 2) return 0;
-  // sparse_exchange.cpp: position 0 of each replica all-gathers the 8-byte sizes, then every
-  // payload padded to the largest (Group::all_gather_bytes); every rank sends the weight check.
-  const double payload = sent(gloo::ring_allgather(0, replicas, 8)) +
-                         sent(gloo::ring_allgather(0, replicas, static_cast<uint64_t>(std::ceil(payload_bytes))));
-  return payload + cluster.ranks_per_node * sent(gloo::ring_allgather(0, replicas, 8));
+  if (cluster.nodes < 2) return 0;
+  // Position 0 of each replica all-gathers the payloads; every rank sends the weight check.
+  return sparse_payload_bytes_per_rank(cluster.nodes, payload_bytes) +
+         cluster.ranks_per_node * weight_check_bytes_per_rank(cluster.nodes);
+}
+
+double zero3_inside_exchange_bytes_per_node(const Cluster& cluster, const Workload& workload, const MethodSpec& method) {
+  if (cluster.nodes < 2) return 0;
+  // Every rank exchanges its own pieces with the same pieces of the other replicas.
+  double bytes = 0;
+  for (const auto& pieces : zero_shard_pieces(workload, cluster.ranks_per_node)) {
+    if (method.kind == Kind::SparseLoco) {
+      std::vector<std::vector<int64_t>> shapes;
+      for (const int64_t n : pieces) shapes.push_back({n});
+      bytes += sparse_payload_bytes_per_rank(cluster.nodes, codec::expected_packed_size(shapes, method.sparse)) +
+               weight_check_bytes_per_rank(cluster.nodes);
+    } else {
+      const int64_t count = std::accumulate(pieces.begin(), pieces.end(), int64_t{0});
+      bytes += dense_exchange_bytes_per_rank(cluster.nodes, count, method.outer_dtype);
+    }
+  }
+  return bytes;
 }
 
 Prediction predict(const Cluster& cluster, const Workload& workload, const MethodSpec& method) {
@@ -350,10 +407,17 @@ Prediction predict(const Cluster& cluster, const Workload& workload, const Metho
   }
   require_positive(workload.params, "--params");
   if (workload.params > 1e15) throw Error("plan: --params must be at most 1e15");
+  if (!(workload.sparse_codec_s_per_param >= 0 && workload.sparse_codec_s_per_param < 1)) {
+    throw Error("plan: SparseLoCo's codec time per parameter must be in [0, 1) s");
+  }
   if (method.sync_every < 1) throw Error("plan: --sync-every must be >= 1, got " + std::to_string(method.sync_every));
   if (method.fragments < 1) throw Error("plan: --fragments must be >= 1, got " + std::to_string(method.fragments));
   if (method.overlap_steps < 0 || method.overlap_steps >= method.sync_every) {
     throw Error("plan: --overlap-steps must be in [0, --sync-every), got " + std::to_string(method.overlap_steps));
+  }
+  if (method.zero3_inside && method.kind == Kind::StreamingDiloco) {
+    throw Error("plan: streaming DiLoCo with ZeRO-3 inside its replicas is not in plan's model (its fragments are "
+                "layers of each rank's shard)");
   }
   double compute = 0;
   if (workload.step_compute_s) {
@@ -391,7 +455,11 @@ Prediction predict(const Cluster& cluster, const Workload& workload, const Metho
       break;
     case Kind::LocalSgd:
     case Kind::Diloco:
-      block_at_outer_step(p, cluster, compute, dense_exchange_bytes_per_node(cluster, params, method.outer_dtype));
+      if (method.zero3_inside) {
+        block_at_outer_step(p, cluster, compute * 8 / 6, zero3_inside_exchange_bytes_per_node(cluster, workload, method));
+      } else {
+        block_at_outer_step(p, cluster, compute, dense_exchange_bytes_per_node(cluster, params, method.outer_dtype));
+      }
       break;
     case Kind::StreamingDiloco: {
       // Fragment f syncs once per window and runs behind τ inner steps; its remainder blocks.
@@ -410,8 +478,14 @@ Prediction predict(const Cluster& cluster, const Workload& workload, const Metho
       break;
     }
     case Kind::SparseLoco: {
+      const double codec_s = workload.sparse_codec_s_per_param * workload.params;
+      if (method.zero3_inside) {
+        block_at_outer_step(p, cluster, compute * 8 / 6, zero3_inside_exchange_bytes_per_node(cluster, workload, method),
+                            codec_s / cluster.ranks_per_node);  // each rank encodes its shard's share
+        break;
+      }
       const double payload = codec::expected_packed_size(tensor_shapes(workload), method.sparse);
-      block_at_outer_step(p, cluster, compute, sparse_exchange_bytes_per_node(cluster, payload));
+      block_at_outer_step(p, cluster, compute, sparse_exchange_bytes_per_node(cluster, payload), codec_s);
       break;
     }
   }
@@ -506,10 +580,18 @@ std::vector<std::string> assumptions(const Cluster& cluster, const Workload& wor
           " replicas), DDP inside the node on links taken as free",
       "DDP: float32 gradient buckets, hierarchical all-reduce (reduce-scatter in the node, ring across nodes, "
       "all-gather in the node); loss and weight-check scalars of 8 bytes are counted for outer methods only",
-      "ZeRO-3/ZeRO++ (not yet built in strait): the collectives of ALGORITHMS.md section 1 with Gloo's ring; "
+      "ZeRO-3/ZeRO++: the collectives of ALGORITHMS.md section 1 with Gloo's ring; "
       "qwZ int8 and qgZ int4 in blocks of 256 with a float32 scale",
       "SparseLoCo: the payload's expected size for random top-k positions (codec::expected_packed_size)",
   };
+  if (workload.sparse_codec_s_per_param > 0) {
+    std::ostringstream codec;
+    codec << "SparseLoCo's codec (top-k, quantization, packing, decoding) blocks each sync for "
+          << workload.sparse_codec_s_per_param * 1e9 << " ns per parameter, as measured or given";
+    lines.push_back(codec.str());
+  } else {
+    lines.push_back("SparseLoCo's codec time is left out (give --measured with a SparseLoCo run, or --codec-ns-per-param)");
+  }
   std::ostringstream link;
   link << "link time = bytes x 8 / (rate x " << cluster.link_efficiency
        << "): TCP payload's share of the nominal rate; no per-message latency";
@@ -551,10 +633,11 @@ nlohmann::json plan_json(const Cluster& cluster, const Workload& workload, const
       entry["sync_every"] = p.method.sync_every;
       entry["bytes_per_outer_sync"] = p.bytes_per_outer_sync;
     }
+    if (p.method.kind == Kind::SparseLoco) entry["codec_s_per_outer_sync"] = p.codec_s_per_outer_sync;
     methods.push_back(entry);
   }
   const Recommendation best = recommend(predictions);
-  nlohmann::json workload_json = {{"params", workload.params}};
+  nlohmann::json workload_json = {{"params", workload.params}, {"sparse_codec_s_per_param", workload.sparse_codec_s_per_param}};
   if (workload.step_compute_s) workload_json["step_compute_s"] = *workload.step_compute_s;
   else workload_json.update({{"tokens_per_rank_step", workload.tokens_per_rank_step}, {"flops_per_rank", workload.flops_per_rank}});
   return {{"cluster",
@@ -590,6 +673,16 @@ std::string plan_table(const Cluster& cluster, const Workload& workload, const s
   if (changes_optimisation(predictions[best.index].method.kind)) out << "caveat: " << kQualityCaveat << "\n";
   return out.str();
 }
+
+namespace {
+
+// The upper median (the element at n / 2 once sorted); `values` is reordered. Not empty.
+double median_high(std::vector<double>& values) {
+  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(values.size() / 2), values.end());
+  return values[values.size() / 2];
+}
+
+}  // namespace
 
 // Runs `read`, which takes fields out of a run's JSON files: those are input, not trusted, so a
 // field of an unexpected type ends as a strait::Error naming the file, not an internal error.
@@ -677,7 +770,7 @@ MeasuredRun read_measured_run(const std::string& run_dir) {
   const std::string metrics_path = run_dir + "/metrics.jsonl";
   std::ifstream metrics(metrics_path);
   if (!metrics) throw Error("plan: --measured " + run_dir + ": no metrics.jsonl there (is it a strait run directory?)");
-  std::vector<double> quiet_steps, compute_parts;
+  std::vector<double> quiet_steps, compute_parts, codec_ms;
   std::string line;
   for (int number = 1; std::getline(metrics, line); ++number) {
     if (line.empty()) continue;
@@ -689,13 +782,15 @@ MeasuredRun read_measured_run(const std::string& run_dir) {
       if (entry.contains("forward_ms") && entry.contains("backward_ms")) {
         compute_parts.push_back(entry.at("forward_ms").get<double>() + entry.at("backward_ms").get<double>());
       }
+      if (entry.contains("outer_sync") && entry.at("outer_sync").contains("codec_ms")) {
+        codec_ms.push_back(entry.at("outer_sync").at("codec_ms").get<double>());
+      }
     });
   }
   std::vector<double>& chosen = quiet_steps.empty() ? compute_parts : quiet_steps;
   if (chosen.empty()) throw Error("plan: --measured " + run_dir + ": metrics.jsonl has no step with step_ms");
-  std::nth_element(chosen.begin(), chosen.begin() + chosen.size() / 2, chosen.end());
   MeasuredRun run;
-  run.step_compute_s = chosen[chosen.size() / 2] / 1000;
+  run.step_compute_s = median_high(chosen) / 1000;
   std::ifstream summary_file(run_dir + "/summary.json");
   if (summary_file) {
     const auto summary = nlohmann::json::parse(summary_file, nullptr, false);
@@ -707,6 +802,22 @@ MeasuredRun read_measured_run(const std::string& run_dir) {
         }
       });
     }
+  }
+  // A ZeRO-3 run's steps recompute the forward, which predict() adds (8/6) to the compute it is
+  // given: the run's own compute, without it.
+  std::ifstream train_config_file(run_dir + "/train_config.json");
+  if (train_config_file) {
+    const auto train_config = nlohmann::json::parse(train_config_file, nullptr, false);
+    if (!train_config.is_discarded() && train_config.is_object()) {
+      reading_json(run_dir + "/train_config.json", [&] {
+        if (train_config.value("strategy", "") == "zero3" || train_config.value("inner", "") == "zero3") {
+          run.step_compute_s *= 6.0 / 8.0;
+        }
+      });
+    }
+  }
+  if (!codec_ms.empty() && run.params && *run.params > 0) {
+    run.sparse_codec_s_per_param = median_high(codec_ms) / 1000 / *run.params;
   }
   // The model's shapes make SparseLoCo's payload and DDP's buckets exact.
   std::ifstream config_file(run_dir + "/config.json");

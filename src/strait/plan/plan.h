@@ -12,7 +12,8 @@
 //
 // The model, stated once (README "strait plan" repeats it for users):
 // - One replica per node for the outer methods (DDP inside the node on its fast links, which are
-//   taken as free), R = nodes replicas; DDP and ZeRO span every rank.
+//   taken as free, or ZeRO-3: each rank then keeps and exchanges its shard), R = nodes replicas;
+//   DDP and ZeRO span every rank.
 // - Bytes are those the busiest node sends across its link per step (the links are symmetric:
 //   it receives as many); outer methods' bytes per sync are spread over the H steps of a window.
 // - Compute per step: 6 x params x tokens per rank / FLOP/s (8 x for ZeRO, whose backward
@@ -20,7 +21,8 @@
 // - Time: DDP = forward + the later of (backward, the link) with the buckets pipelined behind
 //   backward (forward 1/3 of compute); ZeRO, whose prefetched gathers and reduce-scatters overlap
 //   all compute: max(compute, link); local SGD, DiLoCo, SparseLoCo block at the outer step:
-//   compute + exchange / H; streaming DiLoCo hides each fragment's exchange behind τ inner steps:
+//   compute + exchange / H (SparseLoCo's exchange adds its codec's CPU time when known, which
+//   scales with the parameters); streaming DiLoCo hides each fragment's exchange behind τ inner steps:
 //   max(compute + the unhidden part / H, link).
 // - Link time = bytes x 8 / (rate x efficiency): efficiency is the share of the nominal rate that
 //   TCP payload gets (headers, the shaper's queue), 0.94 by default.
@@ -63,6 +65,10 @@ struct Workload {
   // Elements per decoder layer, the embedding counted with the first and the final norm and head
   // with the last: streaming DiLoCo's fragment p holds layers p, p + P, ...; empty = P equal parts.
   std::vector<int64_t> layer_elements;
+  // SparseLoCo's codec CPU time per parameter per outer sync (error feedback, top-k, 2-bit
+  // quantization, packing, decoding the replicas' payloads), measured (MeasuredRun) or given;
+  // 0 leaves it out of the model.
+  double sparse_codec_s_per_param = 0;
 };
 
 enum class Kind { Ddp, Zero3, LocalSgd, Diloco, StreamingDiloco, SparseLoco };
@@ -81,6 +87,9 @@ struct MethodSpec {
   int fragments = 1;                                   // streaming DiLoCo (and SparseLoCo)
   int overlap_steps = 0;                               // τ, streaming DiLoCo
   codec::SparseOptions sparse;                         // SparseLoCo: topk, index coding
+  // Local SGD, DiLoCo, SparseLoCo: ZeRO-3 inside each replica instead of DDP (--inner zero3):
+  // every rank exchanges its shard's pieces, and its compute recomputes the forward.
+  bool zero3_inside = false;
 };
 
 // The options of `strait plan` that shape the methods.
@@ -92,6 +101,7 @@ struct MethodOptions {
   codec::WireDtype wire_dtype = codec::WireDtype::Bf16;
   double bucket_bytes = 25.0 * 1024 * 1024;
   codec::SparseOptions sparse;
+  bool zero3_inside = false;  // the outer methods' replicas run ZeRO-3 (streaming DiLoCo: not modelled)
 };
 
 // The names `--method` accepts, in the table's order: ddp, zero3, zero3+hpz, zero3+qwz, zero3+qgz,
@@ -105,6 +115,7 @@ struct Prediction {
   MethodSpec method;
   double cross_node_bytes_per_node_per_step = 0;  // the busiest node's, sent
   double bytes_per_outer_sync = 0;                // outer methods: the busiest node's per sync (all fragments)
+  double codec_s_per_outer_sync = 0;              // SparseLoCo: its codec's CPU time per sync, which blocks too
   std::vector<double> fragment_sync_bytes;        // streaming DiLoCo: each fragment's exchange
   double compute_s = 0;                           // per step
   double comm_s = 0;                              // per step: the link time of the step's bytes
@@ -125,6 +136,9 @@ double ddp_bytes_per_node(const Cluster& cluster, const std::vector<int64_t>& bu
 double dense_exchange_bytes_per_node(const Cluster& cluster, int64_t count, codec::WireDtype dtype);
 // SparseLoCo's all-gather of one payload of `payload_bytes` per replica (and the weight check).
 double sparse_exchange_bytes_per_node(const Cluster& cluster, double payload_bytes);
+// Local SGD's, DiLoCo's or SparseLoCo's exchange with ZeRO-3 inside a node's replica: each of its
+// ranks exchanges the pieces of its shard (strategy/zero3.h) with its counterparts.
+double zero3_inside_exchange_bytes_per_node(const Cluster& cluster, const Workload& workload, const MethodSpec& method);
 
 // The tensors of strait's Llama decoder in its parameter order (model/llama.cpp, mirrored here
 // without LibTorch): embedding, per layer the two norms, q/k/v/o, gate/up/down, final norm, head.
@@ -188,15 +202,18 @@ std::string plan_table(const Cluster& cluster, const Workload& workload, const s
 
 // The compute time of one step measured in a strait run directory's metrics.jsonl: the median
 // step_ms of the steps that sent nothing across nodes (outer methods between syncs), else the
-// median forward_ms + backward_ms (DDP, whose update waits on the link). Also the run's
-// parameters and tokens per rank per step (summary.json) and its model's tensor shapes
-// (config.json), when recorded.
+// median forward_ms + backward_ms (DDP, whose update waits on the link); for a ZeRO-3 run
+// (train_config.json), 6/8 of it, as predict() adds the recomputed forward. Also the run's
+// parameters and tokens per rank per step (summary.json), its model's tensor shapes
+// (config.json) and, for SparseLoCo, its codec's time per parameter, when recorded.
 struct MeasuredRun {
   double step_compute_s = 0;
   std::optional<double> params;
   std::optional<double> tokens_per_rank_step;
   std::vector<std::vector<int64_t>> shapes;
   std::vector<int64_t> layer_elements;
+  // SparseLoCo runs: the median codec_ms of rank 0's outer syncs per parameter (0 for others).
+  double sparse_codec_s_per_param = 0;
 };
 // Throws strait::Error naming the directory when it holds no usable metrics.
 MeasuredRun read_measured_run(const std::string& run_dir);

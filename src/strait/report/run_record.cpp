@@ -179,8 +179,10 @@ void predict_into(RunRecord& run, const fs::path& run_dir, const json& config) {
     run.plan_note = "its inner phases were time-boxed (--sync-every-seconds), and plan models a fixed H";
     return;
   }
-  if (field_or<std::string>(config, "inner", "auto") == "zero3") {
-    run.plan_note = "ZeRO-3 inside an outer method's replicas is not in plan's model";
+  const bool zero3_inside = field_or<std::string>(config, "inner", "auto") == "zero3";
+  if (zero3_inside && run.replica_ranks != run.ranks_per_node) {
+    run.plan_note = "plan models ZeRO-3 inside replicas of one node each; this run's replicas are " +
+                    std::to_string(run.replica_ranks) + " ranks of nodes of " + std::to_string(run.ranks_per_node);
     return;
   }
   try {
@@ -195,14 +197,17 @@ void predict_into(RunRecord& run, const fs::path& run_dir, const json& config) {
     work.step_compute_s = measured.step_compute_s;
     work.shapes = measured.shapes;
     work.layer_elements = measured.layer_elements;
+    work.sparse_codec_s_per_param = measured.sparse_codec_s_per_param;
     // On loopback there is no link to wait for: bytes only (a single node sends none).
     const bool shaped = run.link_bits_per_s > 0;
     const plan::Cluster cluster{run.nodes, run.ranks_per_node, shaped ? run.link_bits_per_s : 1e15};
-    const plan::Prediction prediction = plan::predict(cluster, work, planned_method(config, run_dir / "train_config.json"));
+    plan::MethodSpec method = planned_method(config, run_dir / "train_config.json");
+    method.zero3_inside = zero3_inside;
+    const plan::Prediction prediction = plan::predict(cluster, work, method);
     const auto steps = static_cast<double>(run.steps);
     // Every method but ZeRO-3 starts with rank 0's weights broadcast; ZeRO-3's ranks check
     // theirs and keep a shard each.
-    const bool broadcast = field<std::string>(config, "strategy", run_dir / "train_config.json") != "zero3";
+    const bool broadcast = field<std::string>(config, "strategy", run_dir / "train_config.json") != "zero3" && !zero3_inside;
     run.planned_bytes_per_node = prediction.cross_node_bytes_per_node_per_step * steps +
                                  (broadcast ? plan::weight_broadcast_bytes_per_node(cluster, work.params) : 0.0);
     if (shaped) run.planned_steps_s = prediction.step_time_s * steps;
@@ -239,6 +244,7 @@ RunRecord load_run(const fs::path& dir) {
       run.nodes = std::max(1, field<int>(summary, "nodes", summary_file));
       run.ranks_per_node = std::max(1, field_or<int>(summary, "world_size", run.nodes) / run.nodes);
     }
+    run.replica_ranks = field_or<int>(summary, "replica_ranks", run.ranks_per_node);
     double sent = 0;
     for (const json& rank : field_or<json>(summary, "traffic_by_rank", json::array())) {
       sent += field_or<double>(field_or<json>(rank, "cross_node", json::object()), "sent", 0);

@@ -30,6 +30,7 @@ struct RunRecord {
   double link_bits_per_s = 0;  // 0 on loopback
   int nodes = 1;           // testbed.json's, else summary.json's (the launcher's), else 1
   int ranks_per_node = 1;
+  int replica_ranks = 1;   // an outer method's ranks per replica (summary.json)
   int64_t steps = 0;    // the last step in metrics.jsonl
   bool finished = false;  // summary.json exists
   double final_val_loss = 0;  // NaN when the run logged no validation loss

@@ -1,6 +1,7 @@
 #include "strait/strategy/sparse_exchange.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "strait/core/error.h"
 
@@ -16,6 +17,10 @@ int64_t elements_of(const std::vector<int64_t>& shape) {
 
 void add_figure(nlohmann::json& figures, const std::string& key, int64_t value) {
   figures[key] = figures.value(key, int64_t{0}) + value;
+}
+
+double milliseconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
 // Adds one payload's figures to the sync's (several fragments may sync at one step).
@@ -47,6 +52,7 @@ void SparseExchange::prepare(const std::vector<std::vector<std::vector<int64_t>>
 int64_t SparseExchange::aggregate(size_t fragment, const torch::Tensor& flat, const std::string& label,
                                   nlohmann::json& figures) {
   const auto& shapes = shapes_.at(fragment);
+  const auto encode_start = std::chrono::steady_clock::now();
   float* error = errors_[fragment].data_ptr<float>();
   const float* delta = flat.data_ptr<float>();
   std::vector<codec::SparseTensor> sent;
@@ -57,22 +63,30 @@ int64_t SparseExchange::aggregate(size_t fragment, const torch::Tensor& flat, co
   }
   const std::vector<uint8_t> payload = codec::pack(sent, options_);
   add_payload_figures(figures, codec::payload_stats(sent, options_), 4 * offset);
+  // The codec's CPU time (error feedback, top-k, quantization, packing; unpacking and
+  // aggregating the replicas' payloads), apart from the wait on the gather: plan models it.
+  double codec_ms = milliseconds_since(encode_start);
 
   int64_t bytes_sent = 0;
   if (across_ == nullptr) {
+    const auto decode_start = std::chrono::steady_clock::now();
     aggregate_payloads(fragment, {payload}, flat);  // one replica: the trip through the wire format
+    codec_ms += milliseconds_since(decode_start);
   } else if (replica_ == nullptr || replica_->rank() == 0) {
     // Bounds the memory a peer's announced size may make the gather allocate.
     const auto max_bytes = static_cast<int64_t>(codec::max_packed_size(shapes, options_));
     std::vector<std::vector<uint8_t>> payloads;
     across_->all_gather_bytes(payload, payloads, label + "/allgather", max_bytes).wait();
+    const auto decode_start = std::chrono::steady_clock::now();
     aggregate_payloads(fragment, payloads, flat);
+    codec_ms += milliseconds_since(decode_start);
     size_t largest = 0;
     for (const auto& received : payloads) largest = std::max(largest, received.size());
     // Each rank's 8-byte count, then every payload padded to the largest (Group::all_gather_bytes).
     bytes_sent = static_cast<int64_t>(across_->size() - 1) * (8 + static_cast<int64_t>(largest));
   }
   if (replica_ != nullptr && replica_->size() > 1) replica_->broadcast(flat, 0, label + "/in_replica").wait();
+  figures["codec_ms"] = figures.value("codec_ms", 0.0) + codec_ms;
   return bytes_sent;
 }
 

@@ -161,6 +161,10 @@ TEST(PlanBytes, Zero3InsideReplicasExchangesEachRanksShard) {
   EXPECT_NE(error_of([&] { predict(cluster, work, method_named("streaming-diloco", inside)); })
                 .find("streaming DiLoCo with ZeRO-3 inside its replicas is not in plan's model"),
             std::string::npos);
+  EXPECT_NE(error_of([&] { predict(Cluster{2, 1, 1e9}, work, method_named("diloco", inside)); })
+                .find("ZeRO-3 inside replicas needs replicas of at least 2 ranks"),
+            std::string::npos);
+  EXPECT_NE(plan_json(cluster, work, {zero}).at("assumptions").dump().find("ZeRO-3 inside the node"), std::string::npos);
 }
 
 TEST(PlanBytes, ZeroPlusPlusRatiosAreThoseOfAlgorithmsMd) {
@@ -222,6 +226,9 @@ TEST(PlanTime, SparseLocoBlocksForItsCodecToo) {
   work.params = 10 * kMicroParams;
   EXPECT_DOUBLE_EQ(predict(cluster, work, method("sparseloco", 15)).codec_s_per_outer_sync, 30e-9 * 10 * kMicroParams);
   EXPECT_EQ(predict(cluster, work, method("diloco", 15)).codec_s_per_outer_sync, 0);
+  // It is part of the exchange whose share of compute sets the smallest H.
+  const SyncCondition condition = sync_condition(cluster, work, method("sparseloco"));
+  EXPECT_DOUBLE_EQ(condition.sync_s, condition.bytes_per_sync * 8 / 20e6 + 30e-9 * 10 * kMicroParams);
   const nlohmann::json report = plan_json(cluster, work, {with});
   EXPECT_DOUBLE_EQ(report["methods"][0]["codec_s_per_outer_sync"].get<double>(), 30e-9 * kMicroParams);
   EXPECT_DOUBLE_EQ(report["workload"]["sparse_codec_s_per_param"].get<double>(), 30e-9);
@@ -310,11 +317,13 @@ TEST(PlanMeasured, ReadsTheComputeTimeOfARun) {
   EXPECT_EQ(run.tokens_per_rank_step, 512);
   EXPECT_EQ(run.shapes, kMicroShapes);
   EXPECT_EQ(run.sparse_codec_s_per_param, 0) << "no sync recorded codec_ms";
-  // A SparseLoCo run's syncs record their codec time: the median (upper, of 3) per parameter.
+  // A SparseLoCo run's syncs record their codec time and the values they coded (dense_bytes /
+  // 4: here the whole model twice, then half of it, as one of two fragments or one of two
+  // ranks' shards would be): the median (upper, of 3) per value, 26 ms for the whole model.
   testing::write_file(dir / "metrics.jsonl",
-                      "{\"step\":1,\"step_ms\":50,\"outer_sync\":{\"codec_ms\":20.0}}\n"
-                      "{\"step\":2,\"step_ms\":60,\"outer_sync\":{\"codec_ms\":40.0}}\n"
-                      "{\"step\":3,\"step_ms\":55,\"outer_sync\":{\"codec_ms\":26.0}}\n"
+                      "{\"step\":1,\"step_ms\":50,\"outer_sync\":{\"codec_ms\":20.0,\"dense_bytes\":3478016}}\n"
+                      "{\"step\":2,\"step_ms\":60,\"outer_sync\":{\"codec_ms\":40.0,\"dense_bytes\":3478016}}\n"
+                      "{\"step\":3,\"step_ms\":55,\"outer_sync\":{\"codec_ms\":13.0,\"dense_bytes\":1739008}}\n"
                       "{\"step\":4,\"step_ms\":45}\n");
   EXPECT_DOUBLE_EQ(read_measured_run(dir.path().string()).sparse_codec_s_per_param, 0.026 / 869504);
   EXPECT_NE(error_of([&] { read_measured_run((dir / "missing").string()); }).find("no metrics.jsonl"), std::string::npos);

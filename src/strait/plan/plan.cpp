@@ -415,6 +415,9 @@ Prediction predict(const Cluster& cluster, const Workload& workload, const Metho
   if (method.overlap_steps < 0 || method.overlap_steps >= method.sync_every) {
     throw Error("plan: --overlap-steps must be in [0, --sync-every), got " + std::to_string(method.overlap_steps));
   }
+  if (method.zero3_inside && cluster.ranks_per_node < 2) {
+    throw Error("plan: ZeRO-3 inside replicas needs replicas of at least 2 ranks: give --ranks-per-node 2 or more");
+  }
   if (method.zero3_inside && method.kind == Kind::StreamingDiloco) {
     throw Error("plan: streaming DiLoCo with ZeRO-3 inside its replicas is not in plan's model (its fragments are "
                 "layers of each rank's shard)");
@@ -549,7 +552,7 @@ Recommendation recommend(const std::vector<Prediction>& predictions) {
     }
   }
   reason << (p.exposed_comm_s <= 0.05 * p.step_time_s ? "; the link is (nearly) hidden behind compute"
-                                                       : "; the link still costs " + seconds_text(p.exposed_comm_s) + " a step");
+                                                       : "; the exchange still costs " + seconds_text(p.exposed_comm_s) + " a step");
   // An outer method wins on speed by changing the optimisation: name the best that does not.
   if (changes_optimisation(p.method.kind)) {
     const Prediction* exact = nullptr;
@@ -572,12 +575,13 @@ const char* kQualityCaveat =
     "equal tokens their loss can be worse than DDP's or ZeRO's (BENCHMARKS.md: +5% to +15% on a 0.87M-parameter model "
     "at H = 15-50), so check the loss at your scale before choosing them on speed alone";
 
-std::vector<std::string> assumptions(const Cluster& cluster, const Workload& workload) {
+std::vector<std::string> assumptions(const Cluster& cluster, const Workload& workload, bool zero3_inside) {
   std::vector<std::string> lines = {
       "bytes: what the busiest node sends across its link (it receives as many), from Gloo's ring/all-to-all models "
       "(comm/gloo_algorithms.h) and the wire codecs' sizes",
-      "outer methods: one replica per node (" + std::to_string(cluster.nodes) +
-          " replicas), DDP inside the node on links taken as free",
+      "outer methods: one replica per node (" + std::to_string(cluster.nodes) + " replicas), " +
+          (zero3_inside ? "ZeRO-3 inside the node (each rank exchanges its shard)" : "DDP inside the node") +
+          " on links taken as free",
       "DDP: float32 gradient buckets, hierarchical all-reduce (reduce-scatter in the node, ring across nodes, "
       "all-gather in the node); loss and weight-check scalars of 8 bytes are counted for outer methods only",
       "ZeRO-3/ZeRO++: the collectives of ALGORITHMS.md section 1 with Gloo's ring; "
@@ -587,7 +591,8 @@ std::vector<std::string> assumptions(const Cluster& cluster, const Workload& wor
   if (workload.sparse_codec_s_per_param > 0) {
     std::ostringstream codec;
     codec << "SparseLoCo's codec (top-k, quantization, packing, decoding) blocks each sync for "
-          << workload.sparse_codec_s_per_param * 1e9 << " ns per parameter, as measured or given";
+          << workload.sparse_codec_s_per_param * 1e9
+          << " ns per parameter, as measured or given (decoding grows with the replicas, which this leaves out)";
     lines.push_back(codec.str());
   } else {
     lines.push_back("SparseLoCo's codec time is left out (give --measured with a SparseLoCo run, or --codec-ns-per-param)");
@@ -646,7 +651,9 @@ nlohmann::json plan_json(const Cluster& cluster, const Workload& workload, const
             {"link_bits_per_s", cluster.link_bits_per_s},
             {"link_efficiency", cluster.link_efficiency}}},
           {"workload", workload_json},
-          {"assumptions", assumptions(cluster, workload)},
+          {"assumptions", assumptions(cluster, workload,
+                                      std::any_of(predictions.begin(), predictions.end(),
+                                                  [](const Prediction& p) { return p.method.zero3_inside; }))},
           {"methods", methods},
           {"recommendation", {{"method", predictions[best.index].method.name}, {"reason", best.reason}, {"caveat", kQualityCaveat}}}};
 }
@@ -712,7 +719,7 @@ SyncCondition sync_condition(const Cluster& cluster, const Workload& workload, M
   const Prediction p = predict(cluster, workload, method);
   SyncCondition condition;
   condition.bytes_per_sync = p.bytes_per_outer_sync;
-  condition.sync_s = link_seconds(cluster, p.bytes_per_outer_sync);
+  condition.sync_s = link_seconds(cluster, p.bytes_per_outer_sync) + p.codec_s_per_outer_sync;
   condition.compute_s = p.compute_s;
   const double threshold = condition.sync_s / (budget * condition.compute_s);
   if (threshold >= 1e9) throw Error("plan: the exchange takes more than 1e9 steps of compute; no useful H");
@@ -770,7 +777,7 @@ MeasuredRun read_measured_run(const std::string& run_dir) {
   const std::string metrics_path = run_dir + "/metrics.jsonl";
   std::ifstream metrics(metrics_path);
   if (!metrics) throw Error("plan: --measured " + run_dir + ": no metrics.jsonl there (is it a strait run directory?)");
-  std::vector<double> quiet_steps, compute_parts, codec_ms;
+  std::vector<double> quiet_steps, compute_parts, codec_ms_per_value;
   std::string line;
   for (int number = 1; std::getline(metrics, line); ++number) {
     if (line.empty()) continue;
@@ -782,8 +789,11 @@ MeasuredRun read_measured_run(const std::string& run_dir) {
       if (entry.contains("forward_ms") && entry.contains("backward_ms")) {
         compute_parts.push_back(entry.at("forward_ms").get<double>() + entry.at("backward_ms").get<double>());
       }
-      if (entry.contains("outer_sync") && entry.at("outer_sync").contains("codec_ms")) {
-        codec_ms.push_back(entry.at("outer_sync").at("codec_ms").get<double>());
+      // Per value coded: a sync may code one fragment, or (ZeRO-3 inside) one rank's shard.
+      if (entry.contains("outer_sync") && entry.at("outer_sync").contains("codec_ms") &&
+          entry.at("outer_sync").value("dense_bytes", 0.0) > 0) {
+        const auto& sync = entry.at("outer_sync");
+        codec_ms_per_value.push_back(sync.at("codec_ms").get<double>() / (sync.at("dense_bytes").get<double>() / 4));
       }
     });
   }
@@ -816,9 +826,7 @@ MeasuredRun read_measured_run(const std::string& run_dir) {
       });
     }
   }
-  if (!codec_ms.empty() && run.params && *run.params > 0) {
-    run.sparse_codec_s_per_param = median_high(codec_ms) / 1000 / *run.params;
-  }
+  if (!codec_ms_per_value.empty()) run.sparse_codec_s_per_param = median_high(codec_ms_per_value) / 1000;
   // The model's shapes make SparseLoCo's payload and DDP's buckets exact.
   std::ifstream config_file(run_dir + "/config.json");
   if (config_file) {

@@ -67,7 +67,7 @@ struct Workload {
   std::vector<int64_t> layer_elements;
   // SparseLoCo's codec CPU time per parameter per outer sync (error feedback, top-k, 2-bit
   // quantization, packing, decoding the replicas' payloads), measured (MeasuredRun) or given;
-  // 0 leaves it out of the model.
+  // 0 leaves it out of the model. With ZeRO-3 inside, each of a node's ranks codes its share.
   double sparse_codec_s_per_param = 0;
 };
 
@@ -156,11 +156,12 @@ double weight_broadcast_bytes_per_node(const Cluster& cluster, double params);
 // Multi-cluster conditions (ALGORITHMS.md section 2): the smallest H at which a method that blocks
 // at the outer step (local SGD, DiLoCo, SparseLoCo) spends less than `budget` (0.1: 10%) of H inner
 // steps' compute on one exchange: the smallest integer H > exchange time / (budget x step
-// compute). Its exchange does not depend on H (the whole model, or SparseLoCo's payload). Throws
-// strait::Error for a method that does not block at the outer step, or as predict() does.
+// compute). Its exchange (the link's time, and SparseLoCo's codec time when known) does not
+// depend on H (the whole model, or SparseLoCo's payload). Throws strait::Error for a method that
+// does not block at the outer step, or as predict() does.
 struct SyncCondition {
   double bytes_per_sync = 0;  // the busiest node's
-  double sync_s = 0;          // its link time
+  double sync_s = 0;          // its link time (+ SparseLoCo's codec time)
   double compute_s = 0;       // one inner step
   int smallest_sync_every = 1;
 };
@@ -212,7 +213,8 @@ struct MeasuredRun {
   std::optional<double> tokens_per_rank_step;
   std::vector<std::vector<int64_t>> shapes;
   std::vector<int64_t> layer_elements;
-  // SparseLoCo runs: the median codec_ms of rank 0's outer syncs per parameter (0 for others).
+  // SparseLoCo runs: the median over rank 0's outer syncs of codec_ms per value it coded (its
+  // dense_bytes / 4: the sync's fragments, or with ZeRO-3 inside its shard), in s; 0 for others.
   double sparse_codec_s_per_param = 0;
 };
 // Throws strait::Error naming the directory when it holds no usable metrics.

@@ -158,6 +158,7 @@ plan::MethodSpec planned_method(const json& config, const fs::path& file) {
   options.bucket_bytes = field_or<double>(config, "bucket_mb", 25) * 1024 * 1024;
   options.sparse.topk = field_or<int64_t>(config, "topk", options.sparse.topk);
   options.sparse.index_coding = codec::index_coding(field_or<std::string>(config, "index_coding", "auto"));
+  options.zero3_inside = field_or<std::string>(config, "inner", "auto") == "zero3";
   if (strategy == "zero3") {
     options.wire_dtype = codec::parse_wire_dtype(field_or<std::string>(config, "zero_wire_dtype", "fp32"));
     plan::MethodSpec method = plan::method_named("zero3", options);
@@ -201,9 +202,7 @@ void predict_into(RunRecord& run, const fs::path& run_dir, const json& config) {
     // On loopback there is no link to wait for: bytes only (a single node sends none).
     const bool shaped = run.link_bits_per_s > 0;
     const plan::Cluster cluster{run.nodes, run.ranks_per_node, shaped ? run.link_bits_per_s : 1e15};
-    plan::MethodSpec method = planned_method(config, run_dir / "train_config.json");
-    method.zero3_inside = zero3_inside;
-    const plan::Prediction prediction = plan::predict(cluster, work, method);
+    const plan::Prediction prediction = plan::predict(cluster, work, planned_method(config, run_dir / "train_config.json"));
     const auto steps = static_cast<double>(run.steps);
     // Every method but ZeRO-3 starts with rank 0's weights broadcast; ZeRO-3's ranks check
     // theirs and keep a shard each.

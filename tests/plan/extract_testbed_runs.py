@@ -13,9 +13,10 @@ command is kept as `command` below).
 
 The step compute time is measured in each run the way `strait plan --measured RUN_DIR` does
 (src/strait/plan/plan.cpp, read_measured_run): the median step_ms of the steps that sent nothing
-across nodes, else the median forward_ms + backward_ms. The measured time to compare with is the
-training steps' time, the sum of step_ms (evaluation every 25 steps is not training and is
-left out; `elapsed_s` has it too).
+across nodes, else the median forward_ms + backward_ms; so is SparseLoCo's codec time per
+parameter (the median over the syncs of codec_ms per value coded, from runs that record it).
+The measured time to compare with is the training steps' time, the sum of step_ms (evaluation
+every 25 steps is not training and is left out; `elapsed_s` has it too).
 
 Usage: python3 tests/plan/extract_testbed_runs.py [--bench-out bench/out] [--out tests/plan/testbed_runs.json]
 """
@@ -86,6 +87,10 @@ def testbed_run(bench_out, run_dir):
     # methods, the bytes_sent of the exchanges per window of H steps (every fragment once), before
     # the last step, which syncs every fragment once more.
     assert testbed["nproc_per_node"] == 1
+    # SparseLoCo's codec time per value coded (what `strait plan --measured RUN_DIR` reads).
+    codec = [s["codec_ms"] / (s["dense_bytes"] / 4) for s in syncs if "codec_ms" in s and s.get("dense_bytes", 0) > 0]
+    if codec:
+        record["sparse_codec_s_per_param"] = statistics.median_high(codec) / 1000
     if syncs:
         fragments = config["fragments"]
         sent = [s["bytes_sent"] for s in syncs if s["bytes_sent"] > 0 and s["step"] < record["steps"]]
@@ -128,9 +133,20 @@ def main():
     parser.add_argument("--bench-out", default="bench/out")
     parser.add_argument("--out", default="tests/plan/testbed_runs.json")
     args = parser.parse_args()
-    runs = [wan_ddp_run(os.path.join(args.bench_out, "wan_ddp.json"))]
+    runs = []
+    wan_ddp = os.path.join(args.bench_out, "wan_ddp.json")
+    if os.path.exists(wan_ddp):
+        runs.append(wan_ddp_run(wan_ddp))
     for run_dir in sorted(glob.glob(os.path.join(args.bench_out, "*-runs", "testbed", "*", "*", "run"))):
         runs.append(testbed_run(args.bench_out, run_dir))
+    # A recorded run that bench/out no longer holds (another machine's, or one not rerun) stays
+    # as it was recorded; a rerun replaces it.
+    if os.path.exists(args.out):
+        found = {run["name"] for run in runs}
+        kept = [run for run in json.load(open(args.out))["runs"] if run["name"] not in found]
+        for run in kept:
+            print(f"kept as recorded before: {run['name']}")
+        runs = kept + runs
     note = ("Measured figures of strait's recorded testbed runs (bench/out, gitignored), extracted by "
             "tests/plan/extract_testbed_runs.py; see its docstring and BENCHMARKS.md (issues 9, 10, 11) for the commands.")
     with open(args.out, "w") as out:

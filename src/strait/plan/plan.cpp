@@ -345,13 +345,16 @@ double ddp_bytes_per_node(const Cluster& cluster, const std::vector<int64_t>& bu
 
 namespace {
 
+// The all-gather of the 8-byte hash of the new weights, which every rank sends after an exchange.
+double weight_check_bytes_per_rank(int replicas) { return sent(gloo::ring_allgather(0, replicas, 8)); }
+
 // One rank's part of the dense exchange of its `count` values with its counterparts in the other
 // `replicas` (replica_exchange.cpp, mean_of_shard): each other owner's encoded slice (all-to-all),
 // then its own encoded mean to each (all-gather), then the 8-byte weight check (all-gather).
 double dense_exchange_bytes_per_rank(int replicas, int64_t count, codec::WireDtype dtype) {
   const auto slice_bytes = static_cast<uint64_t>(encoded_bytes(dtype, ceil_div(count, replicas)));
   return sent(gloo::direct_alltoall(0, replicas, slice_bytes)) + sent(gloo::ring_allgather(0, replicas, slice_bytes)) +
-         sent(gloo::ring_allgather(0, replicas, 8));
+         weight_check_bytes_per_rank(replicas);
 }
 
 // One payload's all-gather among `replicas` (sparse_exchange.cpp): the 8-byte sizes, then every
@@ -360,8 +363,6 @@ double sparse_payload_bytes_per_rank(int replicas, double payload_bytes) {
   return sent(gloo::ring_allgather(0, replicas, 8)) +
          sent(gloo::ring_allgather(0, replicas, static_cast<uint64_t>(std::ceil(payload_bytes))));
 }
-
-double weight_check_bytes_per_rank(int replicas) { return sent(gloo::ring_allgather(0, replicas, 8)); }
 
 }  // namespace
 
@@ -432,6 +433,9 @@ Prediction predict(const Cluster& cluster, const Workload& workload, const Metho
     compute = 6 * workload.params * workload.tokens_per_rank_step / workload.flops_per_rank;
   }
 
+  // ZeRO-3's backward recomputes each layer's forward: as a strategy, or inside the replicas.
+  const double recomputing = compute * 8 / 6;
+  const double replica_compute = method.zero3_inside ? recomputing : compute;
   Prediction p;
   p.method = method;
   const auto params = static_cast<int64_t>(std::llround(workload.params));
@@ -450,19 +454,17 @@ Prediction predict(const Cluster& cluster, const Workload& workload, const Metho
       break;
     }
     case Kind::Zero3:
+      p.compute_s = recomputing;
       p.cross_node_bytes_per_node_per_step = zero_bytes_per_node(cluster, workload, method);
-      p.compute_s = compute * 8 / 6;  // backward recomputes each layer's forward
       p.comm_s = link_seconds(cluster, p.cross_node_bytes_per_node_per_step);
       p.step_time_s = std::max(p.compute_s, p.comm_s);
       p.time_model = "max(compute with recomputed forward, link)";
       break;
     case Kind::LocalSgd:
     case Kind::Diloco:
-      if (method.zero3_inside) {
-        block_at_outer_step(p, cluster, compute * 8 / 6, zero3_inside_exchange_bytes_per_node(cluster, workload, method));
-      } else {
-        block_at_outer_step(p, cluster, compute, dense_exchange_bytes_per_node(cluster, params, method.outer_dtype));
-      }
+      block_at_outer_step(p, cluster, replica_compute,
+                          method.zero3_inside ? zero3_inside_exchange_bytes_per_node(cluster, workload, method)
+                                              : dense_exchange_bytes_per_node(cluster, params, method.outer_dtype));
       break;
     case Kind::StreamingDiloco: {
       // Fragment f syncs once per window and runs behind τ inner steps; its remainder blocks.
@@ -481,14 +483,14 @@ Prediction predict(const Cluster& cluster, const Workload& workload, const Metho
       break;
     }
     case Kind::SparseLoco: {
-      const double codec_s = workload.sparse_codec_s_per_param * workload.params;
-      if (method.zero3_inside) {
-        block_at_outer_step(p, cluster, compute * 8 / 6, zero3_inside_exchange_bytes_per_node(cluster, workload, method),
-                            codec_s / cluster.ranks_per_node);  // each rank encodes its shard's share
-        break;
-      }
-      const double payload = codec::expected_packed_size(tensor_shapes(workload), method.sparse);
-      block_at_outer_step(p, cluster, compute, sparse_exchange_bytes_per_node(cluster, payload), codec_s);
+      // With ZeRO-3 inside, a node's ranks each code their shard's share at once.
+      const double codec_s = workload.sparse_codec_s_per_param * workload.params /
+                             (method.zero3_inside ? cluster.ranks_per_node : 1);
+      const double bytes =
+          method.zero3_inside
+              ? zero3_inside_exchange_bytes_per_node(cluster, workload, method)
+              : sparse_exchange_bytes_per_node(cluster, codec::expected_packed_size(tensor_shapes(workload), method.sparse));
+      block_at_outer_step(p, cluster, replica_compute, bytes, codec_s);
       break;
     }
   }

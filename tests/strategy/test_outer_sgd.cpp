@@ -393,16 +393,23 @@ TEST_F(Diloco, EveryWireDtypeKeepsReplicasIdenticalAndMovesTheBytesItsFormulaSay
 TEST_F(Diloco, ReplicasWhoseWeightsDifferAfterASyncStopTheRunNamingThem) {
   // Rank 1's weights move by one float32 rounding after the outer step (fault injection), as a
   // silently corrupted exchange would leave them: the weight hashes differ and every rank stops.
-  const fs::path run = scratch_ / "desync";
-  const auto result = testing::run_command("STRAIT_TEST_DESYNC_RANK=1 '" STRAIT_BINARY "' launch --nproc-per-node 2 "
-                                           "--master-port " + std::to_string(testing::free_tcp_port()) + " -- " +
-                                           train_args(run, "--outer-dtype int8"));
-  EXPECT_NE(result.exit_code, 0) << result.output;
-  EXPECT_NE(result.output.find("diloco: after the outer step of step 4 the weights of replica 1 (rank 1) differ from "
-                               "replica 0's (rank 0); the replicas would silently train apart"),
-            std::string::npos)
-      << result.output;
-  EXPECT_FALSE(fs::exists(run / "checkpoints" / "step-000006")) << "the run stopped at its first sync";
+  // Streaming with τ = 1 exchanges the hash of fragment 1's outer step at step 3 in the
+  // background; the checkpoint of step 3 judges it before it writes anything.
+  const std::vector<std::pair<std::string, int>> cases = {
+      {"--outer-dtype int8", 4}, {"--outer-dtype int8 --fragments 2 --overlap-steps 1 --fragment-mix 0.5", 3}};
+  for (const auto& [options, step] : cases) {
+    const fs::path run = scratch_ / ("desync-" + std::to_string(step));
+    const auto result = testing::run_command("STRAIT_TEST_DESYNC_RANK=1 '" STRAIT_BINARY "' launch --nproc-per-node 2 "
+                                             "--master-port " + std::to_string(testing::free_tcp_port()) + " -- " +
+                                             train_args(run, options));
+    EXPECT_NE(result.exit_code, 0) << options << "\n" << result.output;
+    EXPECT_NE(result.output.find("diloco: after the outer step of step " + std::to_string(step) +
+                                 " the weights of replica 1 (rank 1) differ from replica 0's (rank 0); the replicas "
+                                 "would silently train apart"),
+              std::string::npos)
+        << options << "\n" << result.output;
+    EXPECT_FALSE(fs::exists(run / "checkpoints" / "step-000006")) << options << ": the run stopped at its first sync";
+  }
 }
 
 TEST_F(Diloco, ResumesExactlyFromInsideAndTheEndOfAnHWindow) {

@@ -233,7 +233,8 @@ void OuterSgd::after_step(int64_t step, const std::vector<NamedParameter>& weigh
       const int64_t since = in_flight_since_[static_cast<int64_t>(p)].item<int64_t>();
       if (step - since < options_.overlap_steps && !final_step) continue;
       await_exchange(p);
-      finish_sync(step, p, weights, gather(in_flight_, fragments_[p]), final_step ? 0.0 : options_.fragment_mix, figures);
+      finish_sync(step, p, weights, gather(in_flight_, fragments_[p]), final_step ? 0.0 : options_.fragment_mix, figures,
+                  /*check_in_background=*/!final_step);
       in_flight_since_[static_cast<int64_t>(p)] = -1;
       synced[p] = true;
     }
@@ -276,19 +277,13 @@ void OuterSgd::start_sync(int64_t step, size_t index, const std::vector<NamedPar
   if (streaming()) add_to_list(figures, "fragments_started", index);
   if (mix >= 0) {
     bytes_sent_ += exchange_->aggregate(index, pseudo_gradient, "outer_pseudo_gradient", figures);
-    finish_sync(step, index, weights, pseudo_gradient, mix, figures);
+    finish_sync(step, index, weights, pseudo_gradient, mix, figures, /*check_in_background=*/false);
     return;
   }
   fragment.received = pseudo_gradient;
   in_flight_since_[static_cast<int64_t>(index)] = step;
-  auto done = std::make_shared<std::promise<int64_t>>();
-  fragment.exchange = done->get_future();
-  lane_.post([exchange = background_.get(), values = fragment.received, done] {
-    try {
-      done->set_value(exchange->mean(values, "outer_pseudo_gradient"));
-    } catch (...) {
-      done->set_exception(std::current_exception());
-    }
+  fragment.exchange = on_lane([exchange = background_.get(), values = fragment.received] {
+    return exchange->mean(values, "outer_pseudo_gradient");
   });
 }
 
@@ -305,7 +300,7 @@ void OuterSgd::await_exchange(size_t index) {
 // The outer step of fragment `index` with the replicas' mean Δ (consumed), then the replica's
 // fragment becomes mix·(its weights now) + (1 − mix)·θ_p.
 void OuterSgd::finish_sync(int64_t step, size_t index, const std::vector<NamedParameter>& weights,
-                           const torch::Tensor& mean, double mix, nlohmann::json& figures) {
+                           const torch::Tensor& mean, double mix, nlohmann::json& figures, bool check_in_background) {
   const Fragment& fragment = fragments_[index];
   add_norm(figures, "mean_pseudo_gradient_norm", mean.norm().item<double>());
   if (streaming()) add_to_list(figures, "fragments_applied", index);
@@ -329,7 +324,7 @@ void OuterSgd::finish_sync(int64_t step, size_t index, const std::vector<NamedPa
   }
   scatter(local, weights_, fragment);
   unflatten(weights_, weights);
-  require_identical_replicas(global, step);
+  require_identical_replicas(global, step, check_in_background);
   ++syncs_;
 }
 
@@ -343,28 +338,46 @@ void OuterSgd::simulate_silent_corruption(const torch::Tensor& weights) const {
   weights[0] = std::nextafter(weights[0].item<float>(), std::numeric_limits<float>::infinity());
 }
 
-void OuterSgd::require_identical_replicas(const torch::Tensor& weights, int64_t step) {
+void OuterSgd::require_identical_replicas(const torch::Tensor& weights, int64_t step, bool in_background) {
   if (exchange_->across() == nullptr) {  // one process
     stop_agreed_ = stop_agreed_ || replica_votes_.stop;
     return;
   }
-  comm::Group& across = *exchange_->across();
+  settle_checks();
   // The lowest bit carries the replica's stop request (preemption) across replicas at this
   // sync, in the 8 bytes the check sends anyway; the other 63 bits are the weights' hash.
   const auto hash = static_cast<int64_t>(xxh64(weights.data_ptr(), weights.numel() * sizeof(float), 0));
-  const std::vector<int64_t> hashes =
-      gather_int64(across, (hash & ~int64_t{1}) | (replica_votes_.stop ? 1 : 0), "outer_weights_checksum");
+  const int64_t value = (hash & ~int64_t{1}) | (replica_votes_.stop ? 1 : 0);
+  if (!in_background) {
+    judge_check(gather_int64(*exchange_->across(), value, "outer_weights_checksum"), step);
+    return;
+  }
+  pending_checks_.push_back({step, on_lane([across = background_->across(), value] {
+                               return gather_int64(*across, value, "outer_weights_checksum");
+                             })});
+}
+
+void OuterSgd::settle_checks() {
+  for (; !pending_checks_.empty(); pending_checks_.pop_front()) {
+    judge_check(pending_checks_.front().hashes.get(), pending_checks_.front().step);
+  }
+}
+
+// Every replica's hash (with its stop bit) of the weights after the outer step of `step`, in
+// replica order: a stop request is agreed, and a hash that differs from replica 0's stops the run.
+void OuterSgd::judge_check(const std::vector<int64_t>& hashes, int64_t step) {
+  const std::vector<int>& members = exchange_->across()->members();
   std::string differences;
-  for (int r = 0; r < across.size(); ++r) {
+  for (size_t r = 0; r < hashes.size(); ++r) {
     if (hashes[r] & 1) stop_agreed_ = true;
     if (r > 0 && (hashes[r] | 1) != (hashes[0] | 1)) {
       differences += (differences.empty() ? "" : ", ") + std::string("replica ") + std::to_string(r) + " (rank " +
-                     std::to_string(across.members()[r]) + ")";
+                     std::to_string(members[r]) + ")";
     }
   }
   if (!differences.empty()) {
     throw Error(name() + ": after the outer step of step " + std::to_string(step) + " the weights of " + differences +
-                " differ from replica 0's (rank " + std::to_string(across.members()[0]) +
+                " differ from replica 0's (rank " + std::to_string(members[0]) +
                 "); the replicas would silently train apart");
   }
 }
@@ -378,6 +391,7 @@ NamedTensors OuterSgd::state() {
   for (size_t p = 0; p < fragments_.size(); ++p) {
     if (in_flight(p)) await_exchange(p);
   }
+  settle_checks();  // nothing of the lane's outlives a checkpoint
   state.emplace_back("outer.in_flight", in_flight_);
   state.emplace_back("outer.in_flight_since", in_flight_since_);
   return state;

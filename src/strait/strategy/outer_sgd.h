@@ -24,7 +24,11 @@
 // becomes α·(its weights now) + (1 − α)·θ_p, α = `fragment_mix` (with τ = 0 too). With P = 1,
 // τ = 0, α = 0 (the defaults) this is DiLoCo, bit for bit. At the last step, fragments in
 // flight are completed early, every other fragment syncs at once, and all of them take θ_p
-// unmixed, so the run ends on θ, the same on every replica.
+// unmixed, so the run ends on θ, the same on every replica. With τ > 0 the hash of θ_p after
+// its outer step is exchanged in the background too, behind the exchanges in flight (on a slow
+// link its 8 bytes would otherwise wait behind theirs in the link's queue), and judged at the
+// next fragment sync: a mismatch or a stop request takes effect one fragment sync later; the
+// last step's checks are judged at once.
 // Time-boxed inner phases (`sync_every_seconds` S > 0, local-sgd and diloco without streaming):
 // a replica's inner phase ends at the first step that ends S seconds after the phase's first
 // step ended, when some rank of the replica says its time is up
@@ -45,6 +49,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <future>
 #include <optional>
 #include <memory>
@@ -118,13 +123,33 @@ class OuterSgd final : public OuterSync {
   void start_sync(int64_t step, size_t index, const std::vector<NamedParameter>& weights, double mix,
                   nlohmann::json& figures);
   void finish_sync(int64_t step, size_t index, const std::vector<NamedParameter>& weights, const torch::Tensor& mean,
-                   double mix, nlohmann::json& figures);
+                   double mix, nlohmann::json& figures, bool check_in_background);
   void await_exchange(size_t index);
   bool in_flight(size_t index) const {
     return in_flight_since_.defined() && in_flight_since_[static_cast<int64_t>(index)].item<int64_t>() >= 0;
   }
   void simulate_silent_corruption(const torch::Tensor& weights) const;
-  void require_identical_replicas(const torch::Tensor& weights, int64_t step);
+  // Exchanges the hash of `weights` (θ after the outer step of `step`) and stops the run if the
+  // replicas' differ. `in_background`: on the lane, behind the exchanges in flight, so that the
+  // check does not wait behind their bytes in a slow link's queue; it is judged at the next
+  // check (or checkpoint), the same step on every rank.
+  void require_identical_replicas(const torch::Tensor& weights, int64_t step, bool in_background = false);
+  void settle_checks();
+  void judge_check(const std::vector<int64_t>& hashes, int64_t step);
+  // Runs `task` on the lane, after everything posted before it; its result or exception arrives
+  // through the future.
+  template <typename Task>
+  auto on_lane(Task task) -> std::future<decltype(task())> {
+    auto done = std::make_shared<std::promise<decltype(task())>>();
+    lane_.post([task = std::move(task), done] {
+      try {
+        done->set_value(task());
+      } catch (...) {
+        done->set_exception(std::current_exception());
+      }
+    });
+    return done->get_future();
+  }
   bool streaming() const { return options_.fragments > 1 || options_.overlap_steps > 0; }
   bool time_boxed() const { return options_.sync_every_seconds > 0; }
   int replicas() const { return exchange_->across() ? exchange_->across()->size() : 1; }
@@ -157,6 +182,11 @@ class OuterSgd final : public OuterSync {
   double seconds_blocked_ = 0.0;  // in outer syncs, over the run
   int64_t bytes_sent_ = 0;        // to other replicas by this rank, since the last metrics
   nlohmann::json last_sync_;      // the latest sync's figures, until taken
+  struct PendingCheck {
+    int64_t step;
+    std::future<std::vector<int64_t>> hashes;
+  };
+  std::deque<PendingCheck> pending_checks_;  // weight checks on the lane, not yet judged
   comm::Lane lane_;               // last: stops (running what was posted) before the rest goes
 };
 

@@ -128,7 +128,8 @@ class Strategy {
   // the next mean_over_replica (every step, inside the replica) and, with outer methods, with
   // the weight check of the next outer sync across replicas (never between syncs). stop_agreed()
   // is then true on every rank after the same step: after the current one for one process or
-  // DDP (if asked before its mean_over_replica), after the next outer sync for outer methods.
+  // DDP (if asked before its mean_over_replica), after the next outer sync for outer methods
+  // (the next but one with streaming's background exchanges, whose checks are judged a sync late).
   virtual void request_stop() = 0;
   virtual bool stop_agreed() const = 0;
 

@@ -26,8 +26,8 @@ own), and "all" = every byte every rank sent (ledger totals, metrics scalars inc
 testbed phase: two targets, "ddp+3%" (above) and "common" = the highest final validation loss
 among the --testbed-methods (a loss every one of them reaches), or ddp+3% when that is higher.
 For each link rate and each method of --testbed-methods (or of --testbed-only, to run some of
-them now and the rest in another invocation), scripts/wan --nodes R --nproc-per-node 1 --link RATE (every replica a node
-behind its own shaped link) runs the same training with --stop-after S, S = the last of the
+them now and the rest in another invocation), scripts/wan --nodes R --nproc-per-node 1
+--link RATE (every replica a node behind its own shaped link) runs the same training with --stop-after S, S = the last of the
 steps at which the method's quality run reached the targets, or to the end when it missed one
 (the runs are deterministic: the script checks every validation loss against the quality
 run's). Time to a target = rank 0's elapsed_s at the step where the quality run reached it
@@ -282,22 +282,26 @@ def parse_args(argv):
                    help="run only these of --testbed-methods on the testbed now (the targets still come "
                         "from all of them), e.g. to run the link-bound DDP beside other runs")
     args = finish_args(p, p.parse_args(argv), {"quality", "testbed"})
-    chosen = {name: getattr(args, name.replace("-", "_")).split(",")
-              for name in ["methods", "testbed-methods"]}
-    chosen["testbed-only"] = args.testbed_only.split(",") if args.testbed_only else chosen["testbed-methods"]
-    for name, methods in chosen.items():
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown:
-            p.error(f"--{name}: unknown {unknown}; known: {list(METHODS)}")
-    if "ddp" not in chosen["testbed-methods"]:
+    args.methods = method_list(p, "--methods", args.methods, METHODS)
+    args.testbed_methods = method_list(p, "--testbed-methods", args.testbed_methods, METHODS)
+    args.testbed_only = method_list(p, "--testbed-only", args.testbed_only, METHODS) \
+        if args.testbed_only else args.testbed_methods
+    if "ddp" not in args.testbed_methods:
         p.error("--testbed-methods must include ddp (its final loss sets the target)")
-    if not set(chosen["testbed-methods"]) <= set(chosen["methods"]):
+    if not set(args.testbed_methods) <= set(args.methods):
         p.error("--methods must include every --testbed-methods")
-    if not set(chosen["testbed-only"]) <= set(chosen["testbed-methods"]):
+    if not set(args.testbed_only) <= set(args.testbed_methods):
         p.error("--testbed-only must be a subset of --testbed-methods")
-    args.methods, args.testbed_methods, args.testbed_only = (chosen[n] for n in ["methods", "testbed-methods",
-                                                                                  "testbed-only"])
     return args
+
+
+def method_list(p, option, value, known):
+    """The comma-separated method names of `option`, each one of `known`, or an argparse error."""
+    methods = value.split(",")
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        p.error(f"{option}: unknown {unknown}; known: {list(known)}")
+    return methods
 
 
 def main(argv):

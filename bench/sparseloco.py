@@ -190,11 +190,8 @@ def parse_args(argv):
     p.add_argument("--methods", default=",".join(METHODS), help="a subset of METHODS (ddp is needed)")
     p.add_argument("--testbed-methods", default=",".join(TESTBED_METHODS), help="a subset of TESTBED_METHODS")
     args = diloco.finish_args(p, p.parse_args(argv), {"payload", "ledger", "quality", "testbed"})
-    for name, chosen, known in [("--methods", args.methods, METHODS), ("--testbed-methods", args.testbed_methods,
-                                                                         TESTBED_METHODS)]:
-        unknown = [m for m in chosen.split(",") if m not in known]
-        if unknown:
-            p.error(f"{name}: unknown {unknown}; known: {list(known)}")
+    diloco.method_list(p, "--methods", args.methods, METHODS)
+    diloco.method_list(p, "--testbed-methods", args.testbed_methods, TESTBED_METHODS)
     if "ddp" not in args.methods.split(","):
         p.error("--methods must include ddp (its final loss sets the target)")
     return args

@@ -576,8 +576,8 @@ const char* kQualityCaveat =
     "local SGD, DiLoCo, streaming DiLoCo and SparseLoCo change the optimisation (replicas drift apart for H steps): at "
     "equal tokens their loss can be worse than DDP's or ZeRO's (BENCHMARKS.md, a 0.87M-parameter model at H = 10-50: "
     "+1% to +15% by method, H and run length; DiLoCo with the paper's momentum 0.9 at least +6%, with --outer-lr 0.5 "
-    "--outer-momentum 0.5 +0.8% to +2.6% at H = 10-15 and +5.8% at H = 50), so check the loss at your scale before choosing them on speed "
-    "alone";
+    "--outer-momentum 0.5 +0.8% to +2.6% at H = 10-15 and +5.8% at H = 50), so check the loss at your scale before "
+    "choosing them on speed alone";
 
 std::vector<std::string> assumptions(const Cluster& cluster, const Workload& workload, bool zero3_inside) {
   std::vector<std::string> lines = {

@@ -7,6 +7,7 @@ On a tiny byte-level corpus, `nano`, 2 nodes x 1 rank, DDP, DiLoCo and ZeRO++ fo
 1. the comparison runs both cells on loopback (saying that every method looks fast there),
    leaves OUT/2x1/loopback/<method>/ with run/, log.txt, command.json and done, writes
    OUT/report.html and prints the report's table with both methods and the report's path;
+   --outer-lr and --outer-momentum reach DiLoCo's cell alone, and its row in the table;
 2. the same command again runs nothing: both cells are reported kept and no file in them
    changes (mtimes);
 3. a cell that did not finish (its done stamp, summary and newest checkpoint removed) continues
@@ -18,6 +19,7 @@ On a tiny byte-level corpus, `nano`, 2 nodes x 1 rank, DDP, DiLoCo and ZeRO++ fo
 """
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -52,8 +54,8 @@ def main():
         command = [COMPARE, "--loopback", "--strait", strait, "--data", data, "--out", out,
                    "--methods", "ddp,diloco,zero++", "--topologies", "2x1", "--preset", "nano",
                    "--steps", "6", "--batch-size", "2", "--seq-len", "32", "--warmup-steps", "1",
-                   "--eval-every", "3", "--eval-batches", "2", "--sync-every", "3",
-                   "--checkpoint-every", "3", "--precision", "fp32", "--threads", "1"]
+                   "--eval-every", "3", "--eval-batches", "2", "--sync-every", "3", "--outer-lr", "0.5",
+                   "--outer-momentum", "0.5", "--checkpoint-every", "3", "--precision", "fp32", "--threads", "1"]
         cells = {m: os.path.join(out, "2x1", "loopback", m) for m in ("ddp", "diloco", "zero++")}
 
         # 1. Both cells run, the report is written and its table printed.
@@ -71,7 +73,14 @@ def main():
         check(os.path.isfile(report), "OUT/report.html is written")
         rows = [line.split() for line in first.stdout.splitlines()]
         check(any(r[:2] == ["ddp", "ddp"] for r in rows), "the report's table lists DDP")
-        check(any(r[:2] == ["diloco", "diloco"] for r in rows), "the report's table lists DiLoCo")
+        check(any(r[:2] == ["diloco", "diloco"] and "lr=0.5" in r and "μ=0.5" in r for r in rows),
+              "the report's table lists DiLoCo with the outer step that --outer-lr and --outer-momentum set")
+        for method, cell in cells.items():
+            with open(os.path.join(cell, "command.json"), encoding="utf-8") as f:
+                words = json.load(f)[0]
+            outer = method == "diloco"
+            check(("--outer-lr" in words and "--outer-momentum" in words) == outer,
+                  f"cell {method}'s command {'carries' if outer else 'leaves out'} the outer step's flags")
         # One rank a node: ZeRO++ without hpZ (its copies are per node), bf16 on the wire.
         check(any(r[:5] == ["zero++", "zero3", "+qwZ", "+qgZ", "bf16"] for r in rows),
               "the report's table lists ZeRO++ with its switches")

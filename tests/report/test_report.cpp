@@ -75,7 +75,9 @@ void write_diloco_run(const fs::path& dir) {
     if (step == 3 || step == 6) line["val_loss"] = step == 3 ? 2.1 : 1.9;
     lines.push_back(line);
   }
-  write_run(dir, {{"strategy", "diloco"}, {"sync_every", 3}, {"fragments", 2}, {"overlap_steps", 1}, {"outer_dtype", "int4"}},
+  write_run(dir,
+            {{"strategy", "diloco"}, {"sync_every", 3}, {"fragments", 2}, {"overlap_steps", 1}, {"outer_dtype", "int4"},
+             {"outer_lr", 0.5}, {"outer_momentum", 0.5}},
             lines);
 }
 
@@ -170,7 +172,7 @@ TEST(ReportRuns, AResumedRunContinuesItsClockAndAnUnfinishedOneIsMarked) {
   testing::ScratchDir scratch;
   write_diloco_run(scratch / "run");
   const RunRecord run = load_run(scratch / "run");
-  EXPECT_EQ(run.method, "streaming diloco H=3 P=2 τ=1 int4");
+  EXPECT_EQ(run.method, "streaming diloco H=3 P=2 τ=1 int4 outer lr=0.5 μ=0.5");
   EXPECT_EQ(run.link, "loopback");
   EXPECT_FALSE(run.finished);
   EXPECT_FALSE(run.kernel_bytes_per_node.has_value());
@@ -468,7 +470,7 @@ TEST(ReportCommand, PrintsTheTableAndReplacesOnlyAnEarlierReport) {
   // The terminal table: a header, a line per run in given order, aligned, and the target.
   EXPECT_NE(result.output.find("run     method"), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("\nddp     ddp"), std::string::npos) << result.output;
-  EXPECT_NE(result.output.find("\ndiloco  streaming diloco H=3 P=2 τ=1 int4  loopback"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("\ndiloco  streaming diloco H=3 P=2 τ=1 int4 outer lr=0.5 μ=0.5  loopback"), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("target loss 2.0600 (DDP's final validation loss + 3%)"), std::string::npos);
 
   const auto rejected = [&](const std::string& arguments, const std::string& message) {

@@ -55,6 +55,13 @@ std::vector<std::pair<bool, std::string>> zero_plus_plus_options(const json& con
           {field_or<bool>(config, "zero_quantized_gradients", false), "qgZ"}};
 }
 
+// A setting as the command line would have it: 0.5, 13.8, 1e-05.
+std::string number_text(double value) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%g", value);
+  return text;
+}
+
 std::string method_of(const json& config, const fs::path& file) {
   std::string strategy = field<std::string>(config, "strategy", file);
   if (strategy == "auto") strategy = "ddp";
@@ -70,9 +77,7 @@ std::string method_of(const json& config, const fs::path& file) {
   const int64_t fragments = field_or<int64_t>(config, "fragments", 1);
   std::string method = (fragments > 1 ? "streaming " : "") + strategy;
   if (const double seconds = field_or<double>(config, "sync_every_seconds", 0); seconds > 0) {
-    char text[32];
-    std::snprintf(text, sizeof(text), " S=%gs", seconds);
-    method += text;
+    method += " S=" + number_text(seconds) + "s";
   } else {
     method += " H=" + std::to_string(field_or<int64_t>(config, "sync_every", 0));
   }
@@ -85,6 +90,11 @@ std::string method_of(const json& config, const fs::path& file) {
   if (strategy == "sparseloco") method += " k=" + std::to_string(field_or<int64_t>(config, "topk", 0));
   if (const auto dtype = field_or<std::string>(config, "outer_dtype", "fp32"); strategy != "sparseloco" && dtype != "fp32") {
     method += " " + dtype;
+  }
+  // The outer step where the run set it (0 and -1 stand for the method's defaults).
+  if (const double lr = field_or<double>(config, "outer_lr", 0); lr > 0) method += " outer lr=" + number_text(lr);
+  if (const double momentum = field_or<double>(config, "outer_momentum", -1); momentum >= 0) {
+    method += " μ=" + number_text(momentum);
   }
   if (const auto inner = field_or<std::string>(config, "inner", "auto"); inner == "ddp" || inner == "zero3") {
     method += " (" + inner + " inside)";

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 
 #include <nlohmann/json.hpp>
 
@@ -10,6 +9,7 @@
 #include "strait/core/fileio.h"
 #include "strait/core/metrics.h"
 #include "strait/plan/plan.h"
+#include "strait/report/svg.h"
 
 namespace strait::report {
 
@@ -53,13 +53,6 @@ std::vector<std::pair<bool, std::string>> zero_plus_plus_options(const json& con
   return {{field_or<int64_t>(config, "zero_hpz_partition_size", 1) > 1, "hpZ"},
           {field_or<bool>(config, "zero_quantized_weights", false), "qwZ"},
           {field_or<bool>(config, "zero_quantized_gradients", false), "qgZ"}};
-}
-
-// A setting as the command line would have it: 0.5, 13.8, 1e-05.
-std::string number_text(double value) {
-  char text[32];
-  std::snprintf(text, sizeof(text), "%g", value);
-  return text;
 }
 
 std::string method_of(const json& config, const fs::path& file) {

@@ -224,6 +224,12 @@ std::string format_value(double value, Axis::Unit unit) {
   return text;
 }
 
+std::string number_text(double value) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%g", value);
+  return text;
+}
+
 std::string line_chart(const std::string& title, const Axis& x, const Axis& y, const std::vector<Series>& series) {
   std::vector<double> xs, ys;
   std::vector<std::string> names;

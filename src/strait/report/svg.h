@@ -53,4 +53,7 @@ std::string escape(const std::string& text);
 // 1234567 -> "1.23 MB"; 0.5 -> "0.5".
 std::string format_value(double value, Axis::Unit unit);
 
+// A setting as a command line would have it (printf's %g): 0.5, 13.8, 1e-05.
+std::string number_text(double value);
+
 }  // namespace strait::report

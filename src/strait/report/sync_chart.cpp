@@ -227,30 +227,23 @@ std::string sync_chart_svg(const plan::Cluster& cluster, const plan::Workload& w
     markers.points.emplace_back(run.link_bits_per_s, run.smallest_sync_every);
   }
 
-  char percent[16];
-  std::snprintf(percent, sizeof(percent), "%g%%", budget * 100);
+  const std::string percent = number_text(budget * 100) + "%";
   const std::string chart =
-      line_chart(std::string("Smallest H for an outer exchange under ") + percent + " of compute",
+      line_chart("Smallest H for an outer exchange under " + percent + " of compute",
                  {"link rate (each node's, each way)", true, Axis::Unit::BitRate},
                  {"smallest H (inner steps per outer exchange)", true, Axis::Unit::Plain}, series);
   const auto [width, height] = chart_size(chart);
 
-  char budget_text[16];
-  std::snprintf(budget_text, sizeof(budget_text), "%g", budget);
   const double compute_s = cells.empty() ? 0 : cells.front().condition.compute_s;
   std::vector<std::string> notes = {
-      "Lines: strait plan, the smallest H with the link time of one exchange < " + std::string(budget_text) +
+      "Lines: strait plan, the smallest H with the link time of one exchange < " + number_text(budget) +
       " x H x the compute of a step (above a line the exchange costs less than " + percent + "); " +
       count_text(workload.params) + " parameters, " + seconds_text(compute_s) + " of compute a step, " +
       std::to_string(cluster.ranks_per_node) + (cluster.ranks_per_node == 1 ? " rank" : " ranks") +
-      " and one replica per node, link efficiency " + [&] {
-        char text[16];
-        std::snprintf(text, sizeof(text), "%g", cluster.link_efficiency);
-        return std::string(text);
-      }() + "."};
+      " and one replica per node, link efficiency " + number_text(cluster.link_efficiency) + "."};
   if (!runs.empty()) {
     notes.push_back("Hollow circles: runs on shaped links, the same condition with their measured times: mean blocked "
-                    "time per outer sync / (" + std::string(budget_text) +
+                    "time per outer sync / (" + number_text(budget) +
                     " x mean time of a step without a sync). Hover a point for its value.");
   }
   std::vector<std::string> lines;

@@ -79,6 +79,8 @@ def testbed_run(bench_out, run_dir):
         "nodes": testbed["nnodes"],
         "ranks_per_node": testbed["nproc_per_node"],
         "link": testbed["link"],
+        # Runs from before testbed.json recorded it ran the machine's BBR, which scripts/wan inherited.
+        "tcp_congestion_control": testbed.get("tcp_congestion_control", "bbr"),
         "params": summary["parameters"],
         "model": model_shape(model),
         "method": method_of(config),
@@ -155,6 +157,7 @@ def main():
         found = {run["name"] for run in runs}
         kept = [run for run in json.load(open(args.out))["runs"] if run["name"] not in found]
         for run in kept:
+            run.setdefault("tcp_congestion_control", "bbr")  # recorded before scripts/wan's default was CUBIC
             print(f"kept as recorded before: {run['name']}")
         runs = kept + runs
     note = ("Measured figures of strait's recorded testbed runs (bench/out, gitignored), extracted by "

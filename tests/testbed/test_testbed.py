@@ -11,7 +11,9 @@ not root, `ip netns add` fails, or the tbf qdisc is missing. Otherwise it checks
    --congestion-control;
 2. a failing node: in --run-cmd mode node 1 exits 7 while the others sleep 120 s; the run must
    end with status 7 well before the sleepers would, and leave no namespace behind; its
-   testbed.json records --queue-ms 100 as tbf's limit, the congestion control and tbf's drops;
+   testbed.json records --queue-ms 100 as tbf's limit, the default congestion control (cubic,
+   whatever this kernel's default) and tbf's drops; with --congestion-control inherit it records
+   the kernel's default;
 3. training across nodes: 2 nodes x 2 ranks, nodes with DIFFERENTLY NAMED interfaces (eth0 and
    ens5), each node's link shaped to 50 Mbit/s both ways, `--preset nano`, 6 steps, 1 thread
    per rank. The run must succeed (this needs the configuration hash to ignore
@@ -152,14 +154,23 @@ def test_failing_node(scratch):
     check(report["exit_status"] == 7 and report["first_failure_node"] == 1,
           "testbed.json records the first failure")
     check(report["tbf"]["queue_ms"] == 100 and report["tbf"]["limit_bytes"] == 125000
-          and report["tcp_congestion_control"] and all("upload" in n["tbf_dropped"] for n in report["nodes"]),
-          f"testbed.json records --queue-ms 100 (125 kB at 10 Mbit/s), the congestion control and tbf's drops: "
-          f"{report['tbf']}, {report.get('tcp_congestion_control')!r}")
+          and report["tcp_congestion_control"] == "cubic" and all("upload" in n["tbf_dropped"] for n in report["nodes"]),
+          f"testbed.json records --queue-ms 100 (125 kB at 10 Mbit/s), the default congestion control (cubic) and "
+          f"tbf's drops: {report['tbf']}, {report.get('tcp_congestion_control')!r}")
     ours = {n["namespace"] for n in report["nodes"]}
     left = (namespaces() - before) | (ours & namespaces())
     ok &= check(not left, f"no namespace left behind after a failure: {sorted(left)}")
     if not ok:
         show(proc)
+    inherited = os.path.join(scratch, "inherited.json")
+    proc = run([WAN, "--nodes", "1", "--link", "10mbit", "--congestion-control", "inherit", "--results", inherited,
+                "--run-cmd", "--", "true"])
+    with open("/proc/sys/net/ipv4/tcp_congestion_control", encoding="utf-8") as f:
+        kernel_default = f.read().strip()
+    with open(inherited, encoding="utf-8") as f:
+        recorded = json.load(f)["tcp_congestion_control"]
+    check(proc.returncode == 0 and recorded == kernel_default,
+          f"--congestion-control inherit keeps the kernel's default ({kernel_default}): got {recorded!r}")
 
 
 def prepare_data(strait, scratch):

@@ -62,6 +62,10 @@ def method_of(config):
 # hold the other runs' compute, which no prediction from the run's own compute can see.
 SHARED_MACHINE = ("diloco-2400-runs",)
 
+# The TCP congestion control of runs recorded before testbed.json named it, or before scripts/wan
+# set CUBIC by default: the machine's BBR, which scripts/wan inherited then.
+INHERITED_CONGESTION_CONTROL = "bbr"
+
 
 def testbed_run(bench_out, run_dir):
     cell = os.path.dirname(run_dir)
@@ -79,8 +83,7 @@ def testbed_run(bench_out, run_dir):
         "nodes": testbed["nnodes"],
         "ranks_per_node": testbed["nproc_per_node"],
         "link": testbed["link"],
-        # Runs from before testbed.json recorded it ran the machine's BBR, which scripts/wan inherited.
-        "tcp_congestion_control": testbed.get("tcp_congestion_control", "bbr"),
+        "tcp_congestion_control": testbed.get("tcp_congestion_control", INHERITED_CONGESTION_CONTROL),
         "params": summary["parameters"],
         "model": model_shape(model),
         "method": method_of(config),
@@ -157,7 +160,7 @@ def main():
         found = {run["name"] for run in runs}
         kept = [run for run in json.load(open(args.out))["runs"] if run["name"] not in found]
         for run in kept:
-            run.setdefault("tcp_congestion_control", "bbr")  # recorded before scripts/wan's default was CUBIC
+            run.setdefault("tcp_congestion_control", INHERITED_CONGESTION_CONTROL)
             print(f"kept as recorded before: {run['name']}")
         runs = kept + runs
     note = ("Measured figures of strait's recorded testbed runs (bench/out, gitignored), extracted by "
